@@ -1,0 +1,405 @@
+"""Settings: read once from the environment, validated, frozen, then passed down.
+
+``Settings.from_env(environ)`` checks every variable and raises one ``ConfigError`` naming all
+the bad ones, each on its own line with what was expected. Tests build ``Settings(...)``
+directly. ``docs/configuration.md`` lists every variable; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+T = TypeVar("T")
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """One line per bad variable: ``NAME: what was wrong; expected ...``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class TableName:
+    """A table name from configuration, checked to be ``[schema.]identifier``."""
+
+    schema: str | None
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> TableName:
+        parts = text.strip().split(".")
+        if len(parts) > 2 or not all(_IDENTIFIER.match(p) for p in parts):
+            raise ValueError(f"{text!r} is not a table name ([schema.]identifier)")
+        return cls(parts[0], parts[1]) if len(parts) == 2 else cls(None, parts[0])
+
+    @property
+    def quoted(self) -> str:
+        """The name ready to splice into SQL: every part double-quoted."""
+        name = f'"{self.name}"'
+        return f'"{self.schema}".{name}' if self.schema else name
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionPair:
+    legacy: TableName
+    partitioned: TableName
+
+    @property
+    def name(self) -> str:
+        return f"{self.legacy}:{self.partitioned}"
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- contract variables (DESIGN.md) ---
+    database_url: str | None = None
+    database_replica_urls: tuple[str, ...] = ()
+    database_connection_limit: int = 10
+    database_timeout_ms: int = 5000
+    pgbouncer_admin_url: str | None = None
+    redis_url: str | None = None
+    redis_sentinel_hosts: tuple[HostPort, ...] = ()
+    redis_master_name: str = "mymaster"
+    redis_cluster_enabled: bool = False
+    cache_enabled: bool = True
+    queue_names: tuple[str, ...] = ()
+    partition_pairs: tuple[PartitionPair, ...] = ()
+    auth_tokens: Mapping[str, str] = field(default_factory=dict)
+    read_tokens_required: bool = False
+    session_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    alert_evaluation_interval: float = 15.0
+    breaker_reset_timeout: float = 30.0
+    # --- further settings (docs/configuration.md) ---
+    database_min_connections: int = 1
+    database_statement_cache_size: int = 100  # 0 behind PgBouncer in transaction mode
+    replica_health_interval: float = 30.0
+    slow_query_ms: float = 100.0
+    partition_exact_count_limit: int = 1_000_000
+    redis_connect_timeout_ms: int = 2000
+    redis_command_timeout_ms: int = 1000
+    redis_retries: int = 2
+    redis_health_check_interval: float = 15.0
+    breaker_failure_threshold: int = 5
+    breaker_error_rate: float = 50.0
+    breaker_window_seconds: float = 30.0
+    breaker_minimum_calls: int = 10
+    breaker_call_timeout_ms: int = 5000
+    cache_default_ttl: float = 5.0
+    cache_memory_max_items: int = 10_000
+    cache_stale_max_age: float = 300.0
+    cache_warm_interval: float = 60.0
+    rpc_timeout: float = 30.0
+    max_body_bytes: int = 1_048_576
+    max_batch_size: int = 100
+    max_url_bytes: int = 65_536
+    metrics_basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    shutdown_timeout: float = 10.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.database_min_connections > self.database_connection_limit:
+            problems.append(
+                "DATABASE_MIN_CONNECTIONS: is greater than DATABASE_CONNECTION_LIMIT "
+                f"({self.database_min_connections} > {self.database_connection_limit})"
+            )
+        if self.redis_sentinel_hosts and self.redis_cluster_enabled:
+            problems.append(
+                "REDIS_CLUSTER_ENABLED: cannot be combined with REDIS_SENTINEL_HOSTS; pick one mode"
+            )
+        if problems:
+            raise ConfigError(problems)
+
+    @property
+    def operator_names(self) -> tuple[str, ...]:
+        return tuple(self.auth_tokens)
+
+    @property
+    def redis_configured(self) -> bool:
+        return bool(self.redis_url or self.redis_sentinel_hosts)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        reader = _Reader(environ)
+        values: dict[str, Any] = {
+            "database_url": reader.get("DATABASE_URL", _postgres_url),
+            "database_replica_urls": reader.get("DATABASE_REPLICA_URLS", _list_of(_postgres_url)),
+            "database_connection_limit": reader.get("DATABASE_CONNECTION_LIMIT", _positive_int),
+            "database_timeout_ms": reader.get("DATABASE_TIMEOUT", _positive_int),
+            "pgbouncer_admin_url": reader.get("PGBOUNCER_ADMIN_URL", _pgbouncer_url),
+            "redis_url": reader.get("REDIS_URL", _redis_url),
+            "redis_sentinel_hosts": reader.get("REDIS_SENTINEL_HOSTS", _list_of(_host_port)),
+            "redis_master_name": reader.get("REDIS_MASTER_NAME", _nonempty),
+            "redis_cluster_enabled": reader.get("REDIS_CLUSTER_ENABLED", _bool),
+            "cache_enabled": reader.get("CACHE_ENABLED", _bool),
+            "queue_names": reader.get("QUEUE_NAMES", _list_of(_nonempty)),
+            "partition_pairs": reader.get("PARTITION_PAIRS", _list_of(_partition_pair)),
+            "auth_tokens": reader.get("AUTH_TOKENS", _auth_tokens),
+            "read_tokens_required": reader.get("READ_TOKENS_REQUIRED", _bool),
+            "session_secret": reader.get("SESSION_SECRET", _secret),
+            "alert_evaluation_interval": reader.get("ALERT_EVALUATION_INTERVAL", _positive_float),
+            "breaker_reset_timeout": reader.get("BREAKER_RESET_TIMEOUT", _positive_float),
+            "database_min_connections": reader.get("DATABASE_MIN_CONNECTIONS", _non_negative_int),
+            "database_statement_cache_size": reader.get(
+                "DATABASE_STATEMENT_CACHE_SIZE", _non_negative_int
+            ),
+            "replica_health_interval": reader.get("REPLICA_HEALTH_INTERVAL", _positive_float),
+            "slow_query_ms": reader.get("SLOW_QUERY_MS", _positive_float),
+            "partition_exact_count_limit": reader.get(
+                "PARTITION_EXACT_COUNT_LIMIT", _non_negative_int
+            ),
+            "redis_connect_timeout_ms": reader.get("REDIS_CONNECT_TIMEOUT", _positive_int),
+            "redis_command_timeout_ms": reader.get("REDIS_COMMAND_TIMEOUT", _positive_int),
+            "redis_retries": reader.get("REDIS_RETRIES", _non_negative_int),
+            "redis_health_check_interval": reader.get(
+                "REDIS_HEALTH_CHECK_INTERVAL", _non_negative_float
+            ),
+            "breaker_failure_threshold": reader.get("BREAKER_FAILURE_THRESHOLD", _positive_int),
+            "breaker_error_rate": reader.get("BREAKER_ERROR_RATE", _percentage),
+            "breaker_window_seconds": reader.get("BREAKER_WINDOW", _positive_float),
+            "breaker_minimum_calls": reader.get("BREAKER_MINIMUM_CALLS", _positive_int),
+            "breaker_call_timeout_ms": reader.get("BREAKER_CALL_TIMEOUT", _positive_int),
+            "cache_default_ttl": reader.get("CACHE_DEFAULT_TTL", _positive_float),
+            "cache_memory_max_items": reader.get("CACHE_MEMORY_MAX_ITEMS", _positive_int),
+            "cache_stale_max_age": reader.get("CACHE_STALE_MAX_AGE", _non_negative_float),
+            "cache_warm_interval": reader.get("CACHE_WARM_INTERVAL", _positive_float),
+            "rpc_timeout": reader.get("RPC_TIMEOUT", _positive_float),
+            "max_body_bytes": reader.get("MAX_BODY_BYTES", _positive_int),
+            "max_batch_size": reader.get("MAX_BATCH_SIZE", _positive_int),
+            "max_url_bytes": reader.get("MAX_URL_BYTES", _url_limit),
+            "metrics_basic_auth": reader.get("METRICS_BASIC_AUTH", _basic_auth),
+            "shutdown_timeout": reader.get("SHUTDOWN_TIMEOUT", _positive_float),
+            "log_level": reader.get("LOG_LEVEL", _log_level),
+        }
+        if reader.problems:
+            raise ConfigError(reader.problems)
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+    def describe(self) -> dict[str, Any]:
+        """The effective settings with every secret masked (for ``check-config``)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in {"session_secret"}:
+                value = "***"
+            elif f.name == "auth_tokens":
+                value = {name: "***" for name in value}
+            elif f.name == "metrics_basic_auth" and value is not None:
+                value = f"{value[0]}:***"
+            elif isinstance(value, str) and "://" in value:
+                value = mask_url(value)
+            elif isinstance(value, tuple):
+                value = [mask_url(v) if isinstance(v, str) else str(v) for v in value]
+            out[f.name] = value
+        return out
+
+
+def mask_url(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class _Reader:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def get(self, name: str, parse: Callable[[str], T]) -> T | None:
+        raw = self.environ.get(name)
+        if raw is None or not raw.strip():
+            return None
+        try:
+            return parse(raw.strip())
+        except ValueError as exc:
+            self.problems.append(f"{name}: {exc}")
+            return None
+
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not a boolean; expected true or false")
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an integer") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value <= 0:
+        raise ValueError(f"{value} must be a positive integer")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise ValueError(f"{value} must be zero or a positive integer")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _float(text)
+    if value <= 0:
+        raise ValueError(f"{text} must be a positive number of seconds")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise ValueError(f"{text} must be zero or a positive number")
+    return value
+
+
+def _percentage(text: str) -> float:
+    value = _float(text)
+    if not 0 < value <= 100:
+        raise ValueError(f"{text} must be a percentage in (0, 100]")
+    return value
+
+
+def _url_limit(text: str) -> int:
+    value = _positive_int(text)
+    if value < 8190:
+        raise ValueError(f"{value} is below aiohttp's own 8190-byte request line; expected >= 8190")
+    return value
+
+
+def _nonempty(text: str) -> str:
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _secret(text: str) -> str:
+    if len(text) < 16:
+        raise ValueError("is too short; expected at least 16 characters")
+    return text
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError(f"{text!r} is not a log level; expected DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def _url(text: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(
+            f"{mask_url(text)!r} is not a URL of the form {schemes[0]}://[user[:password]@]host[:port]/..."
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"{mask_url(text)!r} has an invalid port") from None
+    return text
+
+
+def _postgres_url(text: str) -> str:
+    return _url(text, ("postgresql", "postgres"))
+
+
+def _pgbouncer_url(text: str) -> str:
+    url = _postgres_url(text)
+    if urlsplit(url).path.strip("/") != "pgbouncer":
+        raise ValueError(f"{mask_url(url)!r} must name the admin database: .../pgbouncer")
+    return url
+
+
+def _redis_url(text: str) -> str:
+    return _url(text, ("redis", "rediss", "unix"))
+
+
+def _host_port(text: str) -> HostPort:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} is not host:port")
+    number = _int(port)
+    if not 0 < number < 65536:
+        raise ValueError(f"{text!r} has a port out of range")
+    return HostPort(host, number)
+
+
+def _partition_pair(text: str) -> PartitionPair:
+    legacy, sep, partitioned = text.partition(":")
+    if not sep:
+        raise ValueError(f"{text!r} is not legacy_table:partitioned_table")
+    return PartitionPair(TableName.parse(legacy), TableName.parse(partitioned))
+
+
+def _auth_tokens(text: str) -> dict[str, str]:
+    tokens: dict[str, str] = {}
+    for item in text.split(","):
+        name, sep, token = item.strip().partition(":")
+        if not sep or not name or not token:
+            raise ValueError("expected name:token,... (an entry has no name or no token)")
+        if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", name):
+            raise ValueError(f"operator name {name!r} may hold only letters, digits and _.@-")
+        if len(token) < 16:
+            raise ValueError(f"the token of {name!r} is too short; expected at least 16 characters")
+        if name in tokens:
+            raise ValueError(f"operator {name!r} is listed twice")
+        tokens[name] = token
+    return tokens
+
+
+def _basic_auth(text: str) -> tuple[str, str]:
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise ValueError("expected user:password")
+    return user, password
+
+
+def _list_of(parse: Callable[[str], T]) -> Callable[[str], tuple[T, ...]]:
+    def parse_list(text: str) -> tuple[T, ...]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        return tuple(parse(item) for item in items)
+
+    return parse_list

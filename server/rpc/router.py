@@ -1,0 +1,218 @@
+"""The protocol-free core: procedures under dotted paths, input validation, middleware.
+
+The wire adapters (``jsonrpc.py``, ``trpc.py``) parse a request into (path, raw input, caller),
+call ``Router.call`` and encode what comes back; the dashboard calls the same method
+in-process. Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from server.rpc.errors import ErrorCode, InvalidInput, ProcedureNotFound, RpcError
+
+if TYPE_CHECKING:
+    from server.services import Services
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["query", "mutation"]
+Protocol = Literal["jsonrpc", "trpc", "internal"]
+
+
+class NoInput(BaseModel):
+    """The input of a procedure that takes none: absent, ``null``, ``{}`` or ``[]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: an operator's name from ``AUTH_TOKENS``, or nobody."""
+
+    name: str | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.name is not None
+
+
+ANONYMOUS = Caller()
+
+
+@dataclass(slots=True)
+class Context:
+    """What a procedure sees besides its input."""
+
+    services: Services
+    caller: Caller = ANONYMOUS
+    protocol: Protocol = "internal"
+    # Set by middleware for the adapter to surface (e.g. "cache": "HIT" -> X-Cache).
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Context, Any], Awaitable[Any]]
+Next = Callable[[Context, BaseModel], Awaitable[Any]]
+Middleware = Callable[[Context, "Procedure", BaseModel, Next], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """How the cache middleware may keep a query's answer."""
+
+    ttl: float
+    namespace: str = "rpc"
+    per_caller: bool = False  # the answer depends on who asks: the key includes the caller
+    warm: bool = False  # computed at start-up and on an interval
+    stale_if_error: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Procedure:
+    path: str
+    kind: Kind
+    handler: Handler
+    input: type[BaseModel] = NoInput
+    output: type[BaseModel] | None = None
+    summary: str = ""
+    middleware: tuple[Middleware, ...] = ()
+    cache: CachePolicy | None = None
+    invalidates: tuple[str, ...] = ()  # cache namespaces a mutation makes stale
+    errors: tuple[ErrorCode, ...] = ()  # codes worth documenting in OpenRPC
+    protocols: frozenset[Protocol] = frozenset({"jsonrpc", "trpc", "internal"})
+    positional: tuple[str, ...] = ()  # field order when JSON-RPC params come as an array
+
+
+def query(path: str, handler: Handler, **kwargs: Any) -> Procedure:
+    return Procedure(path=path, kind="query", handler=handler, **kwargs)
+
+
+def mutation(path: str, handler: Handler, **kwargs: Any) -> Procedure:
+    return Procedure(path=path, kind="mutation", handler=handler, **kwargs)
+
+
+class Router:
+    """Maps dotted paths to procedures and runs them through the middleware chain.
+
+    ``middleware`` wraps every procedure (outermost first); a procedure's own middleware runs
+    inside it, nearest the handler. ``timeout`` bounds one call; ``queries_need_caller`` is
+    ``READ_TOKENS_REQUIRED``.
+    """
+
+    def __init__(
+        self,
+        procedures: Iterable[Procedure],
+        *,
+        middleware: Iterable[Middleware] = (),
+        timeout: float | None = None,
+        queries_need_caller: bool = False,
+    ) -> None:
+        self._procedures: dict[str, Procedure] = {}
+        for proc in procedures:
+            if proc.path in self._procedures:
+                raise ValueError(f"duplicate procedure path {proc.path!r}")
+            if not proc.path or any(not part for part in proc.path.split(".")):
+                raise ValueError(f"procedure path {proc.path!r} is not a dotted name")
+            if proc.kind == "mutation" and proc.cache is not None:
+                raise ValueError(f"mutation {proc.path!r} cannot be cached")
+            self._procedures[proc.path] = proc
+        self._middleware = tuple(middleware)
+        self._timeout = timeout
+        self._queries_need_caller = queries_need_caller
+
+    @property
+    def procedures(self) -> tuple[Procedure, ...]:
+        return tuple(self._procedures.values())
+
+    def lookup(self, path: str, protocol: Protocol = "internal") -> Procedure:
+        proc = self._procedures.get(path)
+        if proc is None or protocol not in proc.protocols:
+            raise ProcedureNotFound(path)
+        return proc
+
+    def authorize(self, proc: Procedure, caller: Caller) -> None:
+        if caller.authenticated:
+            return
+        if proc.kind == "mutation":
+            raise RpcError(
+                ErrorCode.UNAUTHORIZED, f"{proc.path} is a mutation: it needs an operator token"
+            )
+        if self._queries_need_caller:
+            raise RpcError(ErrorCode.UNAUTHORIZED, f"{proc.path} needs a token")
+
+    async def call(self, path: str, raw_input: Any, ctx: Context, *, kind: Kind | None = None) -> Any:
+        """Run one procedure; returns JSON-ready data or raises ``RpcError``.
+
+        ``kind`` is the kind the wire implies (tRPC: GET is a query, POST a mutation).
+        """
+        proc = self.lookup(path, ctx.protocol)
+        if kind is not None and kind != proc.kind:
+            raise RpcError(
+                ErrorCode.METHOD_NOT_SUPPORTED,
+                f"Unsupported {'GET' if kind == 'query' else 'POST'}-request to {proc.kind} "
+                f'procedure at path "{path}"',
+            )
+        self.authorize(proc, ctx.caller)
+        inp = validate_input(proc, raw_input)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._chain(proc)(ctx, inp)
+        except RpcError:
+            raise
+        except TimeoutError as exc:
+            raise RpcError(ErrorCode.TIMEOUT, f"{path} did not finish in {self._timeout}s") from exc
+        except Exception as exc:
+            log.exception("procedure %s failed (caller=%s)", path, ctx.caller.name)
+            raise RpcError(ErrorCode.INTERNAL_SERVER_ERROR, "Internal server error") from exc
+
+    def _chain(self, proc: Procedure) -> Next:
+        async def innermost(ctx: Context, inp: BaseModel) -> Any:
+            return encode_output(proc, await proc.handler(ctx, inp))
+
+        call: Next = innermost
+        for mw in reversed(self._middleware + proc.middleware):
+            call = _bind(mw, proc, call)
+        return call
+
+
+def _bind(mw: Middleware, proc: Procedure, nxt: Next) -> Next:
+    async def step(ctx: Context, inp: BaseModel) -> Any:
+        return await mw(ctx, proc, inp, nxt)
+
+    return step
+
+
+def validate_input(proc: Procedure, raw: Any) -> BaseModel:
+    if raw is None or (raw == [] and proc.input is NoInput):
+        raw = {}
+    elif isinstance(raw, list):
+        if not proc.positional:
+            raise InvalidInput(f"{proc.path} takes its params by name (an object), not an array")
+        if len(raw) > len(proc.positional):
+            raise InvalidInput(
+                f"{proc.path} takes at most {len(proc.positional)} positional params"
+            )
+        raw = dict(zip(proc.positional, raw, strict=False))
+    try:
+        return proc.input.model_validate(raw)
+    except ValidationError as exc:
+        issues = [
+            {"path": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
+            for err in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        summary = "; ".join(f"{i['path'] or 'input'}: {i['message']}" for i in issues)
+        raise InvalidInput(f"Invalid input for {proc.path}: {summary}", details={"issues": issues}) from exc
+
+
+def encode_output(proc: Procedure, value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    if proc.output is not None and value is not None:
+        return proc.output.model_validate(value).model_dump(mode="json", by_alias=True)
+    return value

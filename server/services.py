@@ -1,0 +1,20 @@
+"""The resources one app owns, handed to every procedure through ``Context.services``.
+
+Built in ``create_app`` and filled in by the cleanup contexts as each resource starts; a field
+is ``None`` while its resource is not configured (no ``DATABASE_URL``, no ``REDIS_URL``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from server.config import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    started_at: float = field(default_factory=time.time)
+    # True from the first shutdown signal on: /health/ready turns 503.
+    shutting_down: bool = False
