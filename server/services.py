@@ -10,11 +10,15 @@ import time
 from dataclasses import dataclass, field
 
 from server.config import Settings
+from server.datastores.postgres import PostgresCluster
+from server.datastores.redis import RedisClient
 
 
 @dataclass
 class Services:
     settings: Settings
+    postgres: PostgresCluster | None = None
+    redis: RedisClient | None = None
     started_at: float = field(default_factory=time.time)
     # True from the first shutdown signal on: /health/ready turns 503.
     shutting_down: bool = False

@@ -1,0 +1,10 @@
+"""The procedure catalogue: every procedure the service offers, registered in one place."""
+
+from __future__ import annotations
+
+from server.procedures import health
+from server.rpc.router import Procedure
+
+
+def catalogue() -> list[Procedure]:
+    return [*health.PROCEDURES]
