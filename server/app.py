@@ -51,12 +51,17 @@ async def _mark_shutting_down(app: web.Application) -> None:
     app[SERVICES].shutting_down = True
 
 
-def create_app(settings: Settings, *, procedures: Sequence[Procedure] | None = None) -> web.Application:
+def create_app(
+    settings: Settings, *, procedures: Sequence[Procedure] | None = None
+) -> web.Application:
     """The whole service; ``procedures`` replaces the catalogue (tests of the wire adapters)."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         # Batched tRPC GETs put every input in the URL: allow request lines up to our own limit.
-        handler_args={"max_line_size": settings.max_url_bytes, "max_field_size": settings.max_url_bytes},
+        handler_args={
+            "max_line_size": settings.max_url_bytes,
+            "max_field_size": settings.max_url_bytes,
+        },
     )
     services = Services(settings)
     app[SETTINGS] = settings

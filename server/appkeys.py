@@ -1,4 +1,4 @@
-"""Every typed key the aiohttp application holds (a str key would warn, and tests fail on warnings)."""
+"""Every typed key the aiohttp application holds: a str key warns, and tests fail on warnings."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ async def _probe(name: str, ping: Callable[[], Awaitable[float]] | None) -> Comp
 
 
 def overall(components: list[ComponentHealth]) -> tuple[Status, list[str]]:
-    """Worst wins: the primary down is unhealthy; Redis down only degrades (the cache falls back)."""
+    """Worst wins: primary down is unhealthy; Redis down only degrades (the cache falls back)."""
     reasons = [f"{c.name} is down: {c.error}" for c in components if c.status == "down"]
     down = {c.name for c in components if c.status == "down"}
     if "database" in down:

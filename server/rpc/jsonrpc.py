@@ -46,13 +46,17 @@ def error_object(exc: RpcError) -> dict[str, Any]:
     return {"code": number, "message": message, "data": data}
 
 
-def _response(request_id: Any, *, result: Any = _MISSING, error: dict[str, Any] | None = None) -> dict[str, Any]:
+def _response(
+    request_id: Any, *, result: Any = _MISSING, error: dict[str, Any] | None = None
+) -> dict[str, Any]:
     if error is not None:
         return {"jsonrpc": "2.0", "error": error, "id": request_id}
     return {"jsonrpc": "2.0", "result": result, "id": request_id}
 
 
-def _plain_error(number: int, message: str, code: ErrorCode, detail: str | None = None) -> dict[str, Any]:
+def _plain_error(
+    number: int, message: str, code: ErrorCode, detail: str | None = None
+) -> dict[str, Any]:
     data: dict[str, Any] = {"code": code.value, "httpStatus": CODES[code].http_status}
     if detail:
         data["message"] = detail
@@ -74,7 +78,8 @@ def _check_member(member: Any) -> tuple[str, Any, Any]:
         raise _Invalid("a request must be a JSON object")
     request_id = member.get("id", _MISSING)
     if request_id is not _MISSING and not (
-        request_id is None or (isinstance(request_id, str | int | float) and not isinstance(request_id, bool))
+        request_id is None
+        or (isinstance(request_id, str | int | float) and not isinstance(request_id, bool))
     ):
         raise _Invalid("id must be a string, a number or null")
     echo = None if request_id is _MISSING else request_id
@@ -89,13 +94,18 @@ def _check_member(member: Any) -> tuple[str, Any, Any]:
     return method, params, request_id
 
 
-async def _call_member(router: Router, member: Any, make_ctx: Any) -> tuple[dict[str, Any] | None, Context | None]:
+async def _call_member(
+    router: Router, member: Any, make_ctx: Any
+) -> tuple[dict[str, Any] | None, Context | None]:
     try:
         method, params, request_id = _check_member(member)
     except _Invalid as exc:
-        return _response(exc.request_id, error=_plain_error(
-            INVALID_REQUEST, "Invalid Request", ErrorCode.BAD_REQUEST, exc.detail
-        )), None
+        return _response(
+            exc.request_id,
+            error=_plain_error(
+                INVALID_REQUEST, "Invalid Request", ErrorCode.BAD_REQUEST, exc.detail
+            ),
+        ), None
     ctx: Context = make_ctx()
     try:
         result = await router.call(method, params, ctx)
@@ -123,8 +133,10 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         error = _plain_error(
-            CODES[ErrorCode.PAYLOAD_TOO_LARGE].jsonrpc, "Payload too large",
-            ErrorCode.PAYLOAD_TOO_LARGE, f"the body exceeds {settings.max_body_bytes} bytes",
+            CODES[ErrorCode.PAYLOAD_TOO_LARGE].jsonrpc,
+            "Payload too large",
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"the body exceeds {settings.max_body_bytes} bytes",
         )
         return _encode(_response(None, error=error), status=413)
     try:
@@ -142,11 +154,15 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
 
     if isinstance(payload, list):
         if not payload:
-            error = _plain_error(INVALID_REQUEST, "Invalid Request", ErrorCode.BAD_REQUEST, "empty batch")
+            error = _plain_error(
+                INVALID_REQUEST, "Invalid Request", ErrorCode.BAD_REQUEST, "empty batch"
+            )
             return _encode(_response(None, error=error))
         if len(payload) > settings.max_batch_size:
             error = _plain_error(
-                INVALID_REQUEST, "Invalid Request", ErrorCode.PAYLOAD_TOO_LARGE,
+                INVALID_REQUEST,
+                "Invalid Request",
+                ErrorCode.PAYLOAD_TOO_LARGE,
                 f"a batch may hold at most {settings.max_batch_size} requests, got {len(payload)}",
             )
             return _encode(_response(None, error=error), status=413)

@@ -146,7 +146,9 @@ class Router:
         if self._queries_need_caller:
             raise RpcError(ErrorCode.UNAUTHORIZED, f"{proc.path} needs a token")
 
-    async def call(self, path: str, raw_input: Any, ctx: Context, *, kind: Kind | None = None) -> Any:
+    async def call(
+        self, path: str, raw_input: Any, ctx: Context, *, kind: Kind | None = None
+    ) -> Any:
         """Run one procedure; returns JSON-ready data or raises ``RpcError``.
 
         ``kind`` is the kind the wire implies (tRPC: GET is a query, POST a mutation).
@@ -207,7 +209,9 @@ def validate_input(proc: Procedure, raw: Any) -> BaseModel:
             for err in exc.errors(include_url=False, include_context=False, include_input=False)
         ]
         summary = "; ".join(f"{i['path'] or 'input'}: {i['message']}" for i in issues)
-        raise InvalidInput(f"Invalid input for {proc.path}: {summary}", details={"issues": issues}) from exc
+        raise InvalidInput(
+            f"Invalid input for {proc.path}: {summary}", details={"issues": issues}
+        ) from exc
 
 
 def encode_output(proc: Procedure, value: Any) -> Any:
