@@ -1,0 +1,148 @@
+"""``infrawatch serve | call | check-config`` (also ``python -m server ...``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+from server.config import ConfigError, Settings
+
+log = logging.getLogger("server")
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return Settings.from_env(os.environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"infrawatch: invalid configuration: {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _serve_one(host: str, port: int, reuse_port: bool) -> None:
+    from aiohttp import web
+
+    from server.app import create_app
+
+    settings = _settings_or_exit()
+    _configure_logging(settings.log_level)
+    app = create_app(settings)
+    # run_app turns SIGINT/SIGTERM into a graceful stop: on_shutdown, then in-flight requests
+    # get shutdown_timeout to finish, then cleanup contexts close pools in reverse order.
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        reuse_port=reuse_port or None,
+        shutdown_timeout=settings.shutdown_timeout,
+        access_log=None,
+        print=lambda _: log.info("infrawatch listening on http://%s:%s", host, port),
+    )
+
+
+def _serve_workers(host: str, port: int, workers: int) -> int:
+    """N processes sharing the port (SO_REUSEPORT); a signal to the parent stops them all."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_serve_one, args=(host, port, True)) for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for proc in procs:
+        proc.join()
+    return max((proc.exitcode or 0) for proc in procs)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit()  # fail before forking, with one line per bad variable
+    _configure_logging(settings.log_level)
+    if args.workers > 1:
+        return _serve_workers(args.host, args.port, args.workers)
+    _serve_one(args.host, args.port, False)
+    return 0
+
+
+def cmd_check_config(_args: argparse.Namespace) -> int:
+    settings = _settings_or_exit()
+    print(json.dumps(settings.describe(), indent=2, default=str))
+    return 0
+
+
+async def _call(url: str, token: str | None, procedure: str, params: object) -> object:
+    from server.client import RpcClient
+
+    async with RpcClient(url, token=token) as rpc:
+        return await rpc.call(procedure, params)
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from server.client import RpcCallError
+
+    params = None
+    if args.input is not None:
+        try:
+            params = orjson.loads(args.input)
+        except orjson.JSONDecodeError as exc:
+            print(f"infrawatch call: the input is not JSON: {exc}", file=sys.stderr)
+            return 2
+    token = args.token or os.environ.get("INFRAWATCH_TOKEN")
+    try:
+        result = asyncio.run(_call(args.url, token, args.procedure, params))
+    except RpcCallError as exc:
+        error = {"code": exc.number, "message": exc.message, "data": exc.data}
+        print(json.dumps({"error": error}, indent=2), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"infrawatch call: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="infrawatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate the environment, print the settings")
+    check.set_defaults(func=cmd_check_config)
+
+    call = sub.add_parser("call", help="call a procedure over JSON-RPC and print the result")
+    call.add_argument("procedure")
+    call.add_argument("input", nargs="?", help="the input as JSON, e.g. '{\"id\": 3}'")
+    call.add_argument("--token", help="operator token (default: $INFRAWATCH_TOKEN)")
+    call.add_argument("--url", default=os.environ.get("INFRAWATCH_URL", "http://127.0.0.1:8080"))
+    call.set_defaults(func=cmd_call)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result

@@ -1,0 +1,112 @@
+"""The commands a user types: `infrawatch serve`, `infrawatch call`, and SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from server.client import RpcCallError, RpcClient
+
+TOKEN = "ops-token-0123456789abcdef"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = _free_port()
+    env = {**os.environ, "AUTH_TOKENS": f"ops:{TOKEN}", "LOG_LEVEL": "INFO"}
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        env.pop(name, None)
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        log.close()
+
+
+async def test_client_calls_and_batches(served: tuple[str, subprocess.Popen[bytes]]) -> None:
+    url, _ = served
+    async with RpcClient(url, token=TOKEN) as rpc:
+        health = await rpc.call("monitoring.unifiedHealth")
+        assert health["status"] == "healthy"
+        first, second = await rpc.batch([("monitoring.unifiedHealth", None), ("no.such", {"a": 1})])
+        assert first["components"][0]["name"] == "database"
+        assert isinstance(second, RpcCallError) and second.code == "NOT_FOUND"
+        with pytest.raises(RpcCallError) as info:
+            await rpc.call("monitoring.unifiedHealth", {"unexpected": 1})
+        assert info.value.number == -32602
+
+
+async def test_call_command_prints_json(served: tuple[str, subprocess.Popen[bytes]]) -> None:
+    url, _ = served
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        "call",
+        "monitoring.unifiedHealth",
+        "--url",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    assert orjson.loads(out)["status"] == "healthy"
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        "call",
+        "no.such",
+        "{}",
+        "--url",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert orjson.loads(err)["error"]["data"]["code"] == "NOT_FOUND"
+
+
+def test_sigterm_stops_gracefully(served: tuple[str, subprocess.Popen[bytes]]) -> None:
+    _, proc = served
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
