@@ -1,0 +1,1 @@
+"""Load benchmarks; ``python -m bench`` (``make bench``) runs them all."""
