@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
+from server.resilience.registry import BreakerRegistry
 
 
 @dataclass
@@ -22,3 +23,8 @@ class Services:
     started_at: float = field(default_factory=time.time)
     # True from the first shutdown signal on: /health/ready turns 503.
     shutting_down: bool = False
+    # Built from settings, so never passed in: every Services has its own breakers.
+    breakers: BreakerRegistry = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.breakers = BreakerRegistry.from_settings(self.settings)
