@@ -1,0 +1,154 @@
+"""Fixtures: real services per session, isolated per test.
+
+Servers start once per session, on first use (the replica and the Sentinel group only for the
+tests that ask for them). Each test gets its own database and an empty Redis. A test may stop a
+session server to see how the app copes; the next test finds it running again.
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+import pytest
+
+from server.config import Settings
+from tests.stack import (
+    PgBouncer,
+    PostgresServer,
+    RedisSentinelGroup,
+    RedisServer,
+    make_workdir,
+    redis_sentinel_group,
+    remove_workdir,
+)
+
+OPERATOR_NAME = "alice"
+OPERATOR_TOKEN = "alice-token-0123456789"
+SESSION_SECRET = "test-session-secret-0123456789"
+
+
+class _Restartable(Protocol):
+    def is_running(self) -> bool: ...
+    def start(self) -> object: ...
+
+
+# Session servers in the order they started, so a primary comes back before its replica.
+_session_servers: list[_Restartable] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A cancelled CI job or a `timeout` sends SIGTERM, which by default ends Python without
+    # running fixture teardowns or atexit: treat it as Ctrl-C so no server outlives the run.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _ensure_running(server: _Restartable) -> None:
+    if not server.is_running():
+        server.start()
+
+
+# --- real services, one per session ---
+
+
+@pytest.fixture(scope="session")
+def stack_dir() -> Iterator[Path]:
+    path = make_workdir()
+    yield path
+    remove_workdir(path)
+
+
+@pytest.fixture(scope="session")
+def postgres(stack_dir: Path) -> Iterator[PostgresServer]:
+    with PostgresServer(stack_dir) as server:
+        _session_servers.append(server)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_replica(postgres: PostgresServer, stack_dir: Path) -> Iterator[PostgresServer]:
+    with postgres.make_replica(stack_dir) as replica:
+        _session_servers.append(replica)
+        yield replica
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres: PostgresServer, stack_dir: Path) -> Iterator[PgBouncer]:
+    with PgBouncer(stack_dir, postgres) as bouncer:
+        _session_servers.append(bouncer)
+        yield bouncer
+
+
+@pytest.fixture(scope="session")
+def redis_server(stack_dir: Path) -> Iterator[RedisServer]:
+    with RedisServer(stack_dir) as server:
+        _session_servers.append(server)
+        yield server
+
+
+@pytest.fixture(scope="session", name="redis_sentinel_group")
+def redis_sentinel_group_fixture(stack_dir: Path) -> Iterator[RedisSentinelGroup]:
+    with redis_sentinel_group(stack_dir) as group:
+        # Members, not the group: restarting one must not wait for a sync that a failover
+        # may have turned around.
+        _session_servers.extend(group.servers)
+        yield group
+
+
+@pytest.fixture(autouse=True)
+def _restart_stopped_servers() -> None:
+    """Bring back any session server an earlier test stopped."""
+    for server in _session_servers:
+        _ensure_running(server)
+
+
+# --- isolation per test ---
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh database on the primary (replicas see it too), dropped after the test."""
+    name = postgres.create_database(f"test_{uuid.uuid4().hex}")
+    yield postgres.dsn(database=name)
+    _ensure_running(postgres)
+    postgres.drop_database(name)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session Redis, emptied for this test."""
+    redis_server.cli("FLUSHALL")
+    return redis_server.url
+
+
+@pytest.fixture
+def operator_token() -> str:
+    return OPERATOR_TOKEN
+
+
+@pytest.fixture
+def make_settings(pg_dsn: str, redis_url: str) -> Callable[..., Settings]:
+    """``make_settings(**overrides)``: Settings wired to this test's database and Redis."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": pg_dsn,
+            "redis_url": redis_url,
+            "auth_tokens": {OPERATOR_NAME: OPERATOR_TOKEN},
+            "session_secret": SESSION_SECRET,
+        }
+        return Settings(**(values | overrides))
+
+    return make
+
+
+# --- the application under test (make_app, client) ---

@@ -1,0 +1,130 @@
+"""``python -m tests.stack``: a local stack for ``make run``.
+
+Starts a PostgreSQL primary, a streaming replica, PgBouncer and Redis in a temporary directory
+under ``./.run/``, prints the environment that points infrawatch at them, then either runs
+``--exec -- command...`` with that environment or waits for Ctrl-C. The stack is torn down when
+the command exits or on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from tests.stack import PgBouncer, PostgresServer, RedisServer, make_workdir, remove_workdir
+
+# After SIGINT/SIGTERM the command gets this long to exit before it is killed.
+COMMAND_STOP_TIMEOUT = 15.0
+
+
+def start_stack(workdir: Path, stack: contextlib.ExitStack) -> dict[str, str]:
+    """Start every server (each stopped by ``stack``, in reverse order); their environment."""
+    primary = stack.enter_context(PostgresServer(workdir))
+    replica = stack.enter_context(primary.make_replica(workdir))
+    bouncer = stack.enter_context(PgBouncer(workdir, primary))
+    redis_server = stack.enter_context(RedisServer(workdir))
+    return {
+        "DATABASE_URL": primary.dsn(),
+        "DATABASE_REPLICA_URLS": replica.dsn(),
+        "PGBOUNCER_ADMIN_URL": bouncer.admin_dsn,
+        "REDIS_URL": redis_server.url,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    options, command = _split_exec(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(options)
+    if command is not None and not command:
+        parser.error("--exec needs a command after it")
+    stopping = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+
+    workdir = make_workdir(args.dir)
+    try:
+        with contextlib.ExitStack() as stack:
+            print(f"starting the stack in {workdir}", file=sys.stderr)
+            env = start_stack(workdir, stack)
+            for name, value in env.items():
+                print(f"{name}={value}")
+            sys.stdout.flush()
+            if command:
+                return _run_command(command, env, stopping)
+            if not stopping.is_set():
+                print("stack running; Ctrl-C stops it", file=sys.stderr)
+            stopping.wait()
+            return 128 + received[0]
+    finally:
+        remove_workdir(workdir)
+        print("stack stopped", file=sys.stderr)
+
+
+def _run_command(command: Sequence[str], env: dict[str, str], stopping: threading.Event) -> int:
+    if stopping.is_set():
+        return 130
+    child = subprocess.Popen(command, env=os.environ | env)
+    # Polling, so that a signal (which only sets the event) is noticed within 0.2 s.
+    while child.poll() is None and not stopping.wait(0.2):
+        pass
+    if child.poll() is None:
+        # Ctrl-C in a terminal reached the command too (same process group); SIGTERM covers
+        # a SIGTERM sent to us alone. Either way it gets a bounded time to shut down.
+        child.terminate()
+        deadline = time.monotonic() + COMMAND_STOP_TIMEOUT
+        while child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if child.poll() is None:
+            child.kill()
+    code = child.wait()
+    return 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.stack",
+        usage="%(prog)s [--dir DIR] [--demo] [--exec -- command [args...]]",
+        description=__doc__,
+        epilog="--exec -- command [args...]: run the command with the stack's environment "
+        "added, stop the stack when it exits.",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(".run"),
+        help="parent of the stack's temporary directory (default: ./.run)",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="the stack `make run` asks for; demo data and a workload are yet to come",
+    )
+    return parser
+
+
+def _split_exec(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    # By hand: argparse mishandles "--exec -- cmd --flags" (REMAINDER after an option).
+    if "--exec" not in argv:
+        return argv, None
+    at = argv.index("--exec")
+    command = argv[at + 1 :]
+    return argv[:at], command[1:] if command[:1] == ["--"] else command
+
+
+if __name__ == "__main__":
+    sys.exit(main())
