@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
+from server.observability.metrics import Metrics
 from server.resilience.registry import BreakerRegistry
 
 
@@ -25,6 +26,7 @@ class Services:
     shutting_down: bool = False
     # Built from settings, so never passed in: every Services has its own breakers.
     breakers: BreakerRegistry = field(init=False)
+    metrics: Metrics = field(default_factory=Metrics)
 
     def __post_init__(self) -> None:
         self.breakers = BreakerRegistry.from_settings(self.settings)
