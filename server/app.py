@@ -8,6 +8,7 @@ from aiohttp import web
 
 from server.appkeys import AUTH, ROUTER, SERVICES, SETTINGS
 from server.auth import Authenticator
+from server.collectors.queue_metrics import watch_queues
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
@@ -64,6 +65,7 @@ def create_app(
         },
     )
     services = Services(settings)
+    watch_queues(services)
     app[SETTINGS] = settings
     app[SERVICES] = services
     app[AUTH] = Authenticator(settings.auth_tokens)

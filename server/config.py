@@ -63,6 +63,44 @@ class PartitionPair:
         return f"{self.legacy}:{self.partitioned}"
 
 
+QUEUE_KINDS = ("bullmq", "rq", "celery")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueName:
+    """One entry of ``QUEUE_NAMES``: ``kind:name``, or a plain ``name`` whose kind is detected.
+
+    ``bullmq:prefix:name`` names a BullMQ queue under a key prefix other than ``bull``
+    (BullMQ forbids ``:`` in queue names, so the last segment is always the name).
+    """
+
+    kind: str | None  # one of QUEUE_KINDS; None: detected from the keys present
+    name: str
+    prefix: str | None = None  # BullMQ key prefix; None means BullMQ's default "bull"
+
+    @classmethod
+    def parse(cls, text: str) -> QueueName:
+        head, sep, rest = text.partition(":")
+        kind = head.lower()
+        if not sep or kind not in QUEUE_KINDS:
+            return cls(None, text)  # a plain name, ':' and all
+        if not rest:
+            raise ValueError(f"{text!r} names no queue after {head}:")
+        if kind == "bullmq" and ":" in rest:
+            prefix, _, name = rest.rpartition(":")
+            if not prefix or not name:
+                raise ValueError(f"{text!r} is not bullmq:[prefix:]name")
+            return cls(kind, name, prefix)
+        return cls(kind, rest)
+
+    def __str__(self) -> str:
+        if self.kind is None:
+            return self.name
+        if self.prefix is not None:
+            return f"{self.kind}:{self.prefix}:{self.name}"
+        return f"{self.kind}:{self.name}"
+
+
 @dataclass(frozen=True, slots=True)
 class HostPort:
     host: str
@@ -85,7 +123,7 @@ class Settings:
     redis_master_name: str = "mymaster"
     redis_cluster_enabled: bool = False
     cache_enabled: bool = True
-    queue_names: tuple[str, ...] = ()
+    queue_names: tuple[QueueName, ...] = ()
     partition_pairs: tuple[PartitionPair, ...] = ()
     auth_tokens: Mapping[str, str] = field(default_factory=dict)
     read_tokens_required: bool = False
@@ -111,6 +149,8 @@ class Settings:
     cache_memory_max_items: int = 10_000
     cache_stale_max_age: float = 300.0
     cache_warm_interval: float = 60.0
+    queue_discovery_interval: float = 60.0
+    queue_scan_max_keys: int = 100_000
     rpc_timeout: float = 30.0
     max_body_bytes: int = 1_048_576
     max_batch_size: int = 100
@@ -155,7 +195,7 @@ class Settings:
             "redis_master_name": reader.get("REDIS_MASTER_NAME", _nonempty),
             "redis_cluster_enabled": reader.get("REDIS_CLUSTER_ENABLED", _bool),
             "cache_enabled": reader.get("CACHE_ENABLED", _bool),
-            "queue_names": reader.get("QUEUE_NAMES", _list_of(_nonempty)),
+            "queue_names": reader.get("QUEUE_NAMES", _queue_names),
             "partition_pairs": reader.get("PARTITION_PAIRS", _list_of(_partition_pair)),
             "auth_tokens": reader.get("AUTH_TOKENS", _auth_tokens),
             "read_tokens_required": reader.get("READ_TOKENS_REQUIRED", _bool),
@@ -186,6 +226,8 @@ class Settings:
             "cache_memory_max_items": reader.get("CACHE_MEMORY_MAX_ITEMS", _positive_int),
             "cache_stale_max_age": reader.get("CACHE_STALE_MAX_AGE", _non_negative_float),
             "cache_warm_interval": reader.get("CACHE_WARM_INTERVAL", _positive_float),
+            "queue_discovery_interval": reader.get("QUEUE_DISCOVERY_INTERVAL", _positive_float),
+            "queue_scan_max_keys": reader.get("QUEUE_SCAN_MAX_KEYS", _positive_int),
             "rpc_timeout": reader.get("RPC_TIMEOUT", _positive_float),
             "max_body_bytes": reader.get("MAX_BODY_BYTES", _positive_int),
             "max_batch_size": reader.get("MAX_BATCH_SIZE", _positive_int),
@@ -372,6 +414,16 @@ def _partition_pair(text: str) -> PartitionPair:
     if not sep:
         raise ValueError(f"{text!r} is not legacy_table:partitioned_table")
     return PartitionPair(TableName.parse(legacy), TableName.parse(partitioned))
+
+
+def _queue_names(text: str) -> tuple[QueueName, ...]:
+    names = _list_of(QueueName.parse)(text)
+    seen: set[QueueName] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"queue {str(name)!r} is listed twice")
+        seen.add(name)
+    return names
 
 
 def _auth_tokens(text: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from server.collectors.redis_queues import QueueCollector
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
@@ -21,6 +22,8 @@ class Services:
     settings: Settings
     postgres: PostgresCluster | None = None
     redis: RedisClient | None = None
+    # Set by create_app (watch_queues): keeps the last queue discovery between calls.
+    queues: QueueCollector | None = None
     started_at: float = field(default_factory=time.time)
     # True from the first shutdown signal on: /health/ready turns 503.
     shutting_down: bool = False

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from server.config import ConfigError, Settings, TableName
+from server.config import ConfigError, QueueName, Settings, TableName
 
 
 def test_defaults_without_environment() -> None:
@@ -48,7 +48,7 @@ def test_every_contract_variable_is_read() -> None:
     assert [str(h) for h in s.redis_sentinel_hosts] == ["127.0.0.1:26379", "127.0.0.1:26380"]
     assert s.redis_master_name == "main"
     assert s.cache_enabled is False
-    assert s.queue_names == ("emails", "reports")
+    assert [str(q) for q in s.queue_names] == ["emails", "reports"]
     assert [p.name for p in s.partition_pairs] == [
         "orders:orders_partitioned",
         "audit.events:audit.events_p",
@@ -92,6 +92,36 @@ def test_every_bad_variable_is_named_with_what_was_expected() -> None:
 def test_table_names_are_validated(name: str) -> None:
     with pytest.raises(ValueError, match="table name"):
         TableName.parse(name)
+
+
+def test_queue_names_name_their_kind_or_leave_it_to_detection() -> None:
+    text = "bullmq:emails, rq:default,celery:celery,reports,bullmq:myapp:billing,app:jobs"
+    s = Settings.from_env({"QUEUE_NAMES": text})
+    assert s.queue_names == (
+        QueueName("bullmq", "emails"),
+        QueueName("rq", "default"),
+        QueueName("celery", "celery"),
+        QueueName(None, "reports"),
+        QueueName("bullmq", "billing", prefix="myapp"),
+        QueueName(None, "app:jobs"),  # "app" is no kind: a plain name, ':' and all
+    )
+    assert [str(q) for q in s.queue_names] == [t.strip() for t in text.split(",")]
+    assert Settings.from_env({"QUEUE_NAMES": "RQ:default"}).queue_names[0].kind == "rq"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("rq:", "names no queue after rq:"),
+        ("bullmq::emails", "is not bullmq:[prefix:]name"),
+        ("emails,rq:a,emails", "'emails' is listed twice"),
+    ],
+)
+def test_bad_queue_names_are_refused(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"QUEUE_NAMES": text})
+    assert info.value.problems[0].startswith("QUEUE_NAMES: ")
+    assert expected in info.value.problems[0]
 
 
 def test_secrets_are_masked_in_description() -> None:
