@@ -370,3 +370,23 @@ async def test_demo_workload_moves_both_queues(
     assert 0 < finished <= 4 * 5  # trimmed to `keep` per set
     in_flight = emails["depth"] + emails["states"]["active"] + default["depth"]
     assert in_flight + done.completed + done.failed == done.pushed
+
+
+async def test_bounds_on_queues_listed_and_unacked_attributed(
+    aiohttp_client: Any, make_settings: MakeSettings, r: redis.Redis
+) -> None:
+    r.sadd("rq:queues", *(f"rq:queue:q{i:03d}" for i in range(101)))
+    celery_declare(r, "celery")
+    r.hset("unacked", mapping={f"tag{i}": '[{}, "celery", "celery"]' for i in range(1001)})
+    client = await start(aiohttp_client, make_settings(database_url=None))
+
+    out = await result(client, "monitoring.queueStats")
+
+    assert out["truncated"] is True
+    names = [(q["kind"], q["name"]) for q in out["queues"]]
+    assert len(names) == 100
+    assert names[0] == ("celery", "celery")
+    assert names[-1] == ("rq", "q098")  # sorted by kind then name; q099 and q100 left out
+    # Too many unacked tasks to parse each: the total only, no per-queue figure.
+    assert out["celery_unacked"] == 1001
+    assert by_key(out)[("celery", "celery")]["states"] == {"waiting": 0}
