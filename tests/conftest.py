@@ -1,8 +1,9 @@
 """Fixtures: real services per session, isolated per test.
 
-Servers start once per session, on first use (the replica and the Sentinel group only for the
-tests that ask for them). Each test gets its own database and an empty Redis. A test may stop a
-session server to see how the app copes; the next test finds it running again.
+Servers start once per session, on first use (the replica, the Sentinel group and the Redis
+Cluster only for the tests that ask for them). Each test gets its own database and an empty
+Redis. A test may stop a session server to see how the app copes; the next test finds it running
+again.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from server.config import Settings
 from tests.stack import (
     PgBouncer,
     PostgresServer,
+    RedisCluster,
     RedisSentinelGroup,
     RedisServer,
     make_workdir,
@@ -104,6 +106,14 @@ def redis_sentinel_group_fixture(stack_dir: Path) -> Iterator[RedisSentinelGroup
         yield group
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(stack_dir: Path) -> Iterator[RedisCluster]:
+    with RedisCluster(stack_dir) as cluster:
+        # Members, as for Sentinel: a stopped node comes back alone, with its slots.
+        _session_servers.extend(cluster.nodes)
+        yield cluster
+
+
 @pytest.fixture(autouse=True)
 def _restart_stopped_servers() -> None:
     """Bring back any session server an earlier test stopped."""
@@ -128,6 +138,15 @@ def redis_url(redis_server: RedisServer) -> str:
     """The session Redis, emptied for this test."""
     redis_server.cli("FLUSHALL")
     return redis_server.url
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    """The session cluster's seed URL, every node up again and emptied for this test."""
+    # A node an earlier test stopped is running again but may not be accepted back yet.
+    redis_cluster.wait_until_ok()
+    redis_cluster.flushall()
+    return redis_cluster.seed_url
 
 
 @pytest.fixture

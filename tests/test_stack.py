@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import asyncpg
 import psycopg
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 
-from tests.stack import PgBouncer, PostgresServer, RedisSentinelGroup, RedisServer
+from tests.stack import (
+    PgBouncer,
+    PostgresServer,
+    RedisCluster,
+    RedisClusterNode,
+    RedisSentinelGroup,
+    RedisServer,
+)
 
 
 def _database(dsn: str) -> str:
@@ -134,3 +145,86 @@ async def test_sentinel_reports_the_master_and_its_replica(
     finally:
         await sentinel.aclose()
     assert group.replica.info("replication")["master_link_status"] == "up"
+
+
+@pytest.mark.slow
+def test_cluster_is_ok_on_every_node_with_the_slots_split(redis_cluster: RedisCluster) -> None:
+    nodes = redis_cluster.nodes
+    assert len(nodes) == 3
+    for node in nodes:
+        info = node.cluster_info()
+        assert info["cluster_state"] == "ok"
+        assert info["cluster_slots_assigned"] == "16384"
+        assert info["cluster_known_nodes"] == "3"
+        assert info["cluster_size"] == "3"
+    assert [node.owned_slots() for node in nodes] == [
+        [(0, 5460)],
+        [(5461, 10922)],
+        [(10923, 16383)],
+    ]
+    # Every node routes every slot to the same owner, which is what a cluster client relies on.
+    expected = sorted((node.slots[0], node.slots[1], node.port) for node in nodes)
+    for node in nodes:
+        slots = node.cli("CLUSTER", "SLOTS")
+        assert sorted((int(s[0]), int(s[1]), int(s[2][1])) for s in slots) == expected
+
+
+@pytest.mark.slow
+async def test_cluster_client_spreads_keys_over_every_node(
+    redis_cluster: RedisCluster, redis_cluster_url: str
+) -> None:
+    keys = [f"probe:{i}" for i in range(30)]
+    async with aioredis.RedisCluster.from_url(redis_cluster_url) as client:
+        for key in keys:
+            await client.set(key, key.upper())
+        assert [await client.get(key) for key in keys] == [key.upper().encode() for key in keys]
+
+    owners = {key: redis_cluster.node_for_key(key) for key in keys}
+    assert {node.port for node in owners.values()} == {node.port for node in redis_cluster.nodes}
+    # SCAN is per node: each holds exactly the keys of its slots, and together they hold all.
+    held: dict[int, set[str]] = {}
+    for node in redis_cluster.nodes:
+        with node.client() as direct:
+            held[node.port] = set(direct.scan_iter(count=10))
+        assert held[node.port] == {key for key, owner in owners.items() if owner is node}
+    assert set().union(*held.values()) == set(keys)
+
+
+@pytest.mark.slow
+async def test_a_restarted_cluster_node_comes_back_with_its_slots(
+    redis_cluster: RedisCluster, redis_cluster_url: str
+) -> None:
+    node = redis_cluster.nodes[1]
+    node_id = node.node_id()
+    node.stop()
+    node.start()
+    redis_cluster.wait_until_ok()
+
+    assert node.node_id() == node_id
+    assert node.owned_slots() == [node.slots]
+    key = next(f"back:{i}" for i in range(1000) if redis_cluster.node_for_key(f"back:{i}") is node)
+    async with aioredis.RedisCluster.from_url(redis_cluster_url) as client:
+        await client.set(key, "again")
+        assert await client.get(key) == b"again"
+    assert node.cli("GET", key) == "again"
+
+
+@pytest.mark.slow
+def test_cluster_starts_within_its_bound_and_stops_every_node(stack_dir: Path) -> None:
+    started = time.monotonic()
+    with RedisCluster(stack_dir) as cluster:
+        elapsed = time.monotonic() - started
+        assert all(node.is_ok(3) for node in cluster.nodes)
+        pids = [_pid(node) for node in cluster.nodes]
+    assert elapsed < 30
+    assert not cluster.is_running()
+    for pid in pids:
+        # Reaped by stop(): the pid no longer names a process.
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def _pid(node: RedisClusterNode) -> int:
+    pid = node.process.pid
+    assert pid is not None
+    return pid

@@ -1,5 +1,6 @@
 """Real services for tests and ``make run``: PostgreSQL (+ streaming replica), PgBouncer, Redis
-(+ replica and Sentinel), on free 127.0.0.1 ports in ``infrawatch-*`` temporary directories.
+(+ replica and Sentinel), a Redis Cluster, on free 127.0.0.1 ports in ``infrawatch-*``
+temporary directories.
 
 Synchronous on purpose: session-scoped pytest fixtures and ``python -m tests.stack`` drive them
 without an event loop.
@@ -10,10 +11,13 @@ from tests.stack.ports import free_port
 from tests.stack.postgres import PostgresServer
 from tests.stack.process import StackError, make_workdir, remove_workdir
 from tests.stack.redis import RedisSentinel, RedisSentinelGroup, RedisServer, redis_sentinel_group
+from tests.stack.redis_cluster import RedisCluster, RedisClusterNode
 
 __all__ = [
     "PgBouncer",
     "PostgresServer",
+    "RedisCluster",
+    "RedisClusterNode",
     "RedisSentinel",
     "RedisSentinelGroup",
     "RedisServer",

@@ -119,8 +119,10 @@ class RedisServer(_RedisProcess):
         tmp_dir: Path | str,
         port: int | None = None,
         replica_of: RedisServer | None = None,
+        *,
+        name: str | None = None,
     ) -> None:
-        super().__init__(tmp_dir, name="replica" if replica_of else "redis", port=port)
+        super().__init__(tmp_dir, name=name or ("replica" if replica_of else "redis"), port=port)
         self.replica_of = replica_of
 
     @property
