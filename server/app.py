@@ -16,6 +16,7 @@ from server.procedures import catalogue
 from server.rpc.jsonrpc import handle_rpc
 from server.rpc.openrpc import discover_procedure
 from server.rpc.router import Procedure, Router
+from server.rpc.trpc import handle_trpc
 from server.services import Services
 
 
@@ -78,4 +79,6 @@ def create_app(
     app.cleanup_ctx.extend([postgres_ctx, redis_ctx])
     app.on_shutdown.append(_mark_shutting_down)
     app.router.add_post("/rpc", handle_rpc)
+    # Every method: v11 answers HEAD, refuses the others with its own JSON errors.
+    app.router.add_route("*", "/trpc/{path:.*}", handle_trpc)
     return app

@@ -35,23 +35,22 @@ def _configure_logging(level: str) -> None:
 
 
 def _serve_one(host: str, port: int, reuse_port: bool) -> None:
-    from aiohttp import web
-
     from server.app import create_app
+    from server.runner import serve
 
     settings = _settings_or_exit()
     _configure_logging(settings.log_level)
     app = create_app(settings)
-    # run_app turns SIGINT/SIGTERM into a graceful stop: on_shutdown, then in-flight requests
-    # get shutdown_timeout to finish, then cleanup contexts close pools in reverse order.
-    web.run_app(
+    # run_app's graceful stop (SIGINT/SIGTERM: on_shutdown, in-flight requests get
+    # shutdown_timeout, cleanup contexts close pools in reverse order), with a runner whose
+    # connections answer an over-long URL with a JSON error (server/runner.py).
+    serve(
         app,
         host=host,
         port=port,
-        reuse_port=reuse_port or None,
+        reuse_port=reuse_port,
         shutdown_timeout=settings.shutdown_timeout,
-        access_log=None,
-        print=lambda _: log.info("infrawatch listening on http://%s:%s", host, port),
+        on_listening=lambda: log.info("infrawatch listening on http://%s:%s", host, port),
     )
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 
@@ -69,6 +70,28 @@ async def test_client_calls_and_batches(served: tuple[str, subprocess.Popen[byte
         with pytest.raises(RpcCallError) as info:
             await rpc.call("monitoring.unifiedHealth", {"unexpected": 1})
         assert info.value.number == -32602
+
+
+async def test_served_long_urls(served: tuple[str, subprocess.Popen[bytes]]) -> None:
+    """`serve` runs server/runner.py: long batched GETs pass, longer ones get a JSON error."""
+    url, _ = served
+    paths = ",".join(["monitoring.unifiedHealth"] * 20)
+    async with aiohttp.ClientSession() as session:
+        padding = "x" * 1000  # 20 escaped inputs of ~1 KB: a request line of ~21 KB
+        query = orjson.dumps({str(i): {"padding": padding} for i in range(20)}).decode()
+        async with session.get(
+            f"{url}/trpc/{paths}", params={"batch": "1", "input": query}
+        ) as resp:
+            assert 20_000 < len(str(resp.url)) < 65_536
+            assert resp.status == 400
+            answers = await resp.json()
+        # every call reached its procedure, which refuses the padding
+        assert [a["error"]["data"]["path"] for a in answers] == ["monitoring.unifiedHealth"] * 20
+        async with session.get(f"{url}/trpc/{paths}", params={"input": "y" * 70_000}) as resp:
+            assert resp.status == 413
+            assert resp.content_type == "application/json"
+            error = (await resp.json())["error"]
+        assert error["data"] == {"code": "PAYLOAD_TOO_LARGE", "httpStatus": 413}
 
 
 async def test_call_command_prints_json(served: tuple[str, subprocess.Popen[bytes]]) -> None:

@@ -1,0 +1,280 @@
+"""The tRPC HTTP protocol at ``/trpc/{path}``: what @trpc/server v11 answers to ``httpLink`` and
+``httpBatchLink`` (no transformer). Parse, batch, encode; the router does the rest.
+
+The reference is @trpc/server 11.25.2, the version ``tests/trpc_client/package-lock.json``
+installs, under ``src/unstable-core-do-not-import/``: ``http/resolveResponse.ts`` (the order of
+checks, one response or a batch), ``http/contentType.ts`` (reading paths, ``?batch=1`` and
+inputs), ``http/getHTTPStatusCode.ts`` (the status of a batch), ``error/formatter.ts`` (the
+error shape). Where we answer differently on purpose, the comment says why;
+``docs/protocol-trpc.md`` lists every difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+from aiohttp import web
+
+from server.appkeys import AUTH, ROUTER, SERVICES
+from server.rpc.errors import CODES, ErrorCode, ProcedureNotFound, RpcError
+from server.rpc.router import ANONYMOUS, Caller, Context, Kind, Procedure, Router
+
+# resolveResponse.ts TYPE_ACCEPTED_METHOD_MAP (no method override: a query is never a POST).
+ACCEPTED_METHOD: dict[Kind, str] = {"query": "GET", "mutation": "POST"}
+KIND_OF_METHOD: dict[str, Kind] = {method: kind for kind, method in ACCEPTED_METHOD.items()}
+# resolveResponse.ts sets these on every answer but the HEAD one.
+BASE_HEADERS = {"Content-Type": "application/json", "Vary": "trpc-accept, accept"}
+_MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def error_shape(exc: RpcError, path: str | None = None) -> dict[str, Any]:
+    """v11's default error shape (formatter.ts ``getDefaultErrorShape``).
+
+    ``data.path`` only for an error of one call; never ``data.stack``, which v11 adds in
+    development mode only. An error's details (e.g. validation ``issues``) join ``data`` the
+    way a tRPC ``errorFormatter`` adds its own fields, without replacing the standard ones.
+    """
+    info = CODES[exc.code]
+    data: dict[str, Any] = {"code": exc.code.value, "httpStatus": info.http_status}
+    if path is not None:
+        data["path"] = path
+    for key, value in (exc.details or {}).items():
+        data.setdefault(key, value)
+    return {"message": exc.message, "code": info.jsonrpc, "data": data}
+
+
+def error_body(exc: RpcError) -> bytes:
+    """The JSON of a failure of the whole request: one error object, even for a batch."""
+    return orjson.dumps({"error": error_shape(exc)})
+
+
+def whole_request_error(exc: RpcError) -> web.Response:
+    return web.Response(
+        body=error_body(exc), status=CODES[exc.code].http_status, headers=BASE_HEADERS
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    path: str
+    procedure: Procedure | None
+    input: Any  # None when absent: the router treats null and no input alike
+
+
+def _procedure_path(request: web.Request) -> str:
+    # resolveResponse.ts decodePath: a malformed escape is the client's fault, BAD_REQUEST.
+    # yarl leaves such escapes undecoded, so look at the raw path.
+    raw = request.rel_url.raw_path
+    try:
+        if _MALFORMED_ESCAPE.search(raw):
+            raise ValueError(raw)
+        unquote(raw, errors="strict")
+    except ValueError:  # UnicodeDecodeError included
+        raise RpcError(ErrorCode.BAD_REQUEST, f'Invalid URL-encoding in path "{raw}"') from None
+    path = request.match_info["path"]
+    # adapters/standalone.ts trims one slash on each side of the procedure path.
+    return path.removesuffix("/")
+
+
+def _check_content_type(request: web.Request) -> None:
+    """contentType.ts ``getContentTypeHandler``: a GET is read as JSON whatever it says; any
+    other method must send ``application/json`` (media types compare case-insensitively,
+    parameters such as ``charset`` are allowed). v11 also takes ``multipart/form-data`` and
+    ``application/octet-stream`` for mutations; we take JSON only, so those are 415 too.
+    """
+    if request.method == "GET":
+        return
+    header = request.headers.get("Content-Type")
+    if header is not None and header.split(";", 1)[0].strip().lower() == "application/json":
+        return
+    # v11's message lacks the closing quote; ours has it.
+    message = (
+        f'Unsupported content-type "{header}"'
+        if header is not None
+        else "Missing content-type header"
+    )
+    raise RpcError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, message)
+
+
+def _is_batch(request: web.Request) -> bool:
+    flag = request.query.get("batch")
+    if flag is None:
+        return False
+    if flag == "1":
+        return True
+    # v11 reads any other value as "not a batch" (contentType.ts: get('batch') === '1') and
+    # v10 read any non-empty one as a batch: refuse rather than guess which the client meant.
+    raise RpcError(ErrorCode.BAD_REQUEST, f'"batch" must be 1, got "{flag}"')
+
+
+def _find(router: Router, path: str) -> Procedure | None:
+    try:
+        return router.lookup(path, "trpc")
+    except ProcedureNotFound:
+        return None
+
+
+def _check_single_kind(procedures: list[Procedure | None]) -> None:
+    kinds = list(dict.fromkeys(proc.kind for proc in procedures if proc is not None))
+    if len(kinds) > 1:
+        raise RpcError(
+            ErrorCode.BAD_REQUEST, f"Cannot mix procedure types in call: {', '.join(kinds)}"
+        )
+
+
+def _check_not_streaming(request: web.Request, batch: bool) -> None:
+    """contentType.ts ``getAcceptHeader``: ``trpc-accept``, else ``application/jsonl`` among
+    ``Accept``'s types, asks for httpBatchStreamLink's JSON Lines stream, which we don't serve.
+    """
+    accept = request.headers.get("trpc-accept")
+    if accept is None and any(
+        part.strip() == "application/jsonl" for part in request.headers.get("Accept", "").split(",")
+    ):
+        accept = "application/jsonl"
+    if accept != "application/jsonl":
+        return
+    if not batch:  # v11's own answer (resolveResponse.ts)
+        raise RpcError(
+            ErrorCode.BAD_REQUEST, "Streaming requests must be batched (you can do a batch of 1)"
+        )
+    raise RpcError(
+        ErrorCode.NOT_IMPLEMENTED,
+        "Streamed responses (httpBatchStreamLink) are not served: use httpBatchLink or httpLink",
+    )
+
+
+async def _read_inputs(request: web.Request, batch: bool, count: int) -> list[Any]:
+    """The input of each call (contentType.ts ``getInputs``).
+
+    A GET carries its input in ``?input=`` and anything else in the body; an empty one of
+    either is no input at all. v11 parses lazily, so each call that reads its input fails on
+    its own; we parse once, up front, and a bad input fails the whole request.
+    """
+    if request.method == "GET":
+        raw: bytes = (request.query.get("input") or "").encode()
+    else:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit = request.app[SERVICES].settings.max_body_bytes
+            raise RpcError(ErrorCode.PAYLOAD_TOO_LARGE, f"The body exceeds {limit} bytes") from None
+    if not raw:
+        return [None] * count
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        where = "?input=" if request.method == "GET" else "body"
+        raise RpcError(ErrorCode.BAD_REQUEST, f"The {where} is not JSON: {exc}") from None
+    if not batch:
+        return [value]
+    if not isinstance(value, dict):
+        raise RpcError(
+            ErrorCode.BAD_REQUEST, '"input" needs to be an object when doing a batch call'
+        )
+    # Keyed by the call's index in the batch; a missing key is no input.
+    return [value.get(str(index)) for index in range(count)]
+
+
+async def _parse(request: web.Request, router: Router) -> tuple[bool, list[_Call]]:
+    """Everything that fails a whole request, in v11's order."""
+    path = _procedure_path(request)
+    _check_content_type(request)
+    batch = _is_batch(request)
+    paths = path.split(",") if batch else [path]
+    max_batch = request.app[SERVICES].settings.max_batch_size
+    if batch and len(paths) > max_batch:
+        # v11's code and message (contentType.ts, its maxBatchSize option), with our limit.
+        raise RpcError(
+            ErrorCode.BAD_REQUEST,
+            f"Batch call exceeds maximum size ({len(paths)} calls; MAX_BATCH_SIZE={max_batch})",
+        )
+    procedures = [_find(router, p) for p in paths]
+    _check_single_kind(procedures)
+    _check_not_streaming(request, batch)
+    inputs = await _read_inputs(request, batch, len(paths))
+    calls = [_Call(p, proc, inp) for p, proc, inp in zip(paths, procedures, inputs, strict=True)]
+    return batch, calls
+
+
+class _Exchange:
+    """One request's calls, run the way resolveResponse.ts runs them: concurrently, each
+    checked for existence, then method, then the caller, then handed to the router."""
+
+    def __init__(self, request: web.Request, calls: list[_Call]) -> None:
+        self.request = request
+        self.calls = calls
+        self.router = request.app[ROUTER]
+        self.services = request.app[SERVICES]
+        self.allow: str | None = None
+        self.caller: Caller = ANONYMOUS
+        # v11 builds the context once (createContext); if that throws, every call that gets
+        # past the path and method checks fails with its error.
+        self.caller_error: RpcError | None = None
+        try:
+            self.caller = request.app[AUTH].caller_for_header(request.headers.get("Authorization"))
+        except RpcError as exc:
+            self.caller_error = exc
+
+    async def run(self) -> list[tuple[Any, RpcError | None, Context | None]]:
+        return await asyncio.gather(*(self._one(call) for call in self.calls))
+
+    async def _one(self, call: _Call) -> tuple[Any, RpcError | None, Context | None]:
+        method = self.request.method
+        ctx: Context | None = None
+        try:
+            if call.procedure is None:
+                raise ProcedureNotFound(call.path)
+            kind = call.procedure.kind
+            if method != ACCEPTED_METHOD[kind]:
+                # RFC 9110 15.5.6: a 405 lists what the resource accepts; v11 does the same.
+                self.allow = ACCEPTED_METHOD[kind]
+                raise RpcError(
+                    ErrorCode.METHOD_NOT_SUPPORTED,
+                    f'Unsupported {method}-request to {kind} procedure at path "{call.path}"',
+                )
+            if self.caller_error is not None:
+                raise self.caller_error
+            ctx = Context(services=self.services, caller=self.caller, protocol="trpc")
+            data = await self.router.call(call.path, call.input, ctx, kind=KIND_OF_METHOD[method])
+        except RpcError as exc:
+            return None, exc, ctx  # the cache may have set its verdict before the failure
+        return data, None, ctx
+
+
+def _status(errors: list[RpcError | None]) -> int:
+    """getHTTPStatusCode.ts: the one status all answers share, else 207 Multi-Status."""
+    statuses = {200 if exc is None else CODES[exc.code].http_status for exc in errors}
+    return statuses.pop() if len(statuses) == 1 else 207
+
+
+async def handle_trpc(request: web.Request) -> web.StreamResponse:
+    if request.method == "HEAD":
+        # resolveResponse.ts: HEAD answers 204 before anything else ("lambda warmup").
+        return web.Response(status=204)
+    try:
+        batch, calls = await _parse(request, request.app[ROUTER])
+    except RpcError as exc:
+        return whole_request_error(exc)
+    exchange = _Exchange(request, calls)
+    outcomes = await exchange.run()
+    items = [
+        {"result": {"data": data}} if exc is None else {"error": error_shape(exc, call.path)}
+        for call, (data, exc, _) in zip(calls, outcomes, strict=True)
+    ]
+    headers = dict(BASE_HEADERS)
+    if exchange.allow is not None:
+        headers["Allow"] = exchange.allow
+    if not batch:
+        ctx = outcomes[0][2]
+        if ctx is not None and "cache" in ctx.meta:
+            headers["X-Cache"] = ctx.meta["cache"]
+    return web.Response(
+        body=orjson.dumps(items if batch else items[0]),
+        status=_status([exc for _, exc, _ in outcomes]),
+        headers=headers,
+    )
