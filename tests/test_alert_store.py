@@ -70,7 +70,7 @@ def rnd(
 
 
 async def everything(store: Store) -> list[AlertRecord]:
-    records, total = await store.list(AlertQuery(limit=500))
+    records, total = await store.page(AlertQuery(limit=500))
     assert total == len(records)
     return records
 
@@ -182,25 +182,25 @@ async def test_list_filters_and_pages(store: Store) -> None:
     levels = {s: "critical" if int(s[1:]) % 2 else "warning" for s in subjects[1:]}
     await store.reconcile(rnd(10, *(cond(s, level=lv) for s, lv in levels.items())))
 
-    page, total = await store.list(AlertQuery(limit=3, offset=0))
+    page, total = await store.page(AlertQuery(limit=3, offset=0))
     assert total == 7 and [r.subject for r in page] == ["s06", "s05", "s04"]
-    page, _ = await store.list(AlertQuery(limit=3, offset=6))
+    page, _ = await store.page(AlertQuery(limit=3, offset=6))
     assert [r.subject for r in page] == ["s00"]
-    assert [r.id for r in (await store.list(AlertQuery(limit=7)))[0]] == ids
+    assert [r.id for r in (await store.page(AlertQuery(limit=7)))[0]] == ids
 
     def subjects_of(records: list[AlertRecord]) -> list[str]:
         return [r.subject for r in records]
 
-    firing, total = await store.list(AlertQuery(state="firing"))
+    firing, total = await store.page(AlertQuery(state="firing"))
     assert total == 6 and "s00" not in subjects_of(firing)
-    acked, _ = await store.list(AlertQuery(state="resolved", acknowledged=True))
+    acked, _ = await store.page(AlertQuery(state="resolved", acknowledged=True))
     assert subjects_of(acked) == ["s00"]
-    assert (await store.list(AlertQuery(acknowledged=False)))[1] == 6
-    critical, _ = await store.list(AlertQuery(level="critical"))
+    assert (await store.page(AlertQuery(acknowledged=False)))[1] == 6
+    critical, _ = await store.page(AlertQuery(level="critical"))
     assert subjects_of(critical) == ["s05", "s03", "s01"]
-    warning, _ = await store.list(AlertQuery(level="warning"))
+    warning, _ = await store.page(AlertQuery(level="warning"))
     assert subjects_of(warning) == ["s06", "s04", "s02", "s00"]
-    assert (await store.list(AlertQuery(level="warning", state="firing")))[1] == 3
+    assert (await store.page(AlertQuery(level="warning", state="firing")))[1] == 3
 
 
 async def test_a_note_is_stored_verbatim(store: Store) -> None:

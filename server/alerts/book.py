@@ -159,19 +159,19 @@ class AlertBook:
 
     # --- reading and acknowledging ---
 
-    async def list(self, query: AlertQuery) -> AlertPage:
+    async def page(self, query: AlertQuery) -> AlertPage:
         source: Source = "memory"
         if self._durable is None:
-            records, total = await self._memory.list(query)
+            records, total = await self._memory.page(query)
         else:
             try:
                 await self.flush()
-                records, total = await self._durable.list(query)
+                records, total = await self._durable.page(query)
                 source = "database"
                 self._succeeded()
             except Unavailable as exc:
                 self._failed(exc)
-                records, total = await self._memory.list(query)
+                records, total = await self._memory.page(query)
         end = query.offset + len(records)
         return AlertPage(
             alerts=[r.model() for r in records],

@@ -85,7 +85,7 @@ class MemoryStore:
     def firing(self) -> list[AlertRecord]:
         return _sorted(_copy(self._alerts[i]) for i in self._firing.values())
 
-    async def list(self, query: AlertQuery) -> tuple[list[AlertRecord], int]:
+    async def page(self, query: AlertQuery) -> tuple[list[AlertRecord], int]:
         matching = _sorted(a for a in self._alerts.values() if _matches(a, query))
         page = matching[query.offset : query.offset + query.limit]
         return [_copy(a) for a in page], len(matching)

@@ -140,7 +140,7 @@ class PostgresStore:
         await self.ensure_schema()
         return await self._call(_firing)
 
-    async def list(self, query: AlertQuery) -> tuple[list[AlertRecord], int]:
+    async def page(self, query: AlertQuery) -> tuple[list[AlertRecord], int]:
         await self.ensure_schema()
         return await self._call(_list, query)
 

@@ -16,7 +16,7 @@ def book_of(ctx: Context) -> AlertBook:
 
 
 async def list_alerts(ctx: Context, inp: AlertQuery) -> AlertPage:
-    return await book_of(ctx).list(inp)
+    return await book_of(ctx).page(inp)
 
 
 async def acknowledge(ctx: Context, inp: AcknowledgeInput) -> Alert:

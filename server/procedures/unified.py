@@ -101,7 +101,7 @@ async def _alerts(ctx: Context) -> AlertSummary | None:
     book = ctx.services.alerts
     if book is None:
         return None
-    page = await book.list(AlertQuery(limit=RECENT_ALERTS))
+    page = await book.page(AlertQuery(limit=RECENT_ALERTS))
     firing = book.firing()
     counts = book.firing_counts()
     return AlertSummary(

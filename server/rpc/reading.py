@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from server.rpc.errors import ErrorCode, ProcedureNotFound, RpcError, Unavailable
+from server.rpc.errors import ErrorCode, ProcedureNotFound, RpcError
 from server.rpc.router import Context, Router
 
 Outcome = Literal["ok", "absent", "unavailable", "error", "timeout"]
@@ -55,9 +55,7 @@ async def read(router: Router, path: str, ctx: Context, bound: float) -> Reading
         error = SectionError(code=ErrorCode.TIMEOUT.value, message=f"no answer within {bound:g}s")
         return Reading(path, "timeout", error=error, seconds=time.perf_counter() - started)
     except RpcError as exc:
-        outcome: Outcome = "unavailable" if isinstance(exc, Unavailable) else "error"
-        if exc.code is ErrorCode.SERVICE_UNAVAILABLE:
-            outcome = "unavailable"
+        outcome: Outcome = "unavailable" if exc.code is ErrorCode.SERVICE_UNAVAILABLE else "error"
         error = SectionError(code=exc.code.value, message=exc.message)
         return Reading(path, outcome, error=error, seconds=time.perf_counter() - started)
     return Reading(path, "ok", output=output, seconds=time.perf_counter() - started)
