@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client import generate_latest
 
-from server.alerts import Evaluator
+from server.alerts import AlertBook, Evaluator
 from server.alerts.migrations import MIGRATIONS
 from server.alerts.rules import Rule, Sample
 from server.appkeys import ROUTER
@@ -33,6 +34,7 @@ from tests.alerting import (
     result,
     services,
     start_app,
+    until,
 )
 from tests.conftest import OPERATOR_NAME, OPERATOR_TOKEN
 from tests.stack import PostgresServer, RedisServer, free_port
@@ -457,6 +459,42 @@ async def test_the_evaluator_runs_on_its_interval(make_app: MakeApp) -> None:
     listed = await eventually(lambda: firing(client), lambda a: len(a) == 1)
     assert [a["fingerprint"] for a in listed] == ["breaker_open:pgbouncer-admin"]
     assert evaluator(client).rounds > rounds
+
+
+async def test_rounds_are_bounded_and_a_failed_round_does_not_stop_the_task() -> None:
+    never = asyncio.Event()
+
+    async def hang(_ctx: Context, _: NoInput) -> None:
+        await never.wait()
+
+    svc = Services(Settings())
+    rule = Rule("slow", "warning", "monitoring.queryStats", lambda out: [], ">", 0, "x", "x")
+    own = Evaluator(
+        [rule],
+        AlertBook(instance="i", stale_after=1),
+        Router([query("monitoring.queryStats", hang)]),
+        svc,
+        interval=0.05,
+        timeout=0.05,  # shorter than the section bound: the round itself times out
+        section_timeout=60,
+    )
+    with pytest.raises(TimeoutError):
+        await own.run_once()
+    task = asyncio.create_task(own.run())
+    try:
+        await until(lambda: own.failed_rounds >= 3)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert own.rounds == 0
+
+
+async def test_the_evaluator_task_ends_with_the_app(make_app: MakeApp) -> None:
+    client = await make_app()
+    assert any(t.get_name() == "alert-evaluator" for t in asyncio.all_tasks())
+    await client.close()
+    assert not any(t.get_name() == "alert-evaluator" for t in asyncio.all_tasks())
 
 
 async def test_alerts_firing_gauge(make_app: MakeApp) -> None:
