@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
+from server.alerts import Evaluator, FiringCollector, build_book, default_rules
 from server.appkeys import AUTH, ROUTER, SERVICES, SETTINGS
 from server.auth import Authenticator
 from server.collectors.queue_metrics import watch_queues
@@ -49,6 +52,36 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         await client.close()
 
 
+async def alerts_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The alert store (migrated now if the database answers) and the evaluator task."""
+    services = app[SERVICES]
+    settings = services.settings
+    book = build_book(services)
+    await book.start()
+    evaluator = Evaluator(
+        default_rules(settings),
+        book,
+        app[ROUTER],
+        services,
+        interval=settings.alert_evaluation_interval,
+        timeout=settings.alert_evaluation_timeout,
+        section_timeout=settings.section_timeout,
+    )
+    services.alerts, services.alert_evaluator = book, evaluator
+    services.metrics.add_collector(FiringCollector(book))
+    task = asyncio.create_task(evaluator.run(), name="alert-evaluator")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # Rounds queued during an outage: one bounded last try to write them.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(settings.alert_evaluation_timeout):
+                await book.flush()
+
+
 async def _mark_shutting_down(app: web.Application) -> None:
     app[SERVICES].shutting_down = True
 
@@ -76,7 +109,9 @@ def create_app(
         timeout=settings.rpc_timeout,
         queries_need_caller=settings.read_tokens_required,
     )
-    app.cleanup_ctx.extend([postgres_ctx, redis_ctx])
+    services.router = app[ROUTER]
+    # alerts_ctx last: its evaluator stops before the pools it reads through close.
+    app.cleanup_ctx.extend([postgres_ctx, redis_ctx, alerts_ctx])
     app.on_shutdown.append(_mark_shutting_down)
     app.router.add_post("/rpc", handle_rpc)
     # Every method: v11 answers HEAD, refuses the others with its own JSON errors.

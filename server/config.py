@@ -158,6 +158,22 @@ class Settings:
     metrics_basic_auth: tuple[str, str] | None = field(default=None, repr=False)
     shutdown_timeout: float = 10.0
     log_level: str = "INFO"
+    # --- alerts (docs/alerts.md): thresholds of the built-in rules, and evaluation bounds ---
+    alert_evaluation_timeout: float = 10.0
+    section_timeout: float = 5.0
+    alert_partition_delta_warning: float = 10.0
+    alert_partition_delta_critical: float = 100.0
+    alert_cache_hit_rate_warning: float = 70.0
+    alert_cache_hit_rate_critical: float = 50.0
+    alert_cache_min_lookups: int = 100
+    alert_replica_lag_warning: float = 10.0
+    alert_replica_lag_critical: float = 30.0
+    alert_cache_get_p95_warning: float = 50.0
+    alert_cache_get_p95_critical: float = 100.0
+    alert_invalidation_failure_rate_warning: float = 5.0
+    alert_invalidation_failure_rate_critical: float = 10.0
+    alert_pool_utilization_warning: float = 80.0
+    alert_query_p99_warning: float = 500.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -170,8 +186,54 @@ class Settings:
             problems.append(
                 "REDIS_CLUSTER_ENABLED: cannot be combined with REDIS_SENTINEL_HOSTS; pick one mode"
             )
+        problems += self._alert_threshold_problems()
         if problems:
             raise ConfigError(problems)
+
+    def _alert_threshold_problems(self) -> list[str]:
+        """A critical threshold must be stricter than its warning, or warning never shows."""
+        pairs = [
+            (
+                "ALERT_PARTITION_DELTA",
+                self.alert_partition_delta_warning,
+                self.alert_partition_delta_critical,
+                "above",
+            ),
+            (
+                "ALERT_CACHE_HIT_RATE",
+                self.alert_cache_hit_rate_warning,
+                self.alert_cache_hit_rate_critical,
+                "below",
+            ),
+            (
+                "ALERT_REPLICA_LAG",
+                self.alert_replica_lag_warning,
+                self.alert_replica_lag_critical,
+                "above",
+            ),
+            (
+                "ALERT_CACHE_GET_P95",
+                self.alert_cache_get_p95_warning,
+                self.alert_cache_get_p95_critical,
+                "above",
+            ),
+            (
+                "ALERT_INVALIDATION_FAILURE_RATE",
+                self.alert_invalidation_failure_rate_warning,
+                self.alert_invalidation_failure_rate_critical,
+                "above",
+            ),
+        ]
+        problems = []
+        for prefix, warning, critical, direction in pairs:
+            stricter = critical > warning if direction == "above" else critical < warning
+            if not stricter:
+                word = "greater" if direction == "above" else "less"
+                problems.append(
+                    f"{prefix}_CRITICAL: must be {word} than {prefix}_WARNING "
+                    f"({critical:g} vs {warning:g})"
+                )
+        return problems
 
     @property
     def operator_names(self) -> tuple[str, ...]:
@@ -235,6 +297,41 @@ class Settings:
             "metrics_basic_auth": reader.get("METRICS_BASIC_AUTH", _basic_auth),
             "shutdown_timeout": reader.get("SHUTDOWN_TIMEOUT", _positive_float),
             "log_level": reader.get("LOG_LEVEL", _log_level),
+            "alert_evaluation_timeout": reader.get("ALERT_EVALUATION_TIMEOUT", _positive_float),
+            "section_timeout": reader.get("SECTION_TIMEOUT", _positive_float),
+            "alert_partition_delta_warning": reader.get(
+                "ALERT_PARTITION_DELTA_WARNING", _non_negative_float
+            ),
+            "alert_partition_delta_critical": reader.get(
+                "ALERT_PARTITION_DELTA_CRITICAL", _non_negative_float
+            ),
+            "alert_cache_hit_rate_warning": reader.get("ALERT_CACHE_HIT_RATE_WARNING", _percentage),
+            "alert_cache_hit_rate_critical": reader.get(
+                "ALERT_CACHE_HIT_RATE_CRITICAL", _percentage
+            ),
+            "alert_cache_min_lookups": reader.get("ALERT_CACHE_MIN_LOOKUPS", _non_negative_int),
+            "alert_replica_lag_warning": reader.get(
+                "ALERT_REPLICA_LAG_WARNING", _non_negative_float
+            ),
+            "alert_replica_lag_critical": reader.get(
+                "ALERT_REPLICA_LAG_CRITICAL", _non_negative_float
+            ),
+            "alert_cache_get_p95_warning": reader.get(
+                "ALERT_CACHE_GET_P95_WARNING", _non_negative_float
+            ),
+            "alert_cache_get_p95_critical": reader.get(
+                "ALERT_CACHE_GET_P95_CRITICAL", _non_negative_float
+            ),
+            "alert_invalidation_failure_rate_warning": reader.get(
+                "ALERT_INVALIDATION_FAILURE_RATE_WARNING", _percentage
+            ),
+            "alert_invalidation_failure_rate_critical": reader.get(
+                "ALERT_INVALIDATION_FAILURE_RATE_CRITICAL", _percentage
+            ),
+            "alert_pool_utilization_warning": reader.get(
+                "ALERT_POOL_UTILIZATION_WARNING", _percentage
+            ),
+            "alert_query_p99_warning": reader.get("ALERT_QUERY_P99_WARNING", _non_negative_float),
         }
         if reader.problems:
             raise ConfigError(reader.problems)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from server.collectors.redis_queues import QueueCollector
 from server.config import Settings
@@ -15,6 +16,10 @@ from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
 from server.observability.metrics import Metrics
 from server.resilience.registry import BreakerRegistry
+
+if TYPE_CHECKING:
+    from server.alerts import AlertBook, Evaluator
+    from server.rpc.router import Router
 
 
 @dataclass
@@ -30,6 +35,12 @@ class Services:
     # Built from settings, so never passed in: every Services has its own breakers.
     breakers: BreakerRegistry = field(init=False)
     metrics: Metrics = field(default_factory=Metrics)
+    # The app's router, for procedures that gather others in-process (unifiedMetrics).
+    router: Router | None = None
+    # Alerting (alerts_ctx): the store every part reads and acknowledges through, and the
+    # evaluator task's object (``run_once`` drives a round by hand).
+    alerts: AlertBook | None = None
+    alert_evaluator: Evaluator | None = None
 
     def __post_init__(self) -> None:
         self.breakers = BreakerRegistry.from_settings(self.settings)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from server.procedures import breakers, health, keys, queues
+from server.procedures import alerts, breakers, health, keys, queues, unified
 from server.rpc.router import Procedure
 
 
 def catalogue() -> list[Procedure]:
-    return [*health.PROCEDURES, *breakers.PROCEDURES, *queues.PROCEDURES, *keys.PROCEDURES]
+    return [
+        *health.PROCEDURES,
+        *breakers.PROCEDURES,
+        *queues.PROCEDURES,
+        *keys.PROCEDURES,
+        *alerts.PROCEDURES,
+        *unified.PROCEDURES,
+    ]

@@ -1,0 +1,41 @@
+"""Alerting: rules over the service's own figures, an evaluator task, and a store where
+alerts fire, resolve and are acknowledged (PostgreSQL, or memory without ``DATABASE_URL``).
+
+    rules.py         Rule (data) + evaluate(): readings -> conditions
+    evaluator.py     Evaluator: the background round (read, evaluate, record)
+    book.py          AlertBook: the store the rest of the service talks to
+    memory_store.py  MemoryStore: in-process alerts (and the book's mirror)
+    pg_store.py      PostgresStore: every SQL statement of alerting
+    migrations.py    schema ``infrawatch``, applied under an advisory lock
+    exposition.py    infrawatch_alerts_firing{level}
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from server.alerts.book import AlertBook
+from server.alerts.evaluator import Evaluator
+from server.alerts.exposition import FiringCollector
+from server.alerts.memory_store import MemoryStore
+from server.alerts.pg_store import PostgresStore
+from server.alerts.rules import default_rules
+
+__all__ = ["AlertBook", "Evaluator", "FiringCollector", "build_book", "default_rules"]
+
+if TYPE_CHECKING:
+    from server.services import Services
+
+
+def build_book(services: Services) -> AlertBook:
+    """The book for this app: durable when ``DATABASE_URL`` is set."""
+    settings = services.settings
+    # Long enough that a live instance always reports again in time (one round late at most).
+    stale_after = 3 * settings.alert_evaluation_interval + settings.alert_evaluation_timeout
+    return AlertBook(
+        instance=uuid.uuid4().hex,
+        stale_after=stale_after,
+        durable=PostgresStore(services) if settings.database_url else None,
+        memory=MemoryStore(),
+    )

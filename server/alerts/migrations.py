@@ -1,0 +1,89 @@
+"""infrawatch's own schema (``infrawatch``), versioned, applied at start-up.
+
+Each migration runs once, in order, recorded in ``infrawatch.schema_migrations``. All pending
+ones apply in one transaction that first takes a transaction-scoped advisory lock: instances
+starting together queue on the lock, and each one after the first finds nothing left to do.
+A migration is never edited once released; a change is a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+# pg_advisory_xact_lock keys: fixed, so every version of infrawatch agrees on them.
+MIGRATION_LOCK = 0x1F_A1E7_0001  # schema changes
+RECONCILE_LOCK = 0x1F_A1E7_0002  # one alert evaluation applied at a time (book.py)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "alerts",
+        """
+        CREATE TABLE infrawatch.alerts (
+            id uuid PRIMARY KEY,
+            fingerprint text NOT NULL,
+            rule text NOT NULL,
+            subject text NOT NULL,
+            level text NOT NULL CHECK (level IN ('warning', 'critical')),
+            state text NOT NULL CHECK (state IN ('firing', 'resolved')),
+            message text NOT NULL,
+            value double precision,
+            threshold double precision,
+            first_fired_at timestamptz NOT NULL,
+            last_fired_at timestamptz NOT NULL,
+            resolved_at timestamptz,
+            acknowledged_by text,
+            acknowledged_at timestamptz,
+            note text CHECK (char_length(note) <= 1000),
+            -- instance id -> epoch seconds of its last report; see models.Round
+            reporters jsonb NOT NULL DEFAULT '{}',
+            CHECK ((state = 'firing') = (resolved_at IS NULL)),
+            CHECK ((acknowledged_by IS NULL) = (acknowledged_at IS NULL))
+        );
+        -- Two instances firing the same condition meet here and make one alert.
+        CREATE UNIQUE INDEX alerts_one_firing_per_fingerprint
+            ON infrawatch.alerts (fingerprint) WHERE state = 'firing';
+        CREATE INDEX alerts_newest_first ON infrawatch.alerts (first_fired_at DESC, id DESC);
+        """,
+    ),
+)
+
+
+async def migrate(conn: asyncpg.Connection) -> list[int]:
+    """Apply the pending migrations; returns the versions this call applied."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            """
+            CREATE SCHEMA IF NOT EXISTS infrawatch;
+            CREATE TABLE IF NOT EXISTS infrawatch.schema_migrations (
+                version integer PRIMARY KEY,
+                name text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            );
+            """
+        )
+        rows = await conn.fetch("SELECT version FROM infrawatch.schema_migrations")
+        done = {row["version"] for row in rows}
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO infrawatch.schema_migrations (version, name) VALUES ($1, $2)",
+                migration.version,
+                migration.name,
+            )
+            applied.append(migration.version)
+        return applied

@@ -1,0 +1,255 @@
+"""``PostgresStore``: alerts in ``infrawatch.alerts`` on the primary. Every database call of
+alerting is in this module.
+
+Every call goes through the ``database-write`` breaker on ``services.postgres.primary``;
+connection-level failures become ``Unavailable`` (the book keeps evaluating in memory and
+catches up), SQL-level ones ``StoreRejected`` (a bug or a schema drift: retrying the same
+statement will not help). Firing, resolving and acknowledging are single statements that are
+safe to repeat and safe to race (see ``models.Round`` for how resolution treats several
+instances).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import asyncpg
+import orjson
+
+from server.alerts.memory_store import not_found
+from server.alerts.migrations import RECONCILE_LOCK, migrate
+from server.alerts.models import AlertQuery, AlertRecord, Round
+from server.rpc.errors import RpcError, Unavailable
+
+if TYPE_CHECKING:
+    from server.services import Services
+
+T = TypeVar("T")
+
+BREAKER = "database-write"
+
+# Worth retrying later: the server or the path to it, not the statement.
+RETRYABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
+
+_FIRE = """
+INSERT INTO infrawatch.alerts AS a
+    (id, fingerprint, rule, subject, level, state, message, value, threshold,
+     first_fired_at, last_fired_at, reporters)
+SELECT c.id, c.fingerprint, c.rule, c.subject, c.level, 'firing', c.message, c.value,
+       c.threshold, $9, $9, jsonb_build_object($10::text, $11::float8)
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::float8[], $8::float8[])
+     AS c(id, fingerprint, rule, subject, level, message, value, threshold)
+ORDER BY c.fingerprint
+ON CONFLICT (fingerprint) WHERE state = 'firing' DO UPDATE SET
+    -- a replayed older round must not overwrite a newer report
+    level = CASE WHEN EXCLUDED.last_fired_at >= a.last_fired_at
+                 THEN EXCLUDED.level ELSE a.level END,
+    message = CASE WHEN EXCLUDED.last_fired_at >= a.last_fired_at
+                   THEN EXCLUDED.message ELSE a.message END,
+    value = CASE WHEN EXCLUDED.last_fired_at >= a.last_fired_at
+                 THEN EXCLUDED.value ELSE a.value END,
+    threshold = CASE WHEN EXCLUDED.last_fired_at >= a.last_fired_at
+                     THEN EXCLUDED.threshold ELSE a.threshold END,
+    last_fired_at = GREATEST(a.last_fired_at, EXCLUDED.last_fired_at),
+    reporters = a.reporters || jsonb_build_object(
+        $10::text, GREATEST(COALESCE((a.reporters ->> $10::text)::float8, $11), $11))
+"""
+
+# This instance no longer sees these: drop its report; resolve when no fresh report remains.
+_CLEAR = """
+WITH cleared AS (
+    SELECT x.id,
+           EXISTS (SELECT 1 FROM jsonb_each_text(x.reporters - $1::text) r
+                   WHERE r.value::float8 >= $3) AS held
+    FROM infrawatch.alerts x
+    WHERE x.state = 'firing' AND x.rule = ANY($4::text[]) AND x.fingerprint <> ALL($5::text[])
+)
+UPDATE infrawatch.alerts AS a SET
+    reporters = a.reporters - $1::text,
+    state = CASE WHEN c.held THEN 'firing' ELSE 'resolved' END,
+    resolved_at = CASE WHEN c.held THEN NULL ELSE GREATEST($2, a.last_fired_at) END
+FROM cleared c
+WHERE a.id = c.id AND (a.reporters ? $1::text OR NOT c.held)
+"""
+
+# Far above rules x subjects; keeps one answer bounded regardless.
+_FIRING = """
+SELECT * FROM infrawatch.alerts WHERE state = 'firing'
+ORDER BY first_fired_at DESC, id DESC LIMIT 10000
+"""
+
+_LIST = """
+SELECT * FROM infrawatch.alerts
+WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR level = $2)
+  AND ($3::boolean IS NULL OR (acknowledged_at IS NOT NULL) = $3)
+ORDER BY first_fired_at DESC, id DESC LIMIT $4 OFFSET $5
+"""
+
+_COUNT = """
+SELECT count(*) FROM infrawatch.alerts
+WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR level = $2)
+  AND ($3::boolean IS NULL OR (acknowledged_at IS NOT NULL) = $3)
+"""
+
+_ACKNOWLEDGE = """
+UPDATE infrawatch.alerts SET acknowledged_by = $2, acknowledged_at = $3, note = $4
+WHERE id = $1 AND acknowledged_at IS NULL
+RETURNING *
+"""
+
+_GET = "SELECT * FROM infrawatch.alerts WHERE id = $1"
+
+
+class StoreRejected(Unavailable):
+    """PostgreSQL refused a statement (not a connection problem): retrying will not help."""
+
+
+class PostgresStore:
+    durable = True
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._schema_ready = False
+
+    async def ensure_schema(self) -> list[int]:
+        """Apply pending migrations (once per process; again after a failed attempt)."""
+        if self._schema_ready:
+            return []
+        applied = await self._call(_migrate)
+        self._schema_ready = True
+        return applied
+
+    async def reconcile(self, round_: Round) -> list[AlertRecord]:
+        await self.ensure_schema()
+        return await self._call(_reconcile, round_)
+
+    async def firing(self) -> list[AlertRecord]:
+        await self.ensure_schema()
+        return await self._call(_firing)
+
+    async def page(self, query: AlertQuery) -> tuple[list[AlertRecord], int]:
+        await self.ensure_schema()
+        return await self._call(_list, query)
+
+    async def acknowledge(
+        self, alert_id: str, by: str, at: datetime, note: str | None
+    ) -> AlertRecord:
+        await self.ensure_schema()
+        return await self._call(_acknowledge, alert_id, by, at, note)
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        cluster = self._services.postgres
+        pool = cluster.primary if cluster is not None else None
+        if pool is None:
+            raise Unavailable("alert store: the primary database is not connected")
+        breaker = self._services.breakers.get(BREAKER)
+        try:
+            return await breaker.call(fn, pool, *args)
+        except RpcError:
+            raise
+        except RETRYABLE as exc:
+            raise Unavailable(f"alert store unreachable: {type(exc).__name__}: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise StoreRejected(f"alert store refused: {type(exc).__name__}: {exc}") from exc
+
+
+async def _migrate(pool: asyncpg.Pool) -> list[int]:
+    async with pool.acquire() as conn:
+        return await migrate(conn)
+
+
+async def _reconcile(pool: asyncpg.Pool, round_: Round) -> list[AlertRecord]:
+    conditions = sorted(round_.conditions, key=lambda c: c.fingerprint)
+    async with pool.acquire() as conn, conn.transaction():
+        # One round at a time across instances: no deadlock between one's inserts and
+        # another's resolutions, and every round sees the last one's reporters.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", RECONCILE_LOCK)
+        if conditions:
+            await conn.execute(
+                _FIRE,
+                [uuid.UUID(round_.proposed_id(c.fingerprint)) for c in conditions],
+                [c.fingerprint for c in conditions],
+                [c.rule for c in conditions],
+                [c.subject for c in conditions],
+                [c.level for c in conditions],
+                [c.message for c in conditions],
+                [c.value for c in conditions],
+                [c.threshold for c in conditions],
+                round_.at,
+                round_.instance,
+                round_.at.timestamp(),
+            )
+        if round_.evaluated:
+            await conn.execute(
+                _CLEAR,
+                round_.instance,
+                round_.at,
+                round_.stale_before,
+                sorted(round_.evaluated),
+                [c.fingerprint for c in conditions],
+            )
+        rows = await conn.fetch(_FIRING)
+    return [_record(row) for row in rows]
+
+
+async def _firing(pool: asyncpg.Pool) -> list[AlertRecord]:
+    async with pool.acquire() as conn:
+        return [_record(row) for row in await conn.fetch(_FIRING)]
+
+
+async def _list(pool: asyncpg.Pool, query: AlertQuery) -> tuple[list[AlertRecord], int]:
+    args = (query.state, query.level, query.acknowledged)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        rows = await conn.fetch(_LIST, *args, query.limit, query.offset)
+        total = await conn.fetchval(_COUNT, *args)
+    return [_record(row) for row in rows], total
+
+
+async def _acknowledge(
+    pool: asyncpg.Pool, alert_id: str, by: str, at: datetime, note: str | None
+) -> AlertRecord:
+    try:
+        key = uuid.UUID(alert_id)
+    except ValueError:
+        raise not_found(alert_id) from None
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(_ACKNOWLEDGE, key, by, at, note)
+        if row is None:  # acknowledged before (the first stands), or no such alert
+            row = await conn.fetchrow(_GET, key)
+    if row is None:
+        raise not_found(alert_id)
+    return _record(row)
+
+
+def _record(row: asyncpg.Record) -> AlertRecord:
+    return AlertRecord(
+        id=str(row["id"]),
+        fingerprint=row["fingerprint"],
+        rule=row["rule"],
+        subject=row["subject"],
+        level=row["level"],
+        state=row["state"],
+        message=row["message"],
+        value=row["value"],
+        threshold=row["threshold"],
+        first_fired_at=row["first_fired_at"],
+        last_fired_at=row["last_fired_at"],
+        resolved_at=row["resolved_at"],
+        acknowledged_by=row["acknowledged_by"],
+        acknowledged_at=row["acknowledged_at"],
+        note=row["note"],
+        reporters=orjson.loads(row["reporters"]),
+    )

@@ -1,0 +1,94 @@
+"""What the alert tests share: starting an app whose evaluator has finished its first round,
+JSON-RPC calls over HTTP, and polling with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp.test_utils import TestClient
+
+from server.alerts import AlertBook, Evaluator
+from server.app import create_app
+from server.appkeys import SERVICES
+from server.config import Settings
+from server.services import Services
+
+T = TypeVar("T")
+
+BOB_NAME = "bob"
+BOB_TOKEN = "bob-token-0123456789abcdef"
+DEADLINE = 30.0
+
+
+async def start_app(aiohttp_client: Any, settings: Settings) -> TestClient:
+    """A running app; returns once the evaluator's start-up round is done, so that a test's
+    own ``run_once`` is the only round in flight (its settings' interval keeps it so)."""
+    client: TestClient = await aiohttp_client(create_app(settings))
+    await until(lambda: evaluator(client).rounds >= 1 or evaluator(client).failed_rounds >= 1)
+    return client
+
+
+def services(client: TestClient) -> Services:
+    return client.app[SERVICES]
+
+
+def evaluator(client: TestClient) -> Evaluator:
+    found = services(client).alert_evaluator
+    assert found is not None
+    return found
+
+
+def book(client: TestClient) -> AlertBook:
+    found = services(client).alerts
+    assert found is not None
+    return found
+
+
+async def call(
+    client: TestClient, method: str, params: Any = None, token: str | None = None
+) -> dict[str, Any]:
+    """One JSON-RPC call; the whole response object (``result`` or ``error``)."""
+    body: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
+    if params is not None:
+        body["params"] = params
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    resp = await client.post("/rpc", data=orjson.dumps(body), headers=headers)
+    payload: dict[str, Any] = orjson.loads(await resp.read())
+    payload["http_status"] = resp.status
+    return payload
+
+
+def result(payload: dict[str, Any]) -> Any:
+    assert "error" not in payload, payload
+    return payload["result"]
+
+
+def error_code(payload: dict[str, Any]) -> str:
+    assert "error" in payload, payload
+    code: str = payload["error"]["data"]["code"]
+    return code
+
+
+async def until(check: Callable[[], bool], within: float = DEADLINE) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(0.02)
+
+
+async def eventually(
+    attempt: Callable[[], Awaitable[T]], accept: Callable[[T], bool], within: float = DEADLINE
+) -> T:
+    """Repeat ``attempt`` until ``accept`` says yes; the last value otherwise (assert on it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        value = await attempt()
+        if accept(value) or loop.time() > deadline:
+            return value
+        await asyncio.sleep(0.05)
