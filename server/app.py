@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
 from server.appkeys import AUTH, ROUTER, SERVICES, SETTINGS
 from server.auth import Authenticator
+from server.collectors import pg_metrics
+from server.collectors.partitions import PartitionWatch
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
@@ -20,17 +24,40 @@ from server.services import Services
 
 async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
-    if services.settings.database_url is None:
+    settings = services.settings
+    if settings.database_url is None:
         yield
         return
-    cluster = PostgresCluster(services.settings)
-    await cluster.start()
+    cluster = PostgresCluster(settings, services.breakers, services.metrics.registry)
+    await cluster.start()  # opens the pools without connecting: a database down is no failure
     services.postgres = cluster
+    services.partitions = PartitionWatch(cluster.primary, settings)
+    pg_metrics.register(services.metrics, cluster, services.partitions)
     try:
         yield
     finally:
         services.postgres = None
+        services.partitions = None
         await cluster.close()
+
+
+async def replica_health_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Checks every replica at once and then every REPLICA_HEALTH_INTERVAL seconds."""
+    services = app[SERVICES]
+    cluster = services.postgres
+    if cluster is None or not cluster.replicas:
+        yield
+        return
+    task = asyncio.create_task(
+        cluster.watch_replicas(services.settings.replica_health_interval),
+        name="replica-health",
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -73,7 +100,7 @@ def create_app(
         timeout=settings.rpc_timeout,
         queries_need_caller=settings.read_tokens_required,
     )
-    app.cleanup_ctx.extend([postgres_ctx, redis_ctx])
+    app.cleanup_ctx.extend([postgres_ctx, replica_health_ctx, redis_ctx])
     app.on_shutdown.append(_mark_shutting_down)
     app.router.add_post("/rpc", handle_rpc)
     return app

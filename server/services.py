@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from server.collectors.partitions import PartitionWatch
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
@@ -21,6 +22,8 @@ class Services:
     settings: Settings
     postgres: PostgresCluster | None = None
     redis: RedisClient | None = None
+    # Partition-migration checks; they remember each pair's previous write counters.
+    partitions: PartitionWatch | None = None
     started_at: float = field(default_factory=time.time)
     # True from the first shutdown signal on: /health/ready turns 503.
     shutting_down: bool = False

@@ -1,0 +1,1 @@
+"""Collectors: read the datastores and return the models procedures answer with."""
