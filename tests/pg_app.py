@@ -8,7 +8,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
 from server.appkeys import ROUTER, SERVICES
@@ -18,7 +19,7 @@ from server.rpc.router import Caller, Context
 from server.services import Services
 
 T = TypeVar("T")
-ClientFactory = Callable[..., Awaitable[TestClient]]
+AppFactory = Callable[[Settings], Awaitable["PgApp"]]
 
 
 class PgApp:
@@ -41,9 +42,26 @@ class PgApp:
         return await self.client.app[ROUTER].call(path, inp, ctx)
 
 
-async def start_app(aiohttp_client: ClientFactory, settings: Settings) -> PgApp:
-    """The whole app with its cleanup contexts running; stopped by the fixture's teardown."""
-    return PgApp(await aiohttp_client(create_app(settings)))
+class Apps:
+    """Apps started for one test (``await apps.start(settings)``), all stopped when the block
+    ends. A test module's fixture wraps it and asks for ``pg_dsn`` first, so that the apps
+    (and their pools) stop before the test database is dropped under them."""
+
+    def __init__(self) -> None:
+        self._clients: list[TestClient] = []
+
+    async def start(self, settings: Settings) -> PgApp:
+        client: TestClient = TestClient(TestServer(create_app(settings)))
+        await client.start_server()
+        self._clients.append(client)
+        return PgApp(client)
+
+    async def __aenter__(self) -> Apps:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for client in reversed(self._clients):
+            await client.close()
 
 
 def database_of(dsn: str) -> str:
@@ -67,3 +85,12 @@ async def eventually(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what}: not within {within:g}s; last answer: {value!r}")
         await asyncio.sleep(interval)
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text exposition, by name and label set."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

@@ -8,13 +8,12 @@ import logging
 import re
 import subprocess
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import orjson
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
 from server.config import Settings
@@ -22,7 +21,7 @@ from server.datastores.pool import PoolTimeout
 from server.datastores.query_stats import normalise, operation_of
 from server.datastores.sqlstate import SqlError
 from server.rpc.errors import ErrorCode, Unavailable
-from tests.pg_app import ClientFactory, PgApp, database_of, eventually, start_app
+from tests.pg_app import AppFactory, Apps, PgApp, database_of, eventually, samples
 from tests.stack import PostgresServer, free_port
 
 T = TypeVar("T")
@@ -39,20 +38,19 @@ DATABASE_PROCEDURES = [
 
 
 @pytest.fixture
-async def app(aiohttp_client: ClientFactory, pg_dsn: str) -> PgApp:
-    return await start_app(aiohttp_client, Settings(database_url=pg_dsn, slow_query_ms=50))
+async def make_app(pg_dsn: str) -> AsyncIterator[AppFactory]:
+    # pg_dsn first: the apps stop before the test database is dropped.
+    async with Apps() as apps:
+        yield apps.start
+
+
+@pytest.fixture
+async def app(make_app: AppFactory, pg_dsn: str) -> PgApp:
+    return await make_app(Settings(database_url=pg_dsn, slow_query_ms=50))
 
 
 async def _now(read: Callable[[], T]) -> T:
     return read()
-
-
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 # --- the public API ---
@@ -122,10 +120,10 @@ async def test_sql_errors_are_ours_and_never_trip_a_breaker(app: PgApp) -> None:
 
 
 async def test_pool_exhaustion_counts_waiters_and_times_out_clearly(
-    aiohttp_client: ClientFactory, pg_dsn: str, postgres: PostgresServer
+    make_app: AppFactory, pg_dsn: str, postgres: PostgresServer
 ) -> None:
     settings = Settings(database_url=pg_dsn, database_connection_limit=2, database_timeout_ms=2000)
-    app = await start_app(aiohttp_client, settings)
+    app = await make_app(settings)
     pool = app.cluster.primary.pool
     started = time.monotonic()
     sleepers = [
@@ -201,9 +199,9 @@ async def test_pool_figures_match_pg_stat_activity(
     assert primary["server"]["total"] == sum(primary["server"]["by_state"].values())
 
 
-async def test_start_up_with_the_database_down_degrades(aiohttp_client: ClientFactory) -> None:
+async def test_start_up_with_the_database_down_degrades(make_app: AppFactory) -> None:
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
-    app = await start_app(aiohttp_client, Settings(database_url=url, database_timeout_ms=1000))
+    app = await make_app(Settings(database_url=url, database_timeout_ms=1000))
 
     with pytest.raises(Unavailable, match="primary: cannot connect"):
         await app.cluster.fetchval("SELECT 1")
@@ -218,7 +216,7 @@ async def test_start_up_with_the_database_down_degrades(aiohttp_client: ClientFa
     assert health["status"] == "unhealthy"
 
 
-async def test_without_database_url_every_procedure_says_so(aiohttp_client: ClientFactory) -> None:
+async def test_without_database_url_every_procedure_says_so(aiohttp_client: Any) -> None:
     client = await aiohttp_client(create_app(Settings()))
     for path in DATABASE_PROCEDURES:
         resp = await client.post(
@@ -235,11 +233,11 @@ async def test_without_database_url_every_procedure_says_so(aiohttp_client: Clie
 
 
 async def test_query_statistics_and_the_slow_query_log(
-    aiohttp_client: ClientFactory, pg_dsn: str, caplog: pytest.LogCaptureFixture
+    make_app: AppFactory, pg_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="server.datastores.slow_query")
     before = time.monotonic()
-    app = await start_app(aiohttp_client, Settings(database_url=pg_dsn, slow_query_ms=50))
+    app = await make_app(Settings(database_url=pg_dsn, slow_query_ms=50))
     cluster = app.cluster
     for i in range(20):
         assert await cluster.fetchval("SELECT $1::int + 1", i) == i + 1
