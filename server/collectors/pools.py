@@ -147,9 +147,16 @@ class ConnectionPoolStats(BaseModel):
 
 
 async def connection_pool_stats(cluster: PostgresCluster) -> ConnectionPoolStats:
-    nodes = await asyncio.gather(*(node_pool_stats(node) for node in cluster.nodes))
-    bouncer = await pgbouncer_stats(cluster.pgbouncer) if cluster.pgbouncer else None
+    # Everything at once: the figures describe one moment, and one slow node delays no other.
+    nodes, bouncer = await asyncio.gather(
+        asyncio.gather(*(node_pool_stats(node) for node in cluster.nodes)),
+        _maybe_pgbouncer(cluster.pgbouncer),
+    )
     return ConnectionPoolStats(nodes=list(nodes), pgbouncer=bouncer, collected_at=datetime.now(UTC))
+
+
+async def _maybe_pgbouncer(admin: PgBouncerAdmin | None) -> PgBouncerStats | None:
+    return await pgbouncer_stats(admin) if admin is not None else None
 
 
 async def node_pool_stats(node: Node, *, ask_server: bool = True) -> NodePoolStats:
