@@ -31,30 +31,32 @@ SELECT version() AS version,
 
 
 class NodeInfo(BaseModel):
-    node: str
+    node: str = Field(description="primary or the replica's name")
     role: str = Field(description="configured role: primary or replica")
     url: str = Field(description="password masked")
-    up: bool
-    error: str | None = None
+    up: bool = Field(description="the server answered")
+    error: str | None = Field(default=None, description="why it did not")
     version: str | None = Field(default=None, description="version()")
-    server_version: str | None = None
-    server_version_num: int | None = None
+    server_version: str | None = Field(default=None, description="server_version")
+    server_version_num: int | None = Field(default=None, description="server_version_num")
     in_recovery: bool | None = Field(default=None, description="pg_is_in_recovery()")
-    max_connections: int | None = None
-    database: str | None = None
-    database_size_bytes: int | None = None
+    max_connections: int | None = Field(default=None, description="max_connections")
+    database: str | None = Field(default=None, description="current_database()")
+    database_size_bytes: int | None = Field(
+        default=None, description="pg_database_size(current_database())"
+    )
     started_at: datetime | None = Field(default=None, description="pg_postmaster_start_time()")
-    uptime_seconds: float | None = None
+    uptime_seconds: float | None = Field(default=None, description="since the postmaster started")
     settings: dict[str, str] = Field(
         default={}, description="shared_buffers, work_mem, wal_level, server_encoding, timezone"
     )
 
 
 class PgBouncerInfo(BaseModel):
-    url: str
-    up: bool
-    version: str | None = None
-    error: str | None = None
+    url: str = Field(description="the console URL, password masked")
+    up: bool = Field(description="the console answered")
+    version: str | None = Field(default=None, description="SHOW VERSION")
+    error: str | None = Field(default=None, description="why it did not answer")
 
 
 class DatabaseConfiguration(BaseModel):
@@ -69,14 +71,14 @@ class DatabaseConfiguration(BaseModel):
     slow_query_ms: float = Field(description="SLOW_QUERY_MS")
     partition_pairs: list[str] = Field(description="PARTITION_PAIRS")
     partition_exact_count_limit: int = Field(description="PARTITION_EXACT_COUNT_LIMIT")
-    pgbouncer_configured: bool
+    pgbouncer_configured: bool = Field(description="PGBOUNCER_ADMIN_URL is set")
 
 
 class DatabaseInfo(BaseModel):
     version: str | None = Field(description="the primary's server_version")
-    nodes: list[NodeInfo]
+    nodes: list[NodeInfo] = Field(description="the primary, then each replica")
     pgbouncer: PgBouncerInfo | None = Field(description="None when PGBOUNCER_ADMIN_URL is unset")
-    configuration: DatabaseConfiguration
+    configuration: DatabaseConfiguration = Field(description="the settings in use")
 
 
 async def database_info(cluster: PostgresCluster, settings: Settings) -> DatabaseInfo:

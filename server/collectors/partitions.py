@@ -94,9 +94,12 @@ ORDER BY t.tgname
 
 
 class Check(BaseModel):
-    name: str
-    ok: bool
-    detail: str
+    name: str = Field(
+        description="row_delta, partitions_exist, dual_write_triggers, recent_writes; "
+        "tables_exist when the pair cannot be read"
+    )
+    ok: bool = Field(description="the check passed")
+    detail: str = Field(description="the figures behind the verdict")
 
 
 class PartitionBound(BaseModel):
@@ -105,13 +108,13 @@ class PartitionBound(BaseModel):
 
 
 class TriggerInfo(BaseModel):
-    name: str
+    name: str = Field(description="the trigger")
     state: str = Field(description="enabled, always, replica only or disabled (tgenabled)")
     enabled: bool = Field(description="fires for ordinary sessions (tgenabled O or A)")
     timing: str = Field(description="BEFORE, AFTER or INSTEAD OF")
     level: str = Field(description="ROW or STATEMENT")
-    events: list[str]
-    function: str
+    events: list[str] = Field(description="INSERT, DELETE, UPDATE, TRUNCATE")
+    function: str = Field(description="the trigger function's signature")
     references_partitioned: bool = Field(
         description="the trigger function's source names the partitioned table"
     )
@@ -119,60 +122,68 @@ class TriggerInfo(BaseModel):
 
 class PairMetrics(BaseModel):
     pair: str = Field(description="legacy:partitioned as configured")
-    legacy: str
-    partitioned: str
-    legacy_rows: int | None
-    partitioned_rows: int | None
+    legacy: str = Field(description="the legacy table")
+    partitioned: str = Field(description="the partitioned table")
+    legacy_rows: int | None = Field(description="rows in the legacy table; None when unknown")
+    partitioned_rows: int | None = Field(
+        description="rows in the partitioned table; None when unknown"
+    )
     legacy_count_method: str = Field(description="exact, estimate, or why an estimate")
-    partitioned_count_method: str
+    partitioned_count_method: str = Field(description="exact, estimate, or why an estimate")
     delta: int | None = Field(description="|legacy_rows - partitioned_rows|")
     difference: int | None = Field(description="legacy_rows - partitioned_rows")
-    partition_count: int
-    partitions: list[PartitionBound]
+    partition_count: int = Field(description="partitions attached (pg_inherits)")
+    partitions: list[PartitionBound] = Field(description="each partition's bounds")
     triggers_enabled: bool = Field(description="a dual-write trigger on the legacy table fires")
     triggers: list[TriggerInfo] = Field(description="every user trigger on the legacy table")
     recent_writes: int | None = Field(
         description="rows inserted, updated or deleted in both tables since the previous "
         "check; None on the first check"
     )
-    legacy_writes_since: int | None
-    partitioned_writes_since: int | None
-    seconds_since_previous_check: float | None
-    legacy_size_bytes: int | None
-    partitioned_size_bytes: int | None
+    legacy_writes_since: int | None = Field(
+        description="legacy row writes since the previous check"
+    )
+    partitioned_writes_since: int | None = Field(
+        description="partitioned row writes since the previous check"
+    )
+    seconds_since_previous_check: float | None = Field(description="None on the first check")
+    legacy_size_bytes: int | None = Field(description="pg_total_relation_size")
+    partitioned_size_bytes: int | None = Field(
+        description="pg_total_relation_size summed over partitions"
+    )
     ready: bool = Field(description="every check passed: safe to switch over")
-    checks: list[Check]
+    checks: list[Check] = Field(description="each readiness check with its reason")
     error: str | None = Field(description="why the pair could not be checked")
-    checked_at: datetime
+    checked_at: datetime = Field(description="when")
 
 
 class PartitionMetricsReport(BaseModel):
     ready_max_delta: int = Field(description="row delta must stay below this to be ready")
     exact_count_limit: int = Field(description="PARTITION_EXACT_COUNT_LIMIT")
-    pairs: list[PairMetrics]
+    pairs: list[PairMetrics] = Field(description="one per PARTITION_PAIRS entry, in order")
 
 
 class PartitionStats(BaseModel):
-    name: str
+    name: str = Field(description="the partition's table name")
     schema_name: str = Field(description="the partition's schema")
     kind: str = Field(description="table, or partitioned (it has sub-partitions)")
-    bounds: str
-    rows: int | None
+    bounds: str = Field(description="pg_get_expr(relpartbound): FOR VALUES ... or DEFAULT")
+    rows: int | None = Field(description="rows; None when unknown")
     rows_method: str = Field(description="exact, estimate, or why an estimate")
     size_bytes: int = Field(description="pg_total_relation_size, summed over sub-partitions")
 
 
 class PairPartitions(BaseModel):
-    pair: str
-    partitioned: str
-    partition_count: int
-    total_size_bytes: int | None
-    partitions: list[PartitionStats]
-    error: str | None
+    pair: str = Field(description="legacy:partitioned as configured")
+    partitioned: str = Field(description="the partitioned table")
+    partition_count: int = Field(description="partitions attached")
+    total_size_bytes: int | None = Field(description="pg_total_relation_size over every partition")
+    partitions: list[PartitionStats] = Field(description="each partition")
+    error: str | None = Field(description="why the pair could not be read")
 
 
 class PartitionTableStatsReport(BaseModel):
-    pairs: list[PairPartitions]
+    pairs: list[PairPartitions] = Field(description="the pairs asked for")
 
 
 # --- reading ---

@@ -39,7 +39,9 @@ class ServerConnections(BaseModel):
     """What the PostgreSQL server reports about its client connections."""
 
     max_connections: int = Field(description="the server's max_connections")
-    superuser_reserved_connections: int
+    superuser_reserved_connections: int = Field(
+        description="connections kept for superusers out of max_connections"
+    )
     total: int = Field(description="client backends on the server, every database and user")
     by_state: dict[str, int] = Field(description="client backends by pg_stat_activity.state")
     ours: int = Field(
@@ -53,11 +55,13 @@ class NodePoolStats(BaseModel):
     node: str = Field(description='"primary" or the replica\'s name')
     role: str = Field(description='"primary" or "replica"')
     url: str = Field(description="the node's URL, password masked")
-    min_size: int
+    min_size: int = Field(
+        description="DATABASE_MIN_CONNECTIONS: connections kept open once the server answers"
+    )
     max_size: int = Field(description="DATABASE_CONNECTION_LIMIT")
     size: int = Field(description="open connections in the pool")
-    idle: int
-    in_use: int
+    idle: int = Field(description="open connections not handed out")
+    in_use: int = Field(description="connections handed out to callers")
     waiting: int = Field(description="callers waiting to acquire a connection right now")
     waiting_peak: int = Field(description="most callers ever seen waiting at once")
     utilization: float = Field(description="in_use / max_size, percent 0-100")
@@ -65,85 +69,89 @@ class NodePoolStats(BaseModel):
     acquire_timeouts: int = Field(description="acquires that gave up after DATABASE_TIMEOUT")
     acquire_errors: int = Field(description="acquires that failed to connect")
     acquire_latency: LatencyStats = Field(description="time to acquire, over the last minute")
-    breaker: str
-    breaker_state: str
+    breaker: str = Field(description="the breaker this node's statements go through")
+    breaker_state: str = Field(description="closed, open, half_open, forced_open or disabled")
     server: ServerConnections | None = Field(
         description="the server's own view; None when it could not be asked"
     )
-    error: str | None = None
+    error: str | None = Field(default=None, description="why server is None")
 
 
 class PgBouncerPool(BaseModel):
-    database: str
-    user: str
-    pool_mode: str | None
+    database: str = Field(description="PgBouncer's database name")
+    user: str = Field(description="the pool's user")
+    pool_mode: str | None = Field(description="session, transaction or statement")
     cl_active: int = Field(description="client connections linked to a server connection")
     cl_waiting: int = Field(description="client connections waiting for a server connection")
     sv_active: int = Field(description="server connections linked to a client")
     sv_idle: int = Field(description="server connections idle and ready for use")
     sv_used: int = Field(description="server connections idle past server_check_delay")
-    sv_tested: int
-    sv_login: int
+    sv_tested: int = Field(description="server connections being tested")
+    sv_login: int = Field(description="server connections logging in")
     maxwait_seconds: float = Field(description="how long the oldest waiting client has waited")
 
 
 class PgBouncerDatabase(BaseModel):
-    name: str
-    host: str | None
-    port: int | None
-    database: str | None
-    pool_size: int | None
-    min_pool_size: int | None
-    reserve_pool: int | None
-    pool_mode: str | None
+    name: str = Field(description="the database name clients use")
+    host: str | None = Field(description="the server PgBouncer connects to (None: the console)")
+    port: int | None = Field(description="the server's port")
+    database: str | None = Field(description="the database on the server")
+    pool_size: int | None = Field(description="most server connections per user/database pool")
+    min_pool_size: int | None = Field(description="server connections kept open")
+    reserve_pool: int | None = Field(description="extra connections allowed when clients wait")
+    pool_mode: str | None = Field(description="the database's own pool mode; None: the default")
     max_connections: int | None = Field(description="max_db_connections; 0 means unlimited")
-    current_connections: int | None
-    paused: bool
-    disabled: bool
+    current_connections: int | None = Field(description="server connections open for this database")
+    paused: bool = Field(description="PAUSEd by an operator")
+    disabled: bool = Field(description="DISABLEd by an operator")
 
 
 class PgBouncerStat(BaseModel):
-    database: str
-    total_xact_count: int
-    total_query_count: int
+    database: str = Field(description="PgBouncer's database name")
+    total_xact_count: int = Field(description="transactions since PgBouncer started")
+    total_query_count: int = Field(description="queries since PgBouncer started")
     total_received: int = Field(description="bytes")
     total_sent: int = Field(description="bytes")
-    total_xact_time_us: int
-    total_query_time_us: int
-    total_wait_time_us: int
+    total_xact_time_us: int = Field(description="microseconds spent in transactions")
+    total_query_time_us: int = Field(description="microseconds spent in queries")
+    total_wait_time_us: int = Field(
+        description="microseconds clients waited for a server connection"
+    )
     avg_xact_count: int = Field(description="per second, over the last stats period")
     avg_query_count: int = Field(description="per second, over the last stats period")
-    avg_query_time_us: int
-    avg_wait_time_us: int
+    avg_query_time_us: int = Field(description="mean query time over the last stats period")
+    avg_wait_time_us: int = Field(
+        description="mean wait for a server connection over the last stats period"
+    )
 
 
 class PgBouncerTotals(BaseModel):
-    cl_active: int
-    cl_waiting: int
-    sv_active: int
-    sv_idle: int
-    sv_used: int
-    maxwait_seconds: float
+    cl_active: int = Field(description="client connections linked to a server connection")
+    cl_waiting: int = Field(description="client connections waiting for a server connection")
+    sv_active: int = Field(description="server connections linked to a client")
+    sv_idle: int = Field(description="server connections idle and ready")
+    sv_used: int = Field(description="server connections idle past server_check_delay")
+    maxwait_seconds: float = Field(description="the longest wait of any client now")
 
 
 class PgBouncerStats(BaseModel):
     url: str = Field(description="the admin console URL, password masked")
-    available: bool
-    error: str | None = None
-    version: str | None = None
+    available: bool = Field(description="the console answered")
+    error: str | None = Field(default=None, description="why it did not")
+    version: str | None = Field(default=None, description="SHOW VERSION")
     totals: PgBouncerTotals | None = Field(
         default=None, description="over every pool except the admin console's own"
     )
-    pools: list[PgBouncerPool] = []
-    databases: list[PgBouncerDatabase] = []
-    stats: list[PgBouncerStat] = []
+    pools: list[PgBouncerPool] = Field(default=[], description="SHOW POOLS, every pool")
+    databases: list[PgBouncerDatabase] = Field(default=[], description="SHOW DATABASES")
+    stats: list[PgBouncerStat] = Field(default=[], description="SHOW STATS")
     lists: dict[str, int] = Field(default={}, description="SHOW LISTS: item counts")
 
 
 class ConnectionPoolStats(BaseModel):
-    nodes: list[NodePoolStats]
+    nodes: list[NodePoolStats] = Field(description="the primary, then each replica")
     pgbouncer: PgBouncerStats | None = Field(description="None when PGBOUNCER_ADMIN_URL is unset")
-    collected_at: datetime
+    collected_at: datetime = Field(description="when the figures were read")
 
 
 async def connection_pool_stats(cluster: PostgresCluster) -> ConnectionPoolStats:

@@ -12,21 +12,23 @@ from server.datastores.query_stats import QueryStats
 class SlowQuery(BaseModel):
     statement: str = Field(description="normalised text: literals as ?, never parameters")
     calls: int = Field(description="executions slower than the threshold")
-    max_ms: float
-    mean_ms: float
-    total_ms: float
-    last_ms: float
-    last_at: datetime | None
-    last_node: str
+    max_ms: float = Field(description="slowest execution")
+    mean_ms: float = Field(description="mean of the slow executions")
+    total_ms: float = Field(description="sum of the slow executions")
+    last_ms: float = Field(description="the latest slow execution")
+    last_at: datetime | None = Field(description="when it finished")
+    last_node: str = Field(description="where it ran")
 
 
 class QueryTotals(BaseModel):
     """Statements since start, by outcome."""
 
-    ok: int = 0
-    error: int = 0
-    timeout: int = 0
-    rejected: int = 0
+    ok: int = Field(default=0, description="statements that succeeded")
+    error: int = Field(
+        default=0, description="statements that failed (SQL error or node unavailable)"
+    )
+    timeout: int = Field(default=0, description="statements or acquires that ran out of time")
+    rejected: int = Field(default=0, description="calls an open breaker refused")
 
 
 class QueryStatsReport(BaseModel):
@@ -34,20 +36,20 @@ class QueryStatsReport(BaseModel):
     count: int = Field(description="statements in the window, whether they ran or not")
     qps: float = Field(description="statements per second over the window")
     executed: int = Field(description="statements in the window that reached a server")
-    errors: int
-    timeouts: int
+    errors: int = Field(description="executed statements that failed")
+    timeouts: int = Field(description="executed statements that timed out")
     not_executed: int = Field(
         description="calls rejected by a breaker or left without a connection"
     )
     p50_ms: float | None = Field(description="execution time percentiles; None without samples")
-    p95_ms: float | None
-    p99_ms: float | None
-    mean_ms: float | None
+    p95_ms: float | None = Field(description="95th percentile execution time")
+    p99_ms: float | None = Field(description="99th percentile execution time")
+    mean_ms: float | None = Field(description="mean execution time")
     samples: int = Field(description="execution times in the window")
     slow_threshold_ms: float = Field(description="SLOW_QUERY_MS")
     slow_total: int = Field(description="slow executions since start")
     slow_queries: list[SlowQuery] = Field(description="slowest statements by total slow time")
-    totals: QueryTotals
+    totals: QueryTotals = Field(description="since start, by outcome")
 
 
 def query_stats_report(stats: QueryStats, limit: int = 20) -> QueryStatsReport:

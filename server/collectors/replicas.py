@@ -21,20 +21,22 @@ class ReplicaHealthEntry(BaseModel):
     last_ok: datetime | None = Field(description="when a check last passed")
     check_ms: float | None = Field(description="round trip of the last passing check")
     in_recovery: bool | None = Field(description="pg_is_in_recovery() at the last check")
-    consecutive_failures: int
+    consecutive_failures: int = Field(description="failed checks in a row")
     state_since: datetime = Field(description="when healthy last changed")
-    breaker: str
-    breaker_state: str
+    breaker: str = Field(description="the replica's breaker")
+    breaker_state: str = Field(description="its state; open takes the replica out of rotation")
     error: str | None = Field(description="why it is unhealthy")
 
 
 class ReplicaHealthReport(BaseModel):
     interval_seconds: float = Field(description="REPLICA_HEALTH_INTERVAL")
-    replicas: list[ReplicaHealthEntry]
+    replicas: list[ReplicaHealthEntry] = Field(
+        description="each configured replica, in DATABASE_REPLICA_URLS order"
+    )
 
 
 class ReplicaLagEntry(BaseModel):
-    name: str
+    name: str = Field(description="the replica's name (host-port)")
     up: bool = Field(description="the replica answered the lag query")
     lag_seconds: float | None = Field(
         description="0 when replayed up to the primary's current position, else the age of "
@@ -44,26 +46,26 @@ class ReplicaLagEntry(BaseModel):
         description="pg_wal_lsn_diff(primary pg_current_wal_lsn(), replica "
         "pg_last_wal_replay_lsn()); None when unknown"
     )
-    in_recovery: bool | None
+    in_recovery: bool | None = Field(description="pg_is_in_recovery()")
     replay_paused: bool | None = Field(description="pg_is_wal_replay_paused()")
-    primary_lsn: str | None
-    receive_lsn: str | None
-    replay_lsn: str | None
+    primary_lsn: str | None = Field(description="the primary's pg_current_wal_lsn(), read first")
+    receive_lsn: str | None = Field(description="pg_last_wal_receive_lsn()")
+    replay_lsn: str | None = Field(description="pg_last_wal_replay_lsn()")
     last_replay_at: datetime | None = Field(description="pg_last_xact_replay_timestamp()")
-    measured_at: datetime
-    error: str | None
+    measured_at: datetime = Field(description="when measured")
+    error: str | None = Field(description="why a figure is None")
 
 
 class ReplicaLagReport(BaseModel):
-    replicas: list[ReplicaLagEntry]
+    replicas: list[ReplicaLagEntry] = Field(description="each configured replica")
 
 
 class ReplicaRouting(BaseModel):
-    name: str
+    name: str = Field(description="the replica's name")
     reads_routed: int = Field(description="read-only statements sent to this replica")
-    healthy: bool
-    in_rotation: bool
-    pool: NodePoolStats
+    healthy: bool = Field(description="the last health check passed")
+    in_rotation: bool = Field(description="takes reads now")
+    pool: NodePoolStats = Field(description="the replica's pool (server: None)")
 
 
 class ReplicaStatsReport(BaseModel):
@@ -75,8 +77,8 @@ class ReplicaStatsReport(BaseModel):
         description="reads sent to the primary because no replica was in rotation or the "
         "chosen one failed"
     )
-    replicas_in_rotation: int
-    replicas: list[ReplicaRouting]
+    replicas_in_rotation: int = Field(description="replicas taking reads now")
+    replicas: list[ReplicaRouting] = Field(description="each configured replica")
 
 
 def replica_health(cluster: PostgresCluster, interval: float) -> ReplicaHealthReport:
