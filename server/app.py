@@ -11,6 +11,8 @@ from aiohttp import web
 from server.alerts import Evaluator, FiringCollector, build_book, default_rules
 from server.appkeys import AUTH, ROUTER, SERVICES, SETTINGS
 from server.auth import Authenticator
+from server.collectors import pg_metrics
+from server.collectors.partitions import PartitionWatch
 from server.collectors.queue_metrics import watch_queues
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
@@ -25,17 +27,40 @@ from server.services import Services
 
 async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
-    if services.settings.database_url is None:
+    settings = services.settings
+    if settings.database_url is None:
         yield
         return
-    cluster = PostgresCluster(services.settings)
-    await cluster.start()
+    cluster = PostgresCluster(settings, services.breakers, services.metrics.registry)
+    await cluster.start()  # opens the pools without connecting: a database down is no failure
     services.postgres = cluster
+    services.partitions = PartitionWatch(cluster.primary, settings)
+    pg_metrics.register(services.metrics, cluster, services.partitions)
     try:
         yield
     finally:
         services.postgres = None
+        services.partitions = None
         await cluster.close()
+
+
+async def replica_health_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Checks every replica at once and then every REPLICA_HEALTH_INTERVAL seconds."""
+    services = app[SERVICES]
+    cluster = services.postgres
+    if cluster is None or not cluster.replicas:
+        yield
+        return
+    task = asyncio.create_task(
+        cluster.watch_replicas(services.settings.replica_health_interval),
+        name="replica-health",
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -111,7 +136,7 @@ def create_app(
     )
     services.router = app[ROUTER]
     # alerts_ctx last: its evaluator stops before the pools it reads through close.
-    app.cleanup_ctx.extend([postgres_ctx, redis_ctx, alerts_ctx])
+    app.cleanup_ctx.extend([postgres_ctx, replica_health_ctx, redis_ctx, alerts_ctx])
     app.on_shutdown.append(_mark_shutting_down)
     app.router.add_post("/rpc", handle_rpc)
     # Every method: v11 answers HEAD, refuses the others with its own JSON errors.

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from server.collectors.partitions import PartitionWatch
 from server.collectors.redis_queues import QueueCollector
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
@@ -29,6 +30,8 @@ class Services:
     redis: RedisClient | None = None
     # Set by create_app (watch_queues): keeps the last queue discovery between calls.
     queues: QueueCollector | None = None
+    # Partition-migration checks; they remember each pair's previous write counters.
+    partitions: PartitionWatch | None = None
     started_at: float = field(default_factory=time.time)
     # True from the first shutdown signal on: /health/ready turns 503.
     shutting_down: bool = False

@@ -26,7 +26,7 @@ Store = MemoryStore | PostgresStore
 
 
 async def started(services: Services) -> PostgresCluster:
-    cluster = PostgresCluster(services.settings)
+    cluster = PostgresCluster(services.settings, services.breakers)
     await cluster.start()
     services.postgres = cluster
     return cluster

@@ -173,3 +173,39 @@ def test_check_config_prints_effective_settings() -> None:
     )
     assert '"auth_tokens": {\n    "ops": "***"\n  }' in proc.stdout
     assert "ops-token" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("orders:orders-p", "'orders-p' is not a table name"),
+        ('orders:"orders_p"', "'\"orders_p\"' is not a table name"),
+        ("orders:orders_p;drop table x", "is not a table name"),
+        ("a.b.c:orders_p", "'a.b.c' is not a table name"),
+        ("orders:", "'' is not a table name"),
+        ("orders", "'orders' is not legacy_table:partitioned_table"),
+    ],
+)
+def test_partition_pairs_that_are_not_identifiers_are_refused(value: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"PARTITION_PAIRS": f"good_legacy:shop.good_p,{value}"})
+    (problem,) = info.value.problems
+    assert problem.startswith("PARTITION_PAIRS: ")
+    assert reason in problem
+
+
+def test_serve_refuses_a_bad_partition_pair_at_start_up() -> None:
+    env = {"PATH": "/usr/bin:/bin", "PARTITION_PAIRS": "orders:orders p"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "server", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "infrawatch: invalid configuration: PARTITION_PAIRS: 'orders p' is not a table name "
+        "([schema.]identifier)"
+    )

@@ -1,7 +1,7 @@
 """``PostgresStore``: alerts in ``infrawatch.alerts`` on the primary. Every database call of
 alerting is in this module.
 
-Every call goes through the ``database-write`` breaker on ``services.postgres.primary``;
+Every call goes through the ``database-write`` breaker on the primary's pool;
 connection-level failures become ``Unavailable`` (the book keeps evaluating in memory and
 catches up), SQL-level ones ``StoreRejected`` (a bug or a schema drift: retrying the same
 statement will not help). Firing, resolving and acknowledging are single statements that are
@@ -152,7 +152,9 @@ class PostgresStore:
 
     async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         cluster = self._services.postgres
-        pool = cluster.primary if cluster is not None else None
+        # The primary's instrumented pool: acquire waits and timeouts are counted with every
+        # other caller's, and a pool timeout is already Unavailable.
+        pool = cluster.primary.pool if cluster is not None else None
         if pool is None:
             raise Unavailable("alert store: the primary database is not connected")
         breaker = self._services.breakers.get(BREAKER)

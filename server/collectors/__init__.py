@@ -1,1 +1,2 @@
-"""Collectors: read the watched systems (Redis here) and return the models procedures serve."""
+"""Collectors: read the watched systems (PostgreSQL, PgBouncer, Redis) and return the models
+procedures answer with."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.procedures import alerts, breakers, health, keys, queues, unified
+from server.procedures import alerts, breakers, database, health, keys, queues, unified
 from server.rpc.router import Procedure
 
 
@@ -12,6 +12,7 @@ def catalogue() -> list[Procedure]:
         *breakers.PROCEDURES,
         *queues.PROCEDURES,
         *keys.PROCEDURES,
+        *database.PROCEDURES,
         *alerts.PROCEDURES,
         *unified.PROCEDURES,
     ]

@@ -1,0 +1,164 @@
+"""The PostgreSQL procedures: pools, query statistics, partition migration, replicas, info.
+
+Thin: each reads ``ctx.services`` and hands over to a collector. Without ``DATABASE_URL`` every
+one of them answers SERVICE_UNAVAILABLE ("no database configured"), never a 500.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.collectors.database import DatabaseInfo, database_info
+from server.collectors.partitions import (
+    PartitionMetricsReport,
+    PartitionTableStatsReport,
+    PartitionWatch,
+)
+from server.collectors.pools import ConnectionPoolStats, connection_pool_stats
+from server.collectors.queries import QueryStatsReport, query_stats_report
+from server.collectors.replicas import (
+    ReplicaHealthReport,
+    ReplicaLagReport,
+    ReplicaStatsReport,
+    replica_health,
+    replica_lag,
+    replica_stats,
+)
+from server.datastores.postgres import PostgresCluster
+from server.rpc.errors import ErrorCode, Unavailable
+from server.rpc.router import Context, NoInput, Procedure, query
+
+_UNAVAILABLE = (ErrorCode.SERVICE_UNAVAILABLE,)
+
+
+class QueryStatsInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=20, ge=1, le=200, description="slow statements to list at most")
+
+
+class PartitionTableStatsInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pair: str | None = Field(
+        default=None, description="one configured pair (legacy:partitioned); all when absent"
+    )
+
+
+def _cluster(ctx: Context) -> PostgresCluster:
+    cluster = ctx.services.postgres
+    if cluster is None:
+        raise Unavailable("no database configured: DATABASE_URL is not set")
+    return cluster
+
+
+def _partitions(ctx: Context) -> PartitionWatch:
+    _cluster(ctx)
+    watch = ctx.services.partitions
+    if watch is None:
+        raise Unavailable("no database configured: DATABASE_URL is not set")
+    return watch
+
+
+async def connection_pool_stats_proc(ctx: Context, _: NoInput) -> ConnectionPoolStats:
+    return await connection_pool_stats(_cluster(ctx))
+
+
+async def query_stats_proc(ctx: Context, inp: QueryStatsInput) -> QueryStatsReport:
+    return query_stats_report(_cluster(ctx).stats, inp.limit)
+
+
+async def partition_metrics_proc(ctx: Context, _: NoInput) -> PartitionMetricsReport:
+    return await _partitions(ctx).metrics()
+
+
+async def partition_table_stats_proc(
+    ctx: Context, inp: PartitionTableStatsInput
+) -> PartitionTableStatsReport:
+    return await _partitions(ctx).table_stats(inp.pair)
+
+
+async def replica_health_proc(ctx: Context, _: NoInput) -> ReplicaHealthReport:
+    return replica_health(_cluster(ctx), ctx.services.settings.replica_health_interval)
+
+
+async def replica_lag_proc(ctx: Context, _: NoInput) -> ReplicaLagReport:
+    return await replica_lag(_cluster(ctx))
+
+
+async def replica_stats_proc(ctx: Context, _: NoInput) -> ReplicaStatsReport:
+    return await replica_stats(_cluster(ctx))
+
+
+async def database_info_proc(ctx: Context, _: NoInput) -> DatabaseInfo:
+    return await database_info(_cluster(ctx), ctx.services.settings)
+
+
+PROCEDURES: list[Procedure] = [
+    query(
+        "monitoring.connectionPoolStats",
+        connection_pool_stats_proc,
+        output=ConnectionPoolStats,
+        summary="Per node: pool size, idle, in use, callers waiting, utilization, acquire "
+        "latency, and the server's pg_stat_activity against max_connections; PgBouncer's "
+        "SHOW POOLS, STATS, DATABASES and LISTS.",
+        errors=_UNAVAILABLE,
+    ),
+    query(
+        "monitoring.queryStats",
+        query_stats_proc,
+        input=QueryStatsInput,
+        output=QueryStatsReport,
+        summary="p50/p95/p99 execution time and queries per second over a rolling window, "
+        "and the slowest normalised statements above SLOW_QUERY_MS.",
+        errors=_UNAVAILABLE,
+        positional=("limit",),
+    ),
+    query(
+        "monitoring.partitionMetrics",
+        partition_metrics_proc,
+        output=PartitionMetricsReport,
+        summary="Per PARTITION_PAIRS entry: row counts, delta, partitions and bounds, "
+        "dual-write triggers, writes since the previous check, and the switchover verdict "
+        "with each check.",
+        errors=_UNAVAILABLE,
+    ),
+    query(
+        "monitoring.partitionTableStats",
+        partition_table_stats_proc,
+        input=PartitionTableStatsInput,
+        output=PartitionTableStatsReport,
+        summary="Per partition of each partitioned table: bounds, rows and size.",
+        errors=(*_UNAVAILABLE, ErrorCode.NOT_FOUND),
+        positional=("pair",),
+    ),
+    query(
+        "database.replicaHealth",
+        replica_health_proc,
+        output=ReplicaHealthReport,
+        summary="Each replica: healthy, in the read rotation, last check and why it failed.",
+        errors=_UNAVAILABLE,
+    ),
+    query(
+        "database.replicaLag",
+        replica_lag_proc,
+        output=ReplicaLagReport,
+        summary="Each replica's lag behind the primary in bytes and seconds, measured now.",
+        errors=_UNAVAILABLE,
+    ),
+    query(
+        "database.replicaStats",
+        replica_stats_proc,
+        output=ReplicaStatsReport,
+        summary="Reads routed per node, failovers to the primary, and each replica's pool.",
+        errors=_UNAVAILABLE,
+    ),
+    query(
+        "database.info",
+        database_info_proc,
+        output=DatabaseInfo,
+        summary="Each server's version, role, max_connections and uptime; PgBouncer's "
+        "version; the database settings infrawatch runs with.",
+        errors=_UNAVAILABLE,
+    ),
+]

@@ -1,0 +1,96 @@
+"""Helpers of the PostgreSQL tests: the real app started by aiohttp's test client, procedure
+calls through its router, and polling a condition with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.app import create_app
+from server.appkeys import ROUTER, SERVICES
+from server.config import Settings
+from server.datastores.postgres import PostgresCluster
+from server.rpc.router import Caller, Context
+from server.services import Services
+
+T = TypeVar("T")
+AppFactory = Callable[[Settings], Awaitable["PgApp"]]
+
+
+class PgApp:
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    @property
+    def services(self) -> Services:
+        return self.client.app[SERVICES]
+
+    @property
+    def cluster(self) -> PostgresCluster:
+        cluster = self.services.postgres
+        assert cluster is not None
+        return cluster
+
+    async def call(self, path: str, inp: Any = None) -> Any:
+        """The procedure through the app's router, as the dashboard calls it."""
+        ctx = Context(services=self.services, caller=Caller("tester"))
+        return await self.client.app[ROUTER].call(path, inp, ctx)
+
+
+class Apps:
+    """Apps started for one test (``await apps.start(settings)``), all stopped when the block
+    ends. A test module's fixture wraps it and asks for ``pg_dsn`` first, so that the apps
+    (and their pools) stop before the test database is dropped under them."""
+
+    def __init__(self) -> None:
+        self._clients: list[TestClient] = []
+
+    async def start(self, settings: Settings) -> PgApp:
+        client: TestClient = TestClient(TestServer(create_app(settings)))
+        await client.start_server()
+        self._clients.append(client)
+        return PgApp(client)
+
+    async def __aenter__(self) -> Apps:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for client in reversed(self._clients):
+            await client.close()
+
+
+def database_of(dsn: str) -> str:
+    return dsn.rsplit("/", 1)[1]
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    accept: Callable[[T], bool],
+    *,
+    what: str,
+    within: float = 30.0,
+    interval: float = 0.05,
+) -> T:
+    """Call ``probe`` until ``accept`` takes its answer; AssertionError after ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await probe()
+        if accept(value):
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not within {within:g}s; last answer: {value!r}")
+        await asyncio.sleep(interval)
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text exposition, by name and label set."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
