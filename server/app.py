@@ -94,13 +94,18 @@ async def alerts_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     services.alerts, services.alert_evaluator = book, evaluator
     services.metrics.add_collector(FiringCollector(book))
-    task = asyncio.create_task(evaluator.run(), name="alert-evaluator")
+    task = (
+        asyncio.create_task(evaluator.run(), name="alert-evaluator")
+        if settings.alert_evaluation_enabled
+        else None
+    )
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         # Rounds queued during an outage: one bounded last try to write them.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(settings.alert_evaluation_timeout):

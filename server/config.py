@@ -159,6 +159,7 @@ class Settings:
     shutdown_timeout: float = 10.0
     log_level: str = "INFO"
     # --- alerts (docs/alerts.md): thresholds of the built-in rules, and evaluation bounds ---
+    alert_evaluation_enabled: bool = True
     alert_evaluation_timeout: float = 10.0
     section_timeout: float = 5.0
     alert_partition_delta_warning: float = 10.0
@@ -297,6 +298,7 @@ class Settings:
             "metrics_basic_auth": reader.get("METRICS_BASIC_AUTH", _basic_auth),
             "shutdown_timeout": reader.get("SHUTDOWN_TIMEOUT", _positive_float),
             "log_level": reader.get("LOG_LEVEL", _log_level),
+            "alert_evaluation_enabled": reader.get("ALERT_EVALUATION_ENABLED", _bool),
             "alert_evaluation_timeout": reader.get("ALERT_EVALUATION_TIMEOUT", _positive_float),
             "section_timeout": reader.get("SECTION_TIMEOUT", _positive_float),
             "alert_partition_delta_warning": reader.get(
