@@ -16,6 +16,7 @@ from server.rpc.jsonrpc import handle_rpc
 from server.rpc.openrpc import discover_procedure
 from server.rpc.router import Procedure, Router
 from server.services import Services
+from web import setup_dashboard
 
 
 async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -76,4 +77,5 @@ def create_app(
     app.cleanup_ctx.extend([postgres_ctx, redis_ctx])
     app.on_shutdown.append(_mark_shutting_down)
     app.router.add_post("/rpc", handle_rpc)
+    setup_dashboard(app)
     return app

@@ -118,6 +118,11 @@ class Settings:
     metrics_basic_auth: tuple[str, str] | None = field(default=None, repr=False)
     shutdown_timeout: float = 10.0
     log_level: str = "INFO"
+    # --- dashboard ---
+    session_max_age: float = 8 * 3600.0
+    trust_forwarded_proto: bool = False
+    dashboard_refresh_interval: float = 15.0
+    dashboard_section_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -193,6 +198,10 @@ class Settings:
             "metrics_basic_auth": reader.get("METRICS_BASIC_AUTH", _basic_auth),
             "shutdown_timeout": reader.get("SHUTDOWN_TIMEOUT", _positive_float),
             "log_level": reader.get("LOG_LEVEL", _log_level),
+            "session_max_age": reader.get("SESSION_MAX_AGE", _positive_float),
+            "trust_forwarded_proto": reader.get("TRUST_FORWARDED_PROTO", _bool),
+            "dashboard_refresh_interval": reader.get("DASHBOARD_REFRESH_INTERVAL", _positive_float),
+            "dashboard_section_timeout": reader.get("DASHBOARD_SECTION_TIMEOUT", _positive_float),
         }
         if reader.problems:
             raise ConfigError(reader.problems)
