@@ -12,7 +12,7 @@ from server import __version__
 from server.appkeys import SETTINGS
 from web import views
 from web.appkeys import SESSIONS
-from web.filters import FILTERS
+from web.filters import FILTERS, TESTS
 from web.headers import add_security_headers
 from web.session import SessionCodec
 
@@ -32,8 +32,10 @@ def setup_dashboard(app: web.Application) -> None:
         trim_blocks=True,
         lstrip_blocks=True,
         default_helpers=False,
+        extensions=["jinja2.ext.do"],
         filters=FILTERS,
     )
+    env.tests.update(TESTS)
     # The version busts browser caches on upgrade without hashing files at start-up.
     env.globals["static"] = {
         name: f"/static/{name}?v={__version__}" for name in ("dashboard.css", "dashboard.js")

@@ -105,6 +105,17 @@ def pathpart(value: Any) -> str:
     return quote(str(value), safe="")
 
 
+def rows(value: Any) -> bool:
+    """Jinja test: a non-empty list of mappings, best shown as a table."""
+    return (
+        isinstance(value, list | tuple)
+        and bool(value)
+        and all(isinstance(item, dict) for item in value)
+    )
+
+
+TESTS = {"rows": rows}
+
 FILTERS = {
     "number": number,
     "percent": percent,
