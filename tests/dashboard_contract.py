@@ -218,6 +218,29 @@ OUTPUTS: dict[str, dict[str, Any]] = {
 }
 
 
+class AlertQuery(BaseModel):
+    """alerts.list's filters (COMMON.md: state, level, acknowledged; paged)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: str | None = None
+    level: str | None = None
+    acknowledged: bool | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+async def list_alerts(_ctx: Context, inp: AlertQuery) -> dict[str, Any]:
+    alerts = [
+        a
+        for a in ALERTS["alerts"]
+        if (inp.state is None or a["state"] == inp.state)
+        and (inp.level is None or a["level"] == inp.level)
+        and (inp.acknowledged is None or a["acknowledged"] == inp.acknowledged)
+    ]
+    return {"alerts": alerts[inp.offset : inp.offset + inp.limit], "total": len(alerts)}
+
+
 class AckInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -237,7 +260,12 @@ def standins(
 ) -> list[Procedure]:
     """Procedures answering ``outputs`` under their real paths, and an ``alerts.acknowledge``
     that records each call in ``acknowledged`` (NOT_FOUND for an id not in ``ALERTS``)."""
-    procs = [query(path, _answer(value)) for path, value in outputs.items()]
+    procs = [
+        query(path, list_alerts, input=AlertQuery)
+        if path == "alerts.list"
+        else query(path, _answer(value))
+        for path, value in outputs.items()
+    ]
     if acknowledged is not None:
 
         async def acknowledge(ctx: Context, inp: AckInput) -> dict[str, Any]:

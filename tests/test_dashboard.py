@@ -25,7 +25,7 @@ from server.appkeys import ROUTER, SERVICES
 from server.config import Settings
 from server.resilience import BreakerState
 from server.rpc.errors import Unavailable
-from server.rpc.router import ANONYMOUS, Caller, Context, Procedure
+from server.rpc.router import ANONYMOUS, Caller, Context, Procedure, query
 from tests.conftest import OPERATOR_NAME, OPERATOR_TOKEN, SESSION_SECRET
 from tests.dashboard_contract import (
     CACHE_STATS,
@@ -311,6 +311,53 @@ async def test_a_failing_slow_or_misshapen_source_shows_its_error_in_its_section
     assert "42" not in page["queues"].text
     assert elapsed < 4.0  # the slow source was cut off, not waited for
     assert row_of(page["replicas"], "replica-1")[0] == "replica-1"  # the rest is intact
+
+
+async def test_sections_reuse_the_answers_unified_metrics_already_read(
+    make_client: MakeClient,
+) -> None:
+    """Where monitoring.unifiedMetrics holds a section's answer, the page shows that answer
+    (banner and section agree) instead of calling the procedure again."""
+    calls: list[str] = []
+
+    def counted(path: str, value: dict[str, Any]) -> Procedure:
+        async def handler(_ctx: Context, _inp: Any) -> dict[str, Any]:
+            calls.append(path)
+            return value
+
+        return query(path, handler)
+
+    unified = {
+        "status": "degraded",
+        "reasons": ["monitoring.queueStats unavailable: redis unreachable"],
+        "sections": {
+            "monitoring.cacheStats": {"status": "ok", "data": CACHE_STATS},
+            "monitoring.queueStats": {
+                "status": "unavailable",
+                "error": {"code": "SERVICE_UNAVAILABLE", "message": "redis unreachable"},
+            },
+        },
+    }
+    procedures = with_catalogue(
+        [
+            *standins({k: v for k, v in OUTPUTS.items() if k != "monitoring.unifiedMetrics"}),
+            counted("monitoring.unifiedMetrics", unified),
+        ]
+    )
+    procedures = [
+        counted(p.path, OUTPUTS[p.path])
+        if p.path in ("monitoring.cacheStats", "monitoring.queueStats", "monitoring.queryStats")
+        else p
+        for p in procedures
+    ]
+    client = await make_client(procedures=procedures)
+
+    page = sections_of(await (await client.get("/")).text())
+
+    assert sorted(calls) == ["monitoring.queryStats", "monitoring.unifiedMetrics"]
+    assert "87.5 %" in page["cache"].text
+    assert "Queue statistics unavailable: redis unreachable" in page["queues"].text
+    assert "612.0 ms" in page["queries"].text
 
 
 # --- signing in and out ---

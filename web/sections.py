@@ -1,11 +1,15 @@
 """The sections of the dashboard, each fed by procedures called in-process through the router.
 
 A section appears when at least one of its procedures is in the catalogue; a procedure that is
-not there is simply not called (no placeholder figures). Every call of one render runs
-concurrently, at most ``CONCURRENCY`` at a time, each bounded by
-``DASHBOARD_SECTION_TIMEOUT``. A call that fails becomes that section's error text, and a
-section whose template cannot show the data it got shows that instead: one bad source never
-takes the page down.
+not there is simply not called (no placeholder figures). Calls run concurrently, at most
+``CONCURRENCY`` at a time, each bounded by ``DASHBOARD_SECTION_TIMEOUT``. A call that fails
+becomes that section's error text, and a section whose template cannot show the data it got
+shows that instead: one bad source never takes the page down.
+
+``monitoring.unifiedMetrics`` (the status banner) itself reads every section's procedure and
+returns each answer under ``sections``; where it did, the page shows that same answer rather
+than calling the procedure a second time, so the banner and the sections below it describe
+one and the same reading.
 """
 
 from __future__ import annotations
@@ -30,10 +34,18 @@ log = logging.getLogger(__name__)
 CONCURRENCY = 4
 
 
+UNIFIED = "monitoring.unifiedMetrics"
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     path: str
     input: Mapping[str, Any] | None = None
+    name: str = ""  # tells two calls of one procedure apart; the path by default
+
+    @property
+    def key(self) -> str:
+        return self.name or self.path
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +60,11 @@ class Section:
 
     @property
     def paths(self) -> tuple[str, ...]:
-        return tuple(source.path for source in self.sources)
+        return tuple(dict.fromkeys(source.path for source in self.sources))
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(source.key for source in self.sources)
 
 
 @dataclass(slots=True)
@@ -70,7 +86,15 @@ SECTIONS: tuple[Section, ...] = (
         "Status",
         (Source("monitoring.unifiedMetrics"), Source("monitoring.unifiedHealth")),
     ),
-    Section("alerts", "Alerts", (Source("alerts.list"),)),
+    Section(
+        "alerts",
+        "Alerts",
+        (
+            # Firing ones on their own: a burst of resolved alerts must not page them away.
+            Source("alerts.list", {"state": "firing", "limit": 200}, "alerts.firing"),
+            Source("alerts.list", {"state": "resolved", "limit": 10}, "alerts.resolved"),
+        ),
+    ),
     Section("breakers", "Circuit breakers", (Source("monitoring.circuitBreakerStatus"),)),
     Section(
         "cache",
@@ -120,18 +144,48 @@ async def gather(
     """Call every procedure the present sections need, concurrently and bounded."""
     present = present_sections(router, sections)
     sources = {
-        s.path: s for section in present for s in section.sources if in_catalogue(router, s.path)
+        s.key: s for section in present for s in section.sources if in_catalogue(router, s.path)
     }
     limit = asyncio.Semaphore(CONCURRENCY)
     loop = asyncio.get_running_loop()
     started = loop.time()
 
-    async def one(source: Source) -> Outcome:
-        async with limit:
-            return await _call(router, services, caller, source, per_call_seconds)
+    async def run(batch: list[Source]) -> dict[str, Outcome]:
+        async def one(source: Source) -> Outcome:
+            async with limit:
+                return await _call(router, services, caller, source, per_call_seconds)
 
-    outcomes = await asyncio.gather(*(one(s) for s in sources.values()))
-    return Gathered(present, dict(zip(sources, outcomes, strict=True)), loop.time() - started)
+        results = await asyncio.gather(*(one(s) for s in batch))
+        return {s.key: outcome for s, outcome in zip(batch, results, strict=True)}
+
+    outcomes: dict[str, Outcome] = {}
+    if UNIFIED in sources:
+        # First the unified reading and what it cannot hold (calls with an input)...
+        first = [s for s in sources.values() if s.path == UNIFIED or s.input is not None]
+        outcomes = await run(first)
+        for key, source in sources.items():
+            reused = _from_unified(outcomes[UNIFIED], source)
+            if key not in outcomes and reused is not None:
+                outcomes[key] = reused
+    # ...then whatever it did not answer.
+    outcomes |= await run([s for k, s in sources.items() if k not in outcomes])
+    return Gathered(present, outcomes, loop.time() - started)
+
+
+def _from_unified(unified: Outcome, source: Source) -> Outcome | None:
+    """``source``'s answer as ``monitoring.unifiedMetrics`` read it, if it holds one."""
+    if not unified.ok or source.input is not None or not isinstance(unified.data, dict):
+        return None
+    found = unified.data.get("sections")
+    entry = found.get(source.path) if isinstance(found, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("status"), str):
+        return None
+    if entry["status"] == "ok":
+        return Outcome(data=entry.get("data"))
+    error = entry.get("error") if isinstance(entry.get("error"), dict) else {}
+    return Outcome(
+        error=str(error.get("message") or entry["status"]), code=error.get("code") or None
+    )
 
 
 async def _call(
@@ -165,7 +219,7 @@ def render(
         values = {
             **context,
             "section": section,
-            "src": {p: gathered.outcomes[p] for p in section.paths if p in gathered.outcomes},
+            "src": {k: gathered.outcomes[k] for k in section.keys if k in gathered.outcomes},
         }
         out.append(Rendered(section, _render_one(env, section, values)))
     return out
@@ -185,21 +239,25 @@ def _render_one(env: jinja2.Environment, section: Section, values: Mapping[str, 
 
 
 def _alerts_view(src: Mapping[str, Outcome]) -> dict[str, Any]:
-    outcome = src.get("alerts.list")
-    if outcome is None or not outcome.ok:
-        return {}
-    alerts = list(outcome.data["alerts"])
-    firing = [a for a in alerts if a["state"] == "firing"]
+    firing_page = _page(src.get("alerts.firing"))
+    resolved_page = _page(src.get("alerts.resolved"))
     # Critical first, then newest first as the procedure returns them (sorted() is stable).
-    firing = sorted(firing, key=lambda a: a["level"] != "critical")
-    resolved = [a for a in alerts if a["state"] != "firing"]
+    firing = sorted(
+        (a for a in firing_page.get("alerts", ()) if a["state"] == "firing"),
+        key=lambda a: a["level"] != "critical",
+    )
     return {
+        "firing_page": firing_page,
         "firing": firing,
-        "resolved": resolved,
+        "resolved": [a for a in resolved_page.get("alerts", ()) if a["state"] != "firing"],
         "critical_count": sum(1 for a in firing if a["level"] == "critical"),
         "warning_count": sum(1 for a in firing if a["level"] != "critical"),
         "unacknowledged_count": sum(1 for a in firing if not a["acknowledged"]),
     }
+
+
+def _page(outcome: Outcome | None) -> dict[str, Any]:
+    return outcome.data if outcome is not None and outcome.ok else {}
 
 
 def _replicas_view(src: Mapping[str, Outcome]) -> dict[str, Any]:
