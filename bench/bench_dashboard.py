@@ -43,6 +43,7 @@ from web.sections import present_sections  # noqa: E402
 BUDGET_MS = 30.0
 WARMUP = 20
 TIMING = re.compile(r"total;dur=([0-9.]+)")
+GATHER = re.compile(r"gather;dur=([0-9.]+)")
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -87,8 +88,11 @@ async def sign_in(http: aiohttp.ClientSession, base: str, token: str) -> None:
         assert response.status == 303, response.status
 
 
-async def measure(base: str, token: str, renders: int) -> tuple[list[float], list[float], str]:
+async def measure(
+    base: str, token: str, renders: int
+) -> tuple[list[float], list[float], list[float], str]:
     server_ms: list[float] = []
+    gather_ms: list[float] = []
     client_ms: list[float] = []
     html = ""
     jar = aiohttp.CookieJar(unsafe=True)
@@ -98,14 +102,17 @@ async def measure(base: str, token: str, renders: int) -> tuple[list[float], lis
             started = time.perf_counter()
             async with http.get(f"{base}/") as response:
                 html = await response.text()
-                timing = TIMING.search(response.headers.get("Server-Timing", ""))
+                header = response.headers.get("Server-Timing", "")
+                timing, gathered = TIMING.search(header), GATHER.search(header)
             elapsed = (time.perf_counter() - started) * 1000
             assert response.status == 200, response.status
             assert timing is not None, "no Server-Timing header"
+            assert gathered is not None, "no gather time in Server-Timing"
             if i >= WARMUP:
                 server_ms.append(float(timing.group(1)))
+                gather_ms.append(float(gathered.group(1)))
                 client_ms.append(elapsed)
-    return server_ms, client_ms, html
+    return server_ms, gather_ms, client_ms, html
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -122,7 +129,7 @@ async def run(env: dict[str, str], renders: int, alerts: int) -> int:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         how = await add_alerts(app, alerts)
-        server_ms, client_ms, html = await measure(
+        server_ms, gather_ms, client_ms, html = await measure(
             f"http://127.0.0.1:{port}", operator_token(env), renders
         )
     finally:
@@ -136,6 +143,7 @@ async def run(env: dict[str, str], renders: int, alerts: int) -> int:
     print(f"{'':<28} {'median':>8} {'p95':>8} {'p99':>8} {'max':>8}")
     for name, values in (
         ("server-side (Server-Timing)", server_ms),
+        ("  of which procedures", gather_ms),
         ("client round trip", client_ms),
     ):
         print(

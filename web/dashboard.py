@@ -12,7 +12,7 @@ from server import __version__
 from server.appkeys import SETTINGS
 from web import views
 from web.appkeys import SESSIONS
-from web.filters import FILTERS, TESTS
+from web.filters import FILTERS, GLOBALS, TESTS
 from web.headers import add_security_headers
 from web.session import SessionCodec
 
@@ -29,6 +29,8 @@ def setup_dashboard(app: web.Application) -> None:
         # A procedure whose output lacks a field the template reads is an error we show in
         # that section, not an empty cell that looks like a measurement.
         undefined=jinja2.StrictUndefined,
+        # Templates ship inside the package: no need to stat them on every render.
+        auto_reload=False,
         trim_blocks=True,
         lstrip_blocks=True,
         default_helpers=False,
@@ -36,6 +38,7 @@ def setup_dashboard(app: web.Application) -> None:
         filters=FILTERS,
     )
     env.tests.update(TESTS)
+    env.globals.update(GLOBALS)
     # The version busts browser caches on upgrade without hashing files at start-up.
     env.globals["static"] = {
         name: f"/static/{name}?v={__version__}" for name in ("dashboard.css", "dashboard.js")
