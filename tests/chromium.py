@@ -156,12 +156,12 @@ class DevToolsPage:
                 break
             data = json.loads(message.data)
             if "id" in data:
-                future = self._pending.get(data["id"])
-                if future is not None and not future.done():
+                reply = self._pending.get(data["id"])
+                if reply is not None and not reply.done():
                     if "error" in data:
-                        future.set_exception(DevToolsError(str(data["error"])))
+                        reply.set_exception(DevToolsError(str(data["error"])))
                     else:
-                        future.set_result(data.get("result", {}))
+                        reply.set_result(data.get("result", {}))
                 continue
             event = Event(data.get("method", ""), data.get("params", {}))
             self.events.append(event)
@@ -253,7 +253,7 @@ async def _first_page(
             try:
                 async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
                     targets = await response.json(content_type=None)
-                pages = [t for t in targets if t.get("type") == "page"]
+                pages: list[dict[str, Any]] = [t for t in targets if t.get("type") == "page"]
                 if pages:
                     return pages[0]
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

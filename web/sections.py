@@ -182,7 +182,8 @@ def _from_unified(unified: Outcome, source: Source) -> Outcome | None:
         return None
     if entry["status"] == "ok":
         return Outcome(data=entry.get("data"))
-    error = entry.get("error") if isinstance(entry.get("error"), dict) else {}
+    raw_error = entry.get("error")
+    error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     return Outcome(
         error=str(error.get("message") or entry["status"]), code=error.get("code") or None
     )
