@@ -39,7 +39,7 @@ system-deps:
 	fi
 
 run: system-deps $(STAMP)
-	$(PY) -m tests.stack --demo --exec -- $(PY) -m server serve --host $(HOST) --port $(PORT)
+	$(PY) -m tests.stack --demo --url http://$(HOST):$(PORT) --exec -- $(PY) -m server serve --host $(HOST) --port $(PORT)
 
 test: system-deps $(STAMP)
 	$(VENV)/bin/ruff check server web tests bench

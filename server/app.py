@@ -23,6 +23,7 @@ from server.rpc.openrpc import discover_procedure
 from server.rpc.router import Procedure, Router
 from server.rpc.trpc import handle_trpc
 from server.services import Services
+from web import setup_dashboard
 
 
 async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -146,4 +147,5 @@ def create_app(
     app.router.add_post("/rpc", handle_rpc)
     # Every method: v11 answers HEAD, refuses the others with its own JSON errors.
     app.router.add_route("*", "/trpc/{path:.*}", handle_trpc)
+    setup_dashboard(app)
     return app

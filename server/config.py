@@ -175,6 +175,10 @@ class Settings:
     alert_invalidation_failure_rate_critical: float = 10.0
     alert_pool_utilization_warning: float = 80.0
     alert_query_p99_warning: float = 500.0
+    # --- dashboard ---
+    session_max_age: float = 8 * 3600.0
+    trust_forwarded_proto: bool = False
+    dashboard_refresh_interval: float = 15.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -334,6 +338,9 @@ class Settings:
                 "ALERT_POOL_UTILIZATION_WARNING", _percentage
             ),
             "alert_query_p99_warning": reader.get("ALERT_QUERY_P99_WARNING", _non_negative_float),
+            "session_max_age": reader.get("SESSION_MAX_AGE", _positive_float),
+            "trust_forwarded_proto": reader.get("TRUST_FORWARDED_PROTO", _bool),
+            "dashboard_refresh_interval": reader.get("DASHBOARD_REFRESH_INTERVAL", _positive_float),
         }
         if reader.problems:
             raise ConfigError(reader.problems)

@@ -4,6 +4,10 @@ Starts a PostgreSQL primary, a streaming replica, PgBouncer and Redis in a tempo
 under ``./.run/``, prints the environment that points infrawatch at them, then either runs
 ``--exec -- command...`` with that environment or waits for Ctrl-C. The stack is torn down when
 the command exits or on SIGINT/SIGTERM.
+
+``--demo`` adds demo data (a partition migration in progress, see ``tests/stack/demo.py``), the
+demo's settings (a generated operator token, printed) and a small background workload against
+the stack and the service at ``--url``, which stops before the stack does.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from tests.stack import PgBouncer, PostgresServer, RedisServer, make_workdir, remove_workdir
+from tests.stack.demo import DemoWorkload, create_demo_schema, demo_environment, operator_token
 
 # After SIGINT/SIGTERM the command gets this long to exit before it is killed.
 COMMAND_STOP_TIMEOUT = 15.0
@@ -38,6 +43,26 @@ def start_stack(workdir: Path, stack: contextlib.ExitStack) -> dict[str, str]:
         "PGBOUNCER_ADMIN_URL": bouncer.admin_dsn,
         "REDIS_URL": redis_server.url,
     }
+
+
+def start_demo(env: dict[str, str], url: str, stack: contextlib.ExitStack) -> dict[str, str]:
+    """Demo schema and settings; the workload starts now and stops before the servers do."""
+    create_demo_schema(env["DATABASE_URL"])
+    demo = demo_environment()
+    workload = DemoWorkload(env | demo, url)
+    workload.start()
+    stack.callback(workload.stop)
+    return demo
+
+
+def _announce(env: dict[str, str], url: str) -> None:
+    token = operator_token(env)
+    print(
+        f"\ninfrawatch demo: open {url.rstrip('/')}/ and sign in with the operator token\n"
+        f"    {token}\n(operator 'demo'; a new token each run). A workload keeps every "
+        "section moving; Ctrl-C stops everything.\n",
+        file=sys.stderr,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,8 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             print(f"starting the stack in {workdir}", file=sys.stderr)
             env = start_stack(workdir, stack)
+            if args.demo:
+                env |= start_demo(env, args.url, stack)
             for name, value in env.items():
                 print(f"{name}={value}")
+            if args.demo:
+                _announce(env, args.url)
             sys.stdout.flush()
             if command:
                 return _run_command(command, env, stopping)
@@ -98,7 +127,7 @@ def _run_command(command: Sequence[str], env: dict[str, str], stopping: threadin
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tests.stack",
-        usage="%(prog)s [--dir DIR] [--demo] [--exec -- command [args...]]",
+        usage="%(prog)s [--dir DIR] [--demo] [--url URL] [--exec -- command [args...]]",
         description=__doc__,
         epilog="--exec -- command [args...]: run the command with the stack's environment "
         "added, stop the stack when it exits.",
@@ -112,7 +141,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--demo",
         action="store_true",
-        help="the stack `make run` asks for; demo data and a workload are yet to come",
+        help="add demo data, a demo operator token and a background workload (make run)",
+    )
+    parser.add_argument(
+        "--url",
+        default="http://127.0.0.1:8080",
+        help="where the service will listen, for the demo workload and the printed link "
+        "(default: http://127.0.0.1:8080)",
     )
     return parser
 

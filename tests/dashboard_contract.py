@@ -1,0 +1,301 @@
+"""Procedure outputs in the shapes COMMON.md fixes, for checking the dashboard's templates.
+
+Each dict is what the named procedure returns over the wire (JSON-ready). The figures are
+distinctive so that a test can find each one on the page. ``standins()`` serves them under
+the real paths, for procedures not yet in the catalogue and for error cases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from server.procedures import catalogue
+from server.rpc.errors import ErrorCode, RpcError
+from server.rpc.router import Context, Procedure, mutation, query
+
+NOW = datetime.now(UTC)
+
+
+def _at(seconds_ago: float) -> str:
+    return (NOW - timedelta(seconds=seconds_ago)).isoformat()
+
+
+CACHE_STATS: dict[str, Any] = {
+    "backend": "redis",
+    "enabled": True,
+    "redis_available": True,
+    "hits": 12345,
+    "misses": 1766,
+    "hit_rate": 87.48,
+    "stale_served": 3,
+    "latency": {
+        "get": {"samples": 14111, "mean_ms": 0.41, "p50_ms": 0.35, "p95_ms": 0.93, "p99_ms": 1.87},
+        "set": {"samples": 1766, "mean_ms": 0.52, "p50_ms": 0.47, "p95_ms": 1.11, "p99_ms": 2.05},
+        "delete": {"samples": 0, "mean_ms": None, "p50_ms": None, "p95_ms": None, "p99_ms": None},
+    },
+    "namespaces": [{"namespace": "rpc", "hits": 12000, "misses": 1700, "hit_rate": 87.59}],
+    "redis": {
+        "version": "7.0.15",
+        "role": "master",
+        "used_memory_bytes": 3 * 1024 * 1024,
+        "maxmemory_bytes": 0,
+        "eviction_policy": "noeviction",
+        "evicted_keys": 0,
+        "keyspace_hits": 999,
+        "keyspace_misses": 11,
+        "connected_clients": 4,
+        "connected_replicas": 1,
+    },
+}
+INVALIDATION: dict[str, Any] = {"invalidations": 17, "failures": 1, "failure_rate": 5.88}
+QUEUES: dict[str, Any] = {
+    "queues": [
+        {
+            "name": "emails",
+            "kind": "bullmq",
+            "depth": 42,
+            "states": {"wait": 40, "active": 2, "failed": 5},
+        },
+        {"name": "reports", "kind": "rq", "depth": 3, "states": {"queued": 3, "started": 1}},
+    ]
+}
+POOLS: dict[str, Any] = {
+    "nodes": [
+        {
+            "node": "primary",
+            "role": "primary",
+            "min_size": 1,
+            "max_size": 10,
+            "size": 4,
+            "idle": 1,
+            "in_use": 3,
+            "waiting": 0,
+            "utilization": 30.0,
+        },
+        {
+            "node": "replica-1",
+            "role": "replica",
+            "min_size": 1,
+            "max_size": 20,
+            "size": 17,
+            "idle": 0,
+            "in_use": 17,
+            "waiting": 2,
+            "utilization": 85.0,
+        },
+    ],
+    "pgbouncer": {
+        "pools": [
+            {"database": "appdb", "user": "app", "cl_active": 7, "cl_waiting": 0, "sv_idle": 3}
+        ],
+        "total_xact_count": 98765,
+    },
+}
+QUERIES: dict[str, Any] = {
+    "window_seconds": 60.0,
+    "count": 900,
+    "qps": 15.0,
+    "p50_ms": 1.2,
+    "p95_ms": 8.5,
+    "p99_ms": 612.0,
+    "slow_threshold_ms": 100.0,
+    "slow_queries": [
+        {
+            "statement": "SELECT * FROM big WHERE x = $1",
+            "calls": 4,
+            "max_ms": 750.0,
+            "mean_ms": 420.5,
+        }
+    ],
+}
+PARTITIONS: dict[str, Any] = {
+    "pairs": [
+        {
+            "pair": "events_legacy:events",
+            "legacy": "events_legacy",
+            "partitioned": "events",
+            "legacy_rows": 10007,
+            "partitioned_rows": 10000,
+            "delta": 7,
+            "partition_count": 12,
+            "triggers_enabled": True,
+            "recent_writes": {"legacy": 5, "partitioned": 5},
+            "ready": False,
+            "checks": [
+                {"name": "row_delta", "ok": False, "detail": "7 rows differ"},
+                {"name": "dual_write_trigger", "ok": True, "detail": "trigger enabled"},
+            ],
+        }
+    ]
+}
+REPLICA_HEALTH: dict[str, Any] = {
+    "replicas": [
+        {
+            "name": "replica-1",
+            "healthy": True,
+            "in_rotation": True,
+            "last_check": _at(4),
+            "error": None,
+        },
+        {
+            "name": "replica-2",
+            "healthy": False,
+            "in_rotation": False,
+            "last_check": _at(4),
+            "error": "connection refused",
+        },
+    ]
+}
+REPLICA_LAG: dict[str, Any] = {
+    "replicas": [
+        {"name": "replica-1", "up": True, "lag_seconds": 1.25, "lag_bytes": 2048},
+        {"name": "replica-2", "up": False, "lag_seconds": None, "lag_bytes": None},
+    ]
+}
+UNIFIED_METRICS: dict[str, Any] = {
+    "status": "degraded",
+    "reasons": ["cache hit rate 45.0 % is below 50 %"],
+}
+
+
+def _alert(number: int, level: str, state: str, **extra: Any) -> dict[str, Any]:
+    alert = {
+        "id": number,
+        "fingerprint": f"rule-{number}:subject-{number}",
+        "rule": f"rule_{number}",
+        "subject": f"subject-{number}",
+        "level": level,
+        "state": state,
+        "message": f"message of alert {number}",
+        "value": 100.0 + number,
+        "threshold": 100.0,
+        "first_fired_at": _at(600 + number),
+        "last_fired_at": _at(number),
+        "resolved_at": _at(1) if state == "resolved" else None,
+        "acknowledged": False,
+        "acknowledged_by": None,
+        "acknowledged_at": None,
+        "note": None,
+    }
+    return alert | extra
+
+
+# Newest first, as alerts.list returns them: the warning is newer than the critical ones.
+ALERTS: dict[str, Any] = {
+    "alerts": [
+        _alert(1, "warning", "firing"),
+        _alert(2, "critical", "firing"),
+        _alert(
+            3,
+            "critical",
+            "firing",
+            acknowledged=True,
+            acknowledged_by="bob",
+            acknowledged_at=_at(30),
+            note="<script>alert('note')</script> on it",
+        ),
+        _alert(4, "warning", "resolved", subject="<img src=x onerror=alert(1)>"),
+    ],
+    "total": 4,
+}
+
+OUTPUTS: dict[str, dict[str, Any]] = {
+    "monitoring.cacheStats": CACHE_STATS,
+    "monitoring.cacheInvalidationMetrics": INVALIDATION,
+    "monitoring.queueStats": QUEUES,
+    "monitoring.connectionPoolStats": POOLS,
+    "monitoring.queryStats": QUERIES,
+    "monitoring.partitionMetrics": PARTITIONS,
+    "database.replicaHealth": REPLICA_HEALTH,
+    "database.replicaLag": REPLICA_LAG,
+    "monitoring.unifiedMetrics": UNIFIED_METRICS,
+    "alerts.list": ALERTS,
+}
+
+
+class AlertQuery(BaseModel):
+    """alerts.list's filters (COMMON.md: state, level, acknowledged; paged)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: str | None = None
+    level: str | None = None
+    acknowledged: bool | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+async def list_alerts(_ctx: Context, inp: AlertQuery) -> dict[str, Any]:
+    alerts = [
+        a
+        for a in ALERTS["alerts"]
+        if (inp.state is None or a["state"] == inp.state)
+        and (inp.level is None or a["level"] == inp.level)
+        and (inp.acknowledged is None or a["acknowledged"] == inp.acknowledged)
+    ]
+    return {"alerts": alerts[inp.offset : inp.offset + inp.limit], "total": len(alerts)}
+
+
+class AckInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: int
+    note: str | None = None
+
+
+def _answer(value: dict[str, Any]) -> Any:
+    async def handler(_ctx: Context, _inp: Any) -> dict[str, Any]:
+        return value
+
+    return handler
+
+
+def standins(
+    outputs: dict[str, dict[str, Any]] = OUTPUTS, acknowledged: list[dict[str, Any]] | None = None
+) -> list[Procedure]:
+    """Procedures answering ``outputs`` under their real paths, and an ``alerts.acknowledge``
+    that records each call in ``acknowledged`` (NOT_FOUND for an id not in ``ALERTS``)."""
+    procs = [
+        query(path, list_alerts, input=AlertQuery)
+        if path == "alerts.list"
+        else query(path, _answer(value))
+        for path, value in outputs.items()
+    ]
+    if acknowledged is not None:
+
+        async def acknowledge(ctx: Context, inp: AckInput) -> dict[str, Any]:
+            known = {a["id"] for a in ALERTS["alerts"]}
+            if inp.id not in known:
+                raise RpcError(ErrorCode.NOT_FOUND, f"no alert with id {inp.id}")
+            acknowledged.append({"id": inp.id, "note": inp.note, "by": ctx.caller.name})
+            return {"id": inp.id, "acknowledged": True}
+
+        procs.append(mutation("alerts.acknowledge", acknowledge, input=AckInput))
+    return procs
+
+
+def failing(path: str, error: BaseException) -> Procedure:
+    async def handler(_ctx: Context, _inp: Any) -> None:
+        raise error
+
+    return query(path, handler)
+
+
+def slow(path: str, seconds: float) -> Procedure:
+    async def handler(_ctx: Context, _inp: Any) -> dict[str, Any]:
+        await asyncio.sleep(seconds)  # the procedure under test is slow, not the test waiting
+        return OUTPUTS[path]
+
+    return query(path, handler)
+
+
+def with_catalogue(extra: Iterable[Procedure]) -> list[Procedure]:
+    """The real catalogue, with ``extra`` in place of any procedure of the same path."""
+    extra = list(extra)
+    replaced = {p.path for p in extra}
+    return [p for p in catalogue() if p.path not in replaced] + extra
