@@ -136,6 +136,7 @@ class Settings:
     replica_health_interval: float = 30.0
     slow_query_ms: float = 100.0
     partition_exact_count_limit: int = 1_000_000
+    partition_writes_window: float = 60.0
     redis_connect_timeout_ms: int = 2000
     redis_command_timeout_ms: int = 1000
     redis_retries: int = 2
@@ -275,6 +276,7 @@ class Settings:
             ),
             "replica_health_interval": reader.get("REPLICA_HEALTH_INTERVAL", _positive_float),
             "slow_query_ms": reader.get("SLOW_QUERY_MS", _positive_float),
+            "partition_writes_window": reader.get("PARTITION_WRITES_WINDOW", _positive_float),
             "partition_exact_count_limit": reader.get(
                 "PARTITION_EXACT_COUNT_LIMIT", _non_negative_int
             ),

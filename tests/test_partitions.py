@@ -151,6 +151,11 @@ async def test_readiness_follows_the_copies(
     assert pair["recent_writes"] == pair["legacy_writes_since"] + pair["partitioned_writes_since"]
     assert pair["seconds_since_previous_check"] > 0
     assert all(_checks(pair).values())
+    # Checks in quick succession (page, evaluator, scrape) count over the same window: the
+    # next one still sees the writes instead of an interval shrunk to nothing.
+    again = (await _metrics(app))[PAIR]
+    assert again["recent_writes"] >= pair["recent_writes"]
+    assert again["ready"] is True
 
     sizes = await asyncio.to_thread(
         postgres.psql,

@@ -12,17 +12,21 @@ For each ``PARTITION_PAIRS`` entry (``legacy:partitioned``, names validated by
   ``O`` or ``A``). Triggers whose function names the partitioned table are the dual-write ones;
   when none does, every row trigger on INSERT counts;
 - recent writes: ``n_tup_ins + n_tup_upd + n_tup_del`` of both tables (``pg_stat_user_tables``)
-  against the reading of the previous check, kept per pair (the first check has none).
+  against the newest earlier reading at least ``PARTITION_WRITES_WINDOW`` seconds old (or the
+  oldest one while none is that old; the first check has none). A window, not "the previous
+  check": the page, the alert evaluator and Prometheus all check, and each would otherwise
+  shrink the others' interval to nothing.
 
 Readiness is the conjunction of four checks, each listed with its reason: row delta below
 ``READY_MAX_DELTA``, partitions exist, a dual-write trigger is enabled, writes seen since the
-previous check. A configured table that does not exist is an error for its pair only.
+window. A configured table that does not exist is an error for its pair only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -137,16 +141,18 @@ class PairMetrics(BaseModel):
     triggers_enabled: bool = Field(description="a dual-write trigger on the legacy table fires")
     triggers: list[TriggerInfo] = Field(description="every user trigger on the legacy table")
     recent_writes: int | None = Field(
-        description="rows inserted, updated or deleted in both tables since the previous "
-        "check; None on the first check"
+        description="rows inserted, updated or deleted in both tables since the baseline "
+        "reading (see PARTITION_WRITES_WINDOW); None on the first check"
     )
     legacy_writes_since: int | None = Field(
-        description="legacy row writes since the previous check"
+        description="legacy row writes since the baseline reading"
     )
     partitioned_writes_since: int | None = Field(
-        description="partitioned row writes since the previous check"
+        description="partitioned row writes since the baseline reading"
     )
-    seconds_since_previous_check: float | None = Field(description="None on the first check")
+    seconds_since_previous_check: float | None = Field(
+        description="age of the baseline reading the writes are counted from; None at first"
+    )
     legacy_size_bytes: int | None = Field(description="pg_total_relation_size")
     partitioned_size_bytes: int | None = Field(
         description="pg_total_relation_size summed over partitions"
@@ -221,7 +227,8 @@ class PartitionWatch:
         self.count_timeout_ms = max(
             1, min(settings.database_timeout_ms, settings.breaker_call_timeout_ms) // 2
         )
-        self._previous: dict[str, _Reading] = {}
+        self.writes_window = settings.partition_writes_window
+        self._readings: dict[str, deque[_Reading]] = {}
         self.last: dict[str, PairMetrics] = {}
 
     def find(self, name: str) -> PartitionPair:
@@ -266,8 +273,9 @@ class PartitionWatch:
             for row in await self._node.fetch(_TRIGGERS_SQL, legacy_oid, pair.partitioned.name)
         ]
         now = time.monotonic()
-        previous = self._previous.get(pair.name)
-        self._previous[pair.name] = _Reading(legacy.writes, partitioned.writes, now)
+        readings = self._readings.setdefault(pair.name, deque())
+        previous = _baseline(readings, now, self.writes_window)
+        _remember(readings, _Reading(legacy.writes, partitioned.writes, now), self.writes_window)
 
         delta = difference = None
         if legacy_rows is not None and part_rows is not None:
@@ -467,6 +475,23 @@ def _trigger_check(dual_write: list[TriggerInfo], enabled: bool, pair: Partition
     )
 
 
+def _baseline(readings: deque[_Reading], now: float, window: float) -> _Reading | None:
+    """The newest reading at least ``window`` old, else the oldest (None before any)."""
+    for reading in reversed(readings):
+        if now - reading.at >= window:
+            return reading
+    return readings[0] if readings else None
+
+
+def _remember(readings: deque[_Reading], reading: _Reading, window: float) -> None:
+    """Keep one reading per 1/30 of the window (so at most ~31, however often checks come),
+    and drop readings once a newer one is old enough to be the baseline."""
+    if not readings or reading.at - readings[-1].at >= window / 30:
+        readings.append(reading)
+    while len(readings) >= 2 and reading.at - readings[1].at >= window:
+        readings.popleft()
+
+
 def _writes_check(
     previous: _Reading | None, legacy: int | None, partitioned: int | None, now: float
 ) -> Check:
@@ -480,7 +505,7 @@ def _writes_check(
         return Check(
             name="recent_writes",
             ok=False,
-            detail="table statistics were reset since the previous check; counting again",
+            detail="table statistics were reset since the baseline reading; counting again",
         )
     return Check(
         name="recent_writes",
