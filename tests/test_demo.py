@@ -94,7 +94,10 @@ def test_demo_environment_is_valid_configuration(pg_dsn: str) -> None:
     settings = Settings.from_env({"DATABASE_URL": pg_dsn, **env})
 
     assert [p.name for p in settings.partition_pairs] == [f"{LEGACY}:{PARTITIONED}"]
-    assert settings.queue_names == ("emails", "default")
+    assert [(q.kind, q.name) for q in settings.queue_names] == [
+        ("bullmq", "emails"),
+        ("rq", "default"),
+    ]
     assert settings.auth_tokens == {"demo": operator_token(env)}
     assert len(operator_token(env)) >= 16
     assert settings.alert_evaluation_interval == 5

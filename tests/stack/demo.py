@@ -41,7 +41,9 @@ from tests.stack.redis_workload import run_workload
 
 LEGACY = "demo.orders_legacy"
 PARTITIONED = "demo.orders"
-QUEUES = ("emails", "default")  # a BullMQ-shaped and an RQ-shaped queue
+BULLMQ_QUEUE, RQ_QUEUE = "emails", "default"
+# QUEUE_NAMES with their kinds: nothing to detect.
+QUEUES = (f"bullmq:{BULLMQ_QUEUE}", f"rq:{RQ_QUEUE}")
 OPERATOR = "demo"
 STATEMENT_TIMEOUT_MS = 5000
 
@@ -335,8 +337,8 @@ class DemoWorkload:
             self.redis_url,
             rounds=3,
             seconds=1.0,
-            bullmq_queue=QUEUES[0],
-            rq_queue=QUEUES[1],
+            bullmq_queue=BULLMQ_QUEUE,
+            rq_queue=RQ_QUEUE,
             seed=self._rng.randint(0, 1 << 30),
         )
         self.counts.queue_jobs += done.pushed
