@@ -11,6 +11,7 @@ from server.auth import Authenticator
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
+from server.observability import routes as observability
 from server.procedures import catalogue
 from server.rpc.jsonrpc import handle_rpc
 from server.rpc.openrpc import discover_procedure
@@ -67,11 +68,14 @@ def create_app(
     app[SETTINGS] = settings
     app[SERVICES] = services
     app[AUTH] = Authenticator(settings.auth_tokens)
+    # /metrics, /health*, the HTTP middleware; the router reports each call to rpc_metrics.
+    rpc_metrics = observability.install(app, services)
     procs = list(catalogue() if procedures is None else procedures)
     app[ROUTER] = Router(
         [*procs, discover_procedure(procs)],
         timeout=settings.rpc_timeout,
         queries_need_caller=settings.read_tokens_required,
+        observer=rpc_metrics.observe,
     )
     app.cleanup_ctx.extend([postgres_ctx, redis_ctx])
     app.on_shutdown.append(_mark_shutting_down)

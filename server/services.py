@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
+from server.observability.health import HealthChecks
 from server.observability.metrics import Metrics
 from server.resilience.registry import BreakerRegistry
 
@@ -27,6 +28,8 @@ class Services:
     # Built from settings, so never passed in: every Services has its own breakers.
     breakers: BreakerRegistry = field(init=False)
     metrics: Metrics = field(default_factory=Metrics)
+    # The components /health* and monitoring.unifiedHealth probe; parts may add their own.
+    health: HealthChecks = field(default_factory=HealthChecks.standard)
 
     def __post_init__(self) -> None:
         self.breakers = BreakerRegistry.from_settings(self.settings)
