@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.app import create_app
 from server.appkeys import SERVICES
 from server.config import Settings
-from server.observability.exposition import negotiate, render
+from server.observability.exposition import Slicer, negotiate, render
 from server.observability.metrics import Metrics, family_name
 from server.resilience import CircuitOpen
 from server.rpc.errors import Unavailable
@@ -238,7 +238,7 @@ async def test_render_yields_to_the_loop_while_it_works() -> None:
 
     task = asyncio.create_task(ticker())
     encode, content_type = negotiate(None)
-    result = await render(registry.collect(), encode, content_type, slice_seconds=0.0)
+    result = await render(registry.collect(), encode, content_type, slicer=Slicer(0.0))
     done = True
     await task
     assert result.samples > 10_000

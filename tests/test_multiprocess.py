@@ -14,8 +14,11 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from server.observability.exposition import Slicer
+from server.observability.multiprocess import merged
 from tests.conftest import OPERATOR_NAME, OPERATOR_TOKEN
 from tests.stack.ports import free_port
 
@@ -144,3 +147,45 @@ def metrics_directory(pid: int) -> Path:
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     key = b"PROMETHEUS_MULTIPROC_DIR="
     return Path(next(v for v in environ if v.startswith(key))[len(key) :].decode())
+
+
+WRITER = """
+from prometheus_client import Counter, Gauge, Histogram
+events = Counter("t_events_total", "events", ["kind"], registry=None)
+level = Gauge("t_level", "level", ["kind"], registry=None, multiprocess_mode="livesum")
+worst = Gauge("t_worst", "worst", ["kind"], registry=None, multiprocess_mode="livemax")
+each = Gauge("t_each", "each", [], registry=None)  # mode "all": one series per pid
+wait = Histogram("t_wait_seconds", "wait", ["kind"], registry=None)
+for i in range(300):
+    events.labels(f"k{i}").inc(i)
+    level.labels(f"k{i % 7}").set(i)
+    worst.labels(f"k{i % 3}").set(i)
+    wait.labels(f"k{i % 5}").observe(i / 100)
+each.set(1)
+"""
+
+
+def normalized(families: Any) -> list[tuple[Any, ...]]:
+    return sorted(
+        (
+            f.name,
+            f.type,
+            f.documentation,
+            sorted((s.name, tuple(sorted(s.labels.items())), s.value) for s in f.samples),
+        )
+        for f in families
+    )
+
+
+async def test_sliced_merge_equals_the_library_merge(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for _ in range(2):  # two writer processes: two pids' files
+        writer = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, env=env)
+        assert await asyncio.wait_for(writer.wait(), 60) == 0
+    library = MultiProcessCollector(None, path=str(tmp_path)).collect()
+    ours = await merged(str(tmp_path), Slicer(0.0))  # a pause after every entry
+    assert normalized(ours) == normalized(library)
+    events = next(f for f in ours if f.name == "t_events")
+    assert {s.value for s in events.samples if s.labels == {"kind": "k7"}} == {14.0}
+    each = next(f for f in ours if f.name == "t_each")
+    assert len(each.samples) == 2  # mode "all" keeps one series per worker

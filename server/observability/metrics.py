@@ -32,13 +32,12 @@ from typing import TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from server.observability import multiprocess
-from server.observability.exposition import Exposition, compress, negotiate, render
+from server.observability.exposition import Exposition, Slicer, compress, negotiate, render
 from server.observability.multiprocess import DEFAULT_MERGE, PROCESS_MERGE, Merge, MergeRule
 
 log = logging.getLogger(__name__)
@@ -96,11 +95,6 @@ class Metrics:
         self._families: dict[str, MetricWrapperBase] = {}
         self.multiprocess_dir = multiprocess_dir or multiprocess.directory()
         self._mirror = multiprocess.Mirror() if self.multiprocess_dir else None
-        self._merged = (
-            MultiProcessCollector(None, path=self.multiprocess_dir)
-            if self.multiprocess_dir
-            else None
-        )
         if standard_collectors:
             self.add_collector(ProcessCollector(registry=None), merge=PROCESS_MERGE)
             self.add_collector(PlatformCollector(registry=None), merge="livemostrecent")
@@ -199,7 +193,7 @@ class Metrics:
 
     @property
     def multiprocess(self) -> bool:
-        return self._merged is not None
+        return self.multiprocess_dir is not None
 
     def sync(self) -> None:
         """Copy this worker's pulled figures into the shared files (``--workers`` only)."""
@@ -212,13 +206,6 @@ class Metrics:
             self.sync()
             await asyncio.sleep(interval)
 
-    def families(self) -> Iterable[Metric]:
-        """Every family of the scrape, lazily (collectors run as the render reaches them)."""
-        if self._merged is not None:
-            self.sync()
-            return self._merged.collect()
-        return self.registry.collect()
-
     async def expose(
         self,
         accept: str | None = None,
@@ -230,5 +217,12 @@ class Metrics:
         gzipped when ``accept_encoding`` allows."""
         await self.refresh(refresh_timeout)
         encode, content_type = negotiate(accept)
-        exposition = await render(self.families(), encode, content_type)
+        slicer = Slicer()
+        families: Iterable[Metric]
+        if self.multiprocess_dir is not None:
+            self.sync()
+            families = await multiprocess.merged(self.multiprocess_dir, slicer)
+        else:
+            families = self.registry.collect()  # lazily: collectors run between slices
+        exposition = await render(families, encode, content_type, slicer=slicer)
         return await compress(exposition, accept_encoding)

@@ -20,17 +20,23 @@ Pulled histograms and summaries are not copied: push those (``Metrics.histogram`
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
 import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import Counter, Gauge, values
-from prometheus_client.multiprocess import mark_process_dead
+from prometheus_client.metrics_core import Metric
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
+
+from server.observability.exposition import Slicer
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +92,54 @@ def worker_directory() -> Iterator[str]:
 def worker_exited(pid: int, path: str) -> None:
     """Drop the ``live*`` gauges of a worker that ended: they describe a process that is gone."""
     mark_process_dead(pid, path)
+
+
+async def merged(path: str, slicer: Slicer) -> list[Metric]:
+    """Every worker's families, merged: ``MultiProcessCollector.collect()`` in slices.
+
+    The library reads every file and accumulates every family in one call (about 20 ms for two
+    workers of 2,000 series). Here the files are read entry by entry as the library reads them,
+    with the loop served between slices, and each family is then accumulated by the library's
+    own ``_accumulate_metrics``, one family per call, so the merge rules stay its own.
+    """
+    families: dict[str, Metric] = {}
+    keys: dict[str, tuple[str, str, tuple[tuple[str, str], ...], str]] = {}
+    for path_ in glob.glob(os.path.join(path, "*.db")):
+        parts = os.path.basename(path_).split("_")
+        kind = parts[0]
+        try:
+            entries = MmapedDict.read_all_values_from_file(path_)
+        except FileNotFoundError:
+            if kind == "gauge" and parts[1].startswith("live"):
+                continue  # a worker that ended: its live gauges were removed meanwhile
+            raise
+        for key, value, timestamp, _ in entries:
+            parsed = keys.get(key)
+            if parsed is None:
+                metric_name, name, labels, help_text = json.loads(key)
+                parsed = keys[key] = (metric_name, name, tuple(sorted(labels.items())), help_text)
+            metric_name, name, labels_key, help_text = parsed
+            family = families.get(metric_name)
+            if family is None:
+                family = families[metric_name] = Metric(metric_name, help_text, kind)
+            # The library's intermediate form: label tuples (a gauge's with its pid), which
+            # _accumulate_metrics folds and turns into dicts.
+            labelled: Any = labels_key
+            if kind == "gauge":
+                family._multiprocess_mode = parts[1]  # type: ignore[attr-defined]
+                labelled = (*labels_key, ("pid", parts[2][:-3]))
+            family.samples.append(
+                Sample(name, labelled, value, timestamp if kind == "gauge" else None)
+            )
+            if slicer.due():
+                await slicer.pause()
+    out: list[Metric] = []
+    for metric_name, family in families.items():
+        accumulated: Any = MultiProcessCollector._accumulate_metrics({metric_name: family}, True)
+        out.extend(accumulated)
+        if slicer.due():
+            await slicer.pause()
+    return out
 
 
 def merge_for(rule: MergeRule, family: str) -> Merge:
