@@ -382,3 +382,18 @@ async def test_promtool_check_metrics_is_silent_after_traffic(
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout == b"" and checked.stderr == b""
+
+
+async def test_a_failing_collector_costs_only_its_own_families(client: TestClient) -> None:
+    class Broken:
+        def describe(self) -> list[Any]:
+            return []
+
+        def collect(self) -> list[Any]:
+            raise RuntimeError("lost its datastore")
+
+    client.app[SERVICES].metrics.add_collector(Broken())
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    found = samples(await resp.text())
+    assert value(found, "process_cpu_seconds_total") is not None

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from server.services import Services
 
+T = TypeVar("T")
 Status = Literal["healthy", "degraded", "unhealthy"]
 ComponentStatus = Literal["up", "down", "not_configured"]
 _RANK: dict[Status, int] = {"healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -254,10 +255,20 @@ async def probe_database(services: Services, show_details: bool) -> Probed | Non
     details = None
     if show_details and pool is not None:
         details = {**_address(services.settings.database_url)}
-        details["server_version"] = await services.breakers.get("database-query").call(
-            _server_version, pool
-        )
+        version = await _guarded(services, "database-query", _server_version, pool)
+        details["server_version"] = version
     return Probed(seconds, pool_figures(pool) if pool is not None else None, details)
+
+
+async def _guarded(
+    services: Services, breaker: str, fn: Callable[..., Awaitable[T]], *args: Any
+) -> T:
+    """Through the component's breaker once its owner has created it (with the owner's
+    tuning: creating it here first would fix the defaults); before that, directly, still
+    bounded by the probe's timeout."""
+    if breaker in services.breakers:
+        return await services.breakers.get(breaker).call(fn, *args)
+    return await fn(*args)
 
 
 async def _server_version(pool: asyncpg.Pool) -> str:
@@ -287,7 +298,7 @@ async def probe_redis(services: Services, show_details: bool) -> Probed | None:
     seconds = await redis.ping()
     details = None
     if show_details:
-        info = await services.breakers.get("redis-cache").call(redis.raw.info, "server")
+        info = await _guarded(services, "redis-cache", redis.raw.info, "server")
         details = {
             **_address(services.settings.redis_url),
             "server_version": info.get("redis_version"),

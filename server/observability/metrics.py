@@ -79,6 +79,24 @@ def family_name(name: str, kind: str) -> str:
     return full
 
 
+class _Guarded:
+    """A pulled collector whose failure costs its own families, not the whole scrape."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+
+    def describe(self) -> list[Metric]:
+        describe = getattr(self.collector, "describe", None)
+        return list(describe() if describe is not None else self.collector.collect())
+
+    def collect(self) -> list[Metric]:
+        try:
+            return list(self.collector.collect())
+        except Exception:
+            log.exception("metrics collector %r failed; its families are left out", self.collector)
+            return []
+
+
 class Metrics:
     def __init__(
         self,
@@ -105,9 +123,12 @@ class Metrics:
         """Register a scrape-time collector. ``merge`` says how its gauges combine over
         ``--workers`` (a mode, or a mode per family name): ``livesum`` for figures each worker
         holds a share of (its pool), ``livemax``/``livemin`` for worst/best, the default
-        ``livemostrecent`` for figures every worker sees alike (replica lag, Redis INFO)."""
-        self.registry.register(collector)
-        self._pulled.append((collector, merge))
+        ``livemostrecent`` for figures every worker sees alike (replica lag, Redis INFO).
+
+        A ``collect()`` that raises is logged and its families left out of that scrape."""
+        guarded = _Guarded(collector)
+        self.registry.register(guarded)
+        self._pulled.append((guarded, merge))
 
     def add_refresh(self, name: str, refresh: Refresh) -> None:
         """``refresh()`` is awaited before every scrape; it must bound its own I/O."""
