@@ -1,6 +1,6 @@
 """What a scrape of /metrics costs, and what it does to RPC calls served at the same time.
 
-Run: ``.venv/bin/python bench/bench_metrics.py [seconds-per-round] [rounds]``.
+Run: ``.venv/bin/python bench/bench_metrics.py [seconds-per-variant] [cycles]`` (5, 12).
 
 Part 1, in process: the series our app exposes after traffic over every route and procedure
 (both protocols), and the same app padded to 2,000 series. For each: prometheus-client's stock
@@ -11,10 +11,13 @@ longest stretch it held the event loop (the largest gap a ticker task saw).
 Part 2, over the network: a real server (this script's ``serve`` mode: ``create_app`` padded to
 2,000 series, in its own process) answers JSON-RPC calls paced at a fixed rate (open loop: a
 call is sent at its time whether or not earlier ones came back, so a stall shows as latency,
-not as fewer calls). Three variants, interleaved over rounds: no scraper; a real Prometheus
-scraping ``/metrics`` every second; the same scraping ``/metrics-stock`` (stock
-``generate_latest`` on the loop, for comparison). Reported: p50/p99/max of the calls and
-Prometheus' own ``scrape_duration_seconds``.
+not as fewer calls), while one real Prometheus scrapes it every second. Three variants run
+back to back in each cycle, switched by reloading Prometheus' config: scraping
+``/health/live`` (the baseline: same Prometheus, same HTTP request per second, nothing
+rendered), ``/metrics``, and ``/metrics-stock`` (stock ``generate_latest`` on the loop, for
+comparison). Reported: pooled p50/p99, the median over cycles of each variant's p99, the
+median over cycles of its p99 minus the baseline's p99 in the same cycle, and Prometheus' own
+``scrape_duration_seconds``.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def build_app() -> web.Application:
         # The served app's own label sets (it calls itself over HTTP), then the padding.
         async with aiohttp.ClientSession() as session:
             await traffic(request.app, session, str(request.url.origin()))
-        pad(request.app, PADDED)
+        pad(request.app, int(request.query.get("series", PADDED)))
         return web.Response(text="ready")
 
     app.router.add_get("/metrics-stock", stock)
@@ -286,70 +289,102 @@ def free_port() -> int:
         return port
 
 
-async def start_prometheus(target: str, path: str, workdir: Path) -> tuple[Any, str]:
-    binary = shutil.which("prometheus")
-    assert binary, "install the prometheus package"
-    port = free_port()
-    config = workdir / f"prometheus-{port}.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: bench\n"
-        f"    metrics_path: {path}\n"
-        f"    authorization: {{credentials: {TOKEN}}}\n"
-        f"    static_configs: [{{targets: ['{target}']}}]\n"
-    )
-    proc = await asyncio.create_subprocess_exec(
-        binary,
-        f"--config.file={config}",
-        f"--storage.tsdb.path={workdir / f'data-{port}'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    api = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as session:
+class Prometheus:
+    """One real Prometheus for the whole of part 2; each variant rewrites its config (the
+    scraped path) and reloads it (``/-/reload``), so switching costs no restart."""
+
+    def __init__(self, target: str, workdir: Path) -> None:
+        self.target = target
+        self.workdir = workdir
+        self.config = workdir / "prometheus.yml"
+        self.port = free_port()
+        self.api = f"http://127.0.0.1:{self.port}"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    def write(self, path: str) -> None:
+        self.config.write_text(
+            "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
+            "scrape_configs:\n"
+            "  - job_name: bench\n"
+            f"    metrics_path: {path}\n"
+            f"    authorization: {{credentials: {TOKEN}}}\n"
+            f"    static_configs: [{{targets: ['{self.target}']}}]\n"
+        )
+
+    async def start(self, path: str) -> None:
+        binary = shutil.which("prometheus")
+        assert binary, "install the prometheus package"
+        self.write(path)
+        self.proc = await asyncio.create_subprocess_exec(
+            binary,
+            f"--config.file={self.config}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-lifecycle",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await self.wait_for_scrape_of(path)
+
+    async def switch(self, path: str) -> None:
+        self.write(path)
+        async with aiohttp.ClientSession() as session, session.post(self.api + "/-/reload") as r:
+            assert r.status == 200, await r.text()
+        await self.wait_for_scrape_of(path)
+
+    async def wait_for_scrape_of(self, path: str) -> None:
+        """Until two scrapes of ``path`` have happened (the second on the settled config)."""
+        seen: set[str] = set()
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                async with session.get(api + "/api/v1/targets") as resp:
-                    targets = (await resp.json())["data"]["activeTargets"]
-                if targets and targets[0]["lastScrape"] != "0001-01-01T00:00:00Z":
-                    break
-            except aiohttp.ClientError:
-                pass
-            assert time.monotonic() < deadline, "prometheus never tried the target"
-            await asyncio.sleep(0.2)
-    return proc, api
+        async with aiohttp.ClientSession() as session:
+            while len(seen) < 2:
+                try:
+                    async with session.get(self.api + "/api/v1/targets") as resp:
+                        targets = (await resp.json())["data"]["activeTargets"]
+                    for t in targets:
+                        if t["scrapeUrl"].endswith(path) and not t["lastScrape"].startswith("0001"):
+                            seen.add(t["lastScrape"])
+                except aiohttp.ClientError:
+                    pass
+                assert time.monotonic() < deadline, f"prometheus never scraped {path}"
+                await asyncio.sleep(0.2)
+
+    async def last_scrape_ms(self) -> float | None:
+        query = 'scrape_duration_seconds{job="bench"}'
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.api + "/api/v1/query", params={"query": query}) as resp,
+        ):
+            result = (await resp.json())["data"]["result"]
+        return float(result[0]["value"][1]) * 1000 if result else None
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await self.proc.wait()
 
 
-async def scrape_seconds(api: str) -> float | None:
-    query = 'avg_over_time(scrape_duration_seconds{job="bench"}[1m])'
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(api + "/api/v1/query", params={"query": query}) as resp,
-    ):
-        result = (await resp.json())["data"]["result"]
-    return float(result[0]["value"][1]) if result else None
+def p99(latencies: list[float]) -> float:
+    ordered = sorted(latencies)
+    return ordered[int(len(ordered) * 0.99)]
 
 
-async def part2(seconds: float, rounds: int) -> list[dict[str, Any]]:
+async def part2(seconds: float, cycles: int, series: int) -> list[dict[str, Any]]:
+    """Cycles of the three variants back to back: a burst of load from elsewhere on a shared
+    machine then hits the variants of one cycle alike, and each variant is compared with the
+    baseline of its own cycle (the median of those paired differences is reported)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "serve", str(port), stdout=subprocess.DEVNULL
     )
-    # "/health/live": Prometheus runs and calls the server every second, but on a route
-    # that renders nothing (the scrape fails as a format error): the baseline that separates
-    # what rendering costs the calls from what a running Prometheus costs the machine.
-    results: dict[str, list[float]] = {
-        "no scraper": [],
-        "/health/live": [],
-        "/metrics": [],
-        "/metrics-stock": [],
-    }
-    scrapes: dict[str, list[float]] = {"/metrics": [], "/metrics-stock": []}
-    round_p99: dict[str, list[float]] = {variant: [] for variant in results}
+    # "/health/live": Prometheus calls the server every second on a route that renders
+    # nothing (the scrape fails as a format error): the baseline, with the same HTTP traffic
+    # and the same Prometheus running, minus the render.
+    variants = ("/health/live", "/metrics", "/metrics-stock")
+    calls: dict[str, list[float]] = {v: [] for v in variants}
+    per_cycle: dict[str, list[float]] = {v: [] for v in variants}
+    scrape_ms: dict[str, list[float]] = {v: [] for v in variants}
     try:
         async with aiohttp.ClientSession() as session:
             deadline = time.monotonic() + 60
@@ -362,53 +397,50 @@ async def part2(seconds: float, rounds: int) -> list[dict[str, Any]]:
                     pass
                 assert time.monotonic() < deadline, "the bench server never answered"
                 await asyncio.sleep(0.1)
-            async with session.post(url + "/bench/prepare") as resp:
+            prepare = url + f"/bench/prepare?series={series}"
+            async with session.post(prepare) as resp:
                 assert resp.status == 200, await resp.text()
             async with session.get(url + "/metrics") as resp:
-                series = (await resp.text()).count("\n")
-        print(f"server: {series} lines on /metrics; {RATE} calls/s, {seconds:g} s per round")
+                lines = (await resp.text()).count("\n")
+        print(f"server: {lines} lines on /metrics; {RATE} calls/s, {seconds:g} s per variant")
         await paced_calls(url, 2)  # warm-up
         with tempfile.TemporaryDirectory(prefix="bench-prometheus-") as tmp:
-            for r in range(rounds):
-                for variant in results:
-                    prometheus = None
-                    if variant != "no scraper":
-                        prometheus, api = await start_prometheus(
-                            f"127.0.0.1:{port}", variant, Path(tmp)
-                        )
-                    try:
-                        if prometheus is not None:
-                            await paced_calls(url, 3)  # Prometheus settles (startup, first scrapes)
-                        lat = await paced_calls(url, seconds)
-                        results[variant].extend(lat)
-                        ordered = sorted(lat)
-                        round_p99[variant].append(ordered[int(len(ordered) * 0.99)])
-                        if prometheus is not None:
-                            took = await scrape_seconds(api)
-                            if took is not None and variant in scrapes:
-                                scrapes[variant].append(took * 1000)
-                    finally:
-                        if prometheus is not None:
-                            prometheus.terminate()
-                            await prometheus.wait()
-                    print(f"  round {r + 1} {variant}: {len(lat)} calls", flush=True)
+            prometheus = Prometheus(f"127.0.0.1:{port}", Path(tmp))
+            await prometheus.start(variants[0])
+            try:
+                for cycle in range(cycles):
+                    for variant in variants:
+                        await prometheus.switch(variant)
+                        latencies = await paced_calls(url, seconds)
+                        calls[variant].extend(latencies)
+                        per_cycle[variant].append(p99(latencies))
+                        took = await prometheus.last_scrape_ms()
+                        if took is not None and variant != "/health/live":
+                            scrape_ms[variant].append(took)
+                    print(
+                        f"  cycle {cycle + 1}: p99 "
+                        + ", ".join(f"{v} {per_cycle[v][-1]:.2f} ms" for v in variants),
+                        flush=True,
+                    )
+            finally:
+                await prometheus.stop()
     finally:
         server.send_signal(signal.SIGTERM)
         await server.wait()
+    base = per_cycle[variants[0]]
     rows = []
-    for variant, lat in results.items():
-        lat.sort()
+    for variant in variants:
+        lat = sorted(calls[variant])
+        deltas = [a - b for a, b in zip(per_cycle[variant], base, strict=True)]
         rows.append(
             {
                 "variant": variant,
                 "calls": len(lat),
                 "p50_ms": lat[len(lat) // 2],
                 "p99_ms": lat[int(len(lat) * 0.99)],
-                "round_p99_median_ms": statistics.median(round_p99[variant]),
-                "round_p99_best_ms": min(round_p99[variant]),
-                "p999_ms": lat[int(len(lat) * 0.999)],
-                "max_ms": lat[-1],
-                "scrape_ms": statistics.mean(scrapes[variant]) if scrapes.get(variant) else None,
+                "cycle_p99_median_ms": statistics.median(per_cycle[variant]),
+                "paired_delta_median_ms": statistics.median(deltas),
+                "scrape_ms": statistics.median(scrape_ms[variant]) if scrape_ms[variant] else None,
             }
         )
     return rows
@@ -435,25 +467,21 @@ async def main(seconds: float, rounds: int) -> None:
     print(f"{'case':<57} {header}")
     print(f"{f'two workers, each padded to {PADDED}':<57} {figures(await part3(15))}")
 
-    print("\nPart 2: JSON-RPC calls at a fixed rate, Prometheus scraping every second")
-    rows = await part2(seconds, rounds)
-    print(
-        f"{'scraper':<16} {'calls':>6} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} "
-        f"{'max ms':>7} {'p99/round, median':>18} {'best':>6} {'scrape ms':>9}"
-    )
-    for row in rows:
-        scrape = f"{row['scrape_ms']:9.1f}" if row["scrape_ms"] is not None else f"{'-':>9}"
+    for series in (0, PADDED):
+        what = "our series after traffic" if series == 0 else f"padded to {series}"
+        print(f"\nPart 2 ({what}): JSON-RPC calls at a fixed rate, scraped every second")
+        rows = await part2(seconds, rounds, series)
         print(
-            f"{row['variant']:<16} {row['calls']:>6} {row['p50_ms']:7.2f} {row['p99_ms']:7.2f} "
-            f"{row['p999_ms']:8.2f} {row['max_ms']:7.2f} {row['round_p99_median_ms']:18.2f} "
-            f"{row['round_p99_best_ms']:6.2f} {scrape}"
+            f"{'scraped path':<16} {'calls':>6} {'p50 ms':>7} {'p99 ms':>7} "
+            f"{'p99/cycle, median':>18} {'added p99, median':>18} {'scrape ms':>9}"
         )
-    base = rows[1]["round_p99_median_ms"]
-    print(
-        "\np99 added by rendering /metrics (median round p99, vs Prometheus on /health/live): "
-        f"{rows[2]['round_p99_median_ms'] - base:+.2f} ms (stock generate_latest: "
-        f"{rows[3]['round_p99_median_ms'] - base:+.2f} ms)"
-    )
+        for row in rows:
+            scrape = f"{row['scrape_ms']:9.1f}" if row["scrape_ms"] is not None else f"{'-':>9}"
+            print(
+                f"{row['variant']:<16} {row['calls']:>6} {row['p50_ms']:7.2f} "
+                f"{row['p99_ms']:7.2f} {row['cycle_p99_median_ms']:18.2f} "
+                f"{row['paired_delta_median_ms']:+18.2f} {scrape}"
+            )
 
 
 if __name__ == "__main__":
@@ -466,4 +494,4 @@ if __name__ == "__main__":
         mp_scrape(int(sys.argv[2]))
     else:
         args = sys.argv[1:3]
-        asyncio.run(main(float(args[0]) if args else 15.0, int(args[1]) if len(args) > 1 else 3))
+        asyncio.run(main(float(args[0]) if args else 5.0, int(args[1]) if len(args) > 1 else 12))

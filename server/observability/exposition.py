@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
 
-CHUNK = 48
-SLICE_SECONDS = 0.0005
+CHUNK = 32
+SLICE_SECONDS = 0.00025
 GZIP_LEVEL = 6
 _EOF = b"# EOF\n"
 # Families whose ``<name>_created`` samples are the creation timestamps we drop.

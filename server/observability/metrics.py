@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "infrawatch"
 Refresh = Callable[[], Awaitable[None]]
-# Seconds; fine enough below 10 ms for in-memory answers, coarse above (14 series per child).
+# Seconds; fine below 10 ms for in-memory answers, coarse above (16 sample lines per child).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
@@ -224,7 +224,10 @@ class Metrics:
     async def sync_forever(self, interval: float) -> None:
         """Each worker's copy on an interval: the scrape may reach any other worker."""
         while True:
-            self.sync()
+            try:
+                self.sync()
+            except Exception:
+                log.exception("copying pulled metrics to the shared files failed")
             await asyncio.sleep(interval)
 
     async def expose(
