@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 
 # binary -> Debian package that ships it
 SYSTEM_PACKAGES := redis-server:redis-server redis-sentinel:redis-sentinel pgbouncer:pgbouncer \
-	promtool:prometheus prometheus:prometheus chromium:chromium node:nodejs npm:npm wrk:wrk
+	promtool:prometheus prometheus:prometheus chromium:chromium node:nodejs npm:npm wrk:wrk \
+	yq:yq
 
 .PHONY: run test bench lint system-deps venv
 

@@ -17,6 +17,7 @@ from server.collectors.queue_metrics import watch_queues
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
+from server.observability import routes as observability
 from server.procedures import catalogue
 from server.rpc.jsonrpc import handle_rpc
 from server.rpc.openrpc import discover_procedure
@@ -134,11 +135,14 @@ def create_app(
     app[SETTINGS] = settings
     app[SERVICES] = services
     app[AUTH] = Authenticator(settings.auth_tokens)
+    # /metrics, /health*, the HTTP middleware; the router reports each call to rpc_metrics.
+    rpc_metrics = observability.install(app, services)
     procs = list(catalogue() if procedures is None else procedures)
     app[ROUTER] = Router(
         [*procs, discover_procedure(procs)],
         timeout=settings.rpc_timeout,
         queries_need_caller=settings.read_tokens_required,
+        observer=rpc_metrics.observe,
     )
     services.router = app[ROUTER]
     # alerts_ctx last: its evaluator stops before the pools it reads through close.

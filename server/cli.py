@@ -55,21 +55,30 @@ def _serve_one(host: str, port: int, reuse_port: bool) -> None:
 
 
 def _serve_workers(host: str, port: int, workers: int) -> int:
-    """N processes sharing the port (SO_REUSEPORT); a signal to the parent stops them all."""
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_serve_one, args=(host, port, True)) for _ in range(workers)]
-    for proc in procs:
-        proc.start()
+    """N processes sharing the port (SO_REUSEPORT); a signal to the parent stops them all.
 
-    def forward(signum: int, _frame: object) -> None:
+    The workers' metrics are merged through files in a directory this parent owns: created
+    empty before the first worker starts, removed after the last one ends.
+    """
+    from server.observability import multiprocess
+
+    with multiprocess.worker_directory() as metrics_dir:
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_serve_one, args=(host, port, True)) for _ in range(workers)]
         for proc in procs:
-            if proc.pid is not None and proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)
+            proc.start()
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for proc in procs:
-        proc.join()
+        def forward(signum: int, _frame: object) -> None:
+            for proc in procs:
+                if proc.pid is not None and proc.is_alive():
+                    os.kill(proc.pid, signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        for proc in procs:
+            proc.join()
+            if proc.pid is not None:
+                multiprocess.worker_exited(proc.pid, metrics_dir)
     return max((proc.exitcode or 0) for proc in procs)
 
 

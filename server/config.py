@@ -157,6 +157,9 @@ class Settings:
     max_batch_size: int = 100
     max_url_bytes: int = 65_536
     metrics_basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    metrics_refresh_timeout: float = 1.0
+    metrics_sync_interval: float = 5.0
+    health_check_timeout: float = 1.0
     shutdown_timeout: float = 10.0
     log_level: str = "INFO"
     # --- alerts (docs/alerts.md): thresholds of the built-in rules, and evaluation bounds ---
@@ -302,6 +305,9 @@ class Settings:
             "max_batch_size": reader.get("MAX_BATCH_SIZE", _positive_int),
             "max_url_bytes": reader.get("MAX_URL_BYTES", _url_limit),
             "metrics_basic_auth": reader.get("METRICS_BASIC_AUTH", _basic_auth),
+            "metrics_refresh_timeout": reader.get("METRICS_REFRESH_TIMEOUT", _positive_float),
+            "metrics_sync_interval": reader.get("METRICS_SYNC_INTERVAL", _positive_float),
+            "health_check_timeout": reader.get("HEALTH_CHECK_TIMEOUT", _positive_float),
             "shutdown_timeout": reader.get("SHUTDOWN_TIMEOUT", _positive_float),
             "log_level": reader.get("LOG_LEVEL", _log_level),
             "alert_evaluation_enabled": reader.get("ALERT_EVALUATION_ENABLED", _bool),

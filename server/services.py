@@ -15,6 +15,7 @@ from server.collectors.redis_queues import QueueCollector
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
+from server.observability.health import HealthChecks
 from server.observability.metrics import Metrics
 from server.resilience.registry import BreakerRegistry
 
@@ -44,6 +45,8 @@ class Services:
     # evaluator task's object (``run_once`` drives a round by hand).
     alerts: AlertBook | None = None
     alert_evaluator: Evaluator | None = None
+    # The components /health* and monitoring.unifiedHealth probe; parts may add their own.
+    health: HealthChecks = field(default_factory=HealthChecks.standard)
 
     def __post_init__(self) -> None:
         self.breakers = BreakerRegistry.from_settings(self.settings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -58,6 +59,11 @@ class Context:
 
 
 Handler = Callable[[Context, Any], Awaitable[Any]]
+# Told about every call once it ends: (procedure label, protocol, error code or None for OK,
+# seconds). The label is the procedure's path, or UNKNOWN_PROCEDURE for a path no procedure
+# has, so a client cannot mint label values. Runs on the call path: quick, no I/O.
+Observer = Callable[[str, Protocol, ErrorCode | None, float], None]
+UNKNOWN_PROCEDURE = "unknown"
 Next = Callable[[Context, BaseModel], Awaitable[Any]]
 Middleware = Callable[[Context, "Procedure", BaseModel, Next], Awaitable[Any]]
 
@@ -102,7 +108,8 @@ class Router:
 
     ``middleware`` wraps every procedure (outermost first); a procedure's own middleware runs
     inside it, nearest the handler. ``timeout`` bounds one call; ``queries_need_caller`` is
-    ``READ_TOKENS_REQUIRED``.
+    ``READ_TOKENS_REQUIRED``; ``observer`` sees every call's outcome (metrics), whichever
+    adapter made it.
     """
 
     def __init__(
@@ -112,6 +119,7 @@ class Router:
         middleware: Iterable[Middleware] = (),
         timeout: float | None = None,
         queries_need_caller: bool = False,
+        observer: Observer | None = None,
     ) -> None:
         self._procedures: dict[str, Procedure] = {}
         for proc in procedures:
@@ -127,6 +135,7 @@ class Router:
         self._chains = {path: self._chain(proc) for path, proc in self._procedures.items()}
         self._timeout = timeout
         self._queries_need_caller = queries_need_caller
+        self._observer = observer
 
     @property
     def procedures(self) -> tuple[Procedure, ...]:
@@ -155,6 +164,24 @@ class Router:
 
         ``kind`` is the kind the wire implies (tRPC: GET is a query, POST a mutation).
         """
+        observer = self._observer
+        if observer is None:
+            return await self._call(path, raw_input, ctx, kind)
+        label = path if path in self._procedures else UNKNOWN_PROCEDURE
+        started = time.perf_counter()
+        try:
+            result = await self._call(path, raw_input, ctx, kind)
+        except RpcError as exc:
+            observer(label, ctx.protocol, exc.code, time.perf_counter() - started)
+            raise
+        except asyncio.CancelledError:
+            elapsed = time.perf_counter() - started
+            observer(label, ctx.protocol, ErrorCode.CLIENT_CLOSED_REQUEST, elapsed)
+            raise
+        observer(label, ctx.protocol, None, time.perf_counter() - started)
+        return result
+
+    async def _call(self, path: str, raw_input: Any, ctx: Context, kind: Kind | None) -> Any:
         proc = self.lookup(path, ctx.protocol)
         if kind is not None and kind != proc.kind:
             raise RpcError(

@@ -1,0 +1,191 @@
+"""`serve --workers 2`: one scrape answers for both worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.observability.exposition import Slicer
+from server.observability.multiprocess import merged
+from tests.conftest import OPERATOR_NAME, OPERATOR_TOKEN
+from tests.stack.ports import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+AUTH = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+pytestmark = pytest.mark.timeout(240)
+
+
+class Served:
+    def __init__(self, proc: asyncio.subprocess.Process, url: str, log: Path) -> None:
+        self.proc = proc
+        self.url = url
+        self.log = log
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes]:
+        # A session per request: a new connection, which SO_REUSEPORT may hand to either worker.
+        timeout = aiohttp.ClientTimeout(total=20)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.request(method, self.url + path, **kwargs) as resp,
+        ):
+            return resp.status, await resp.read()
+
+    async def sample(self, name: str, **labels: str) -> float | None:
+        status, body = await self.request("GET", "/metrics", headers=AUTH)
+        assert status == 200, body
+        for family in text_string_to_metric_families(body.decode()):
+            for s in family.samples:
+                if s.name == name and s.labels == labels:
+                    return float(s.value)
+        return None
+
+
+@pytest.fixture
+async def served(tmp_path: Path, pg_dsn: str, redis_url: str) -> AsyncIterator[Served]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": pg_dsn,
+        "REDIS_URL": redis_url,
+        "AUTH_TOKENS": f"{OPERATOR_NAME}:{OPERATOR_TOKEN}",
+        "READ_TOKENS_REQUIRED": "true",
+        "METRICS_SYNC_INTERVAL": "0.2",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "server", "serve", "--port", str(port), "--workers", "2"),
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    served = Served(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while True:
+            try:
+                if (await served.request("GET", "/health/live"))[0] == 200:
+                    break
+            except aiohttp.ClientError:
+                pass
+            assert proc.returncode is None, log.read_text()
+            assert loop.time() < deadline, "the workers never answered"
+            await asyncio.sleep(0.1)
+        yield served
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await asyncio.wait_for(proc.wait(), 30)
+
+
+async def test_two_workers_one_merged_scrape(served: Served) -> None:
+    pids: set[int] = set()
+    detailed = 0
+    while len(pids) < 2:
+        status, body = await served.request("GET", "/health/detailed", headers=AUTH)
+        assert status == 200, body
+        detailed += 1
+        pids.add(orjson.loads(body)["process"]["pid"])
+        assert detailed < 200, "every connection went to one worker"
+
+    calls = 20
+    call = {"jsonrpc": "2.0", "method": "monitoring.unifiedHealth", "id": 1}
+    for _ in range(calls):
+        status, _ = await served.request("POST", "/rpc", json=call, headers=AUTH)
+        assert status == 200
+
+    # Any worker answers the scrape, and each answers with both workers' counts.
+    for _ in range(4):
+        route = {"method": "GET", "route": "/health/detailed", "status": "200"}
+        assert await served.sample("infrawatch_http_requests_total", **route) == detailed
+        rpc = {"procedure": "monitoring.unifiedHealth", "protocol": "jsonrpc", "code": "OK"}
+        assert await served.sample("infrawatch_rpc_calls_total", **rpc) == calls
+        assert (await served.sample("process_resident_memory_bytes") or 0) > 0
+
+    # A pulled figure held by one worker (its breaker, forced open) reaches every scrape.
+    force = {
+        "jsonrpc": "2.0",
+        "method": "monitoring.setCircuitBreakerState",
+        "params": {"name": "database-query", "state": "open"},
+        "id": 2,
+    }
+    status, body = await served.request("POST", "/rpc", json=force, headers=AUTH)
+    assert status == 200 and b'"result"' in body, body
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while await served.sample("infrawatch_breaker_state", breaker="database-query") != 1:
+        assert loop.time() < deadline, "the forced-open state never reached the merged scrape"
+        await asyncio.sleep(0.1)
+
+    # The parent owns the files' directory: there while the workers run, gone after.
+    directory = await asyncio.to_thread(metrics_directory, min(pids))
+    files = await asyncio.to_thread(lambda: {p.name for p in directory.iterdir()})
+    assert {f"counter_{pid}.db" for pid in pids} <= files
+    served.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(served.proc.wait(), 30) == 0
+    assert not await asyncio.to_thread(directory.exists)
+
+
+def metrics_directory(pid: int) -> Path:
+    """The metrics directory a worker was given, read from its environment."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    key = b"PROMETHEUS_MULTIPROC_DIR="
+    return Path(next(v for v in environ if v.startswith(key))[len(key) :].decode())
+
+
+WRITER = """
+from prometheus_client import Counter, Gauge, Histogram
+events = Counter("t_events_total", "events", ["kind"], registry=None)
+level = Gauge("t_level", "level", ["kind"], registry=None, multiprocess_mode="livesum")
+worst = Gauge("t_worst", "worst", ["kind"], registry=None, multiprocess_mode="livemax")
+each = Gauge("t_each", "each", [], registry=None)  # mode "all": one series per pid
+wait = Histogram("t_wait_seconds", "wait", ["kind"], registry=None)
+for i in range(300):
+    events.labels(f"k{i}").inc(i)
+    level.labels(f"k{i % 7}").set(i)
+    worst.labels(f"k{i % 3}").set(i)
+    wait.labels(f"k{i % 5}").observe(i / 100)
+each.set(1)
+"""
+
+
+def normalized(families: Any) -> list[tuple[Any, ...]]:
+    return sorted(
+        (
+            f.name,
+            f.type,
+            f.documentation,
+            sorted((s.name, tuple(sorted(s.labels.items())), s.value) for s in f.samples),
+        )
+        for f in families
+    )
+
+
+async def test_sliced_merge_equals_the_library_merge(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for _ in range(2):  # two writer processes: two pids' files
+        writer = await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, env=env)
+        assert await asyncio.wait_for(writer.wait(), 60) == 0
+    library = MultiProcessCollector(None, path=str(tmp_path)).collect()
+    ours = await merged(str(tmp_path), Slicer(0.0))  # a pause after every entry
+    assert normalized(ours) == normalized(library)
+    events = next(f for f in ours if f.name == "t_events")
+    assert {s.value for s in events.samples if s.labels == {"kind": "k7"}} == {14.0}
+    each = next(f for f in ours if f.name == "t_each")
+    assert len(each.samples) == 2  # mode "all" keeps one series per worker
