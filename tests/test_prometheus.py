@@ -131,7 +131,11 @@ async def test_prometheus_scrapes_the_service(service: TestClient, prometheus: P
                     missing.discard(name)
             await asyncio.sleep(0.2)
 
-        ok = 'infrawatch_rpc_calls_total{procedure="monitoring.unifiedHealth",code="OK"}'
+        # protocol named: the alert evaluator's in-process reads are a series of their own.
+        ok = (
+            "infrawatch_rpc_calls_total"
+            '{procedure="monitoring.unifiedHealth",protocol="jsonrpc",code="OK"}'
+        )
         data = await prometheus.api(session, "/api/v1/query", query=ok)
         assert float(data["result"][0]["value"][1]) == 5
         up = await prometheus.api(session, "/api/v1/query", query='up{job="infrawatch"}')
