@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
 from server.appkeys import AUTH, ROUTER, SERVICES, SETTINGS
 from server.auth import Authenticator
+from server.cache.metrics import register_cache_metrics
+from server.cache.middleware import Warmer, cached
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
+from server.datastores.redis import BREAKER as REDIS_BREAKER
 from server.datastores.redis import RedisClient
 from server.procedures import catalogue
 from server.rpc.jsonrpc import handle_rpc
@@ -35,16 +40,41 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
-    if services.settings.redis_url is None:
+    if not services.settings.redis_configured:
         yield
         return
-    client = RedisClient(services.settings)
+    # No I/O here: redis-py connects on first use, so a Redis that is down delays nothing.
+    client = RedisClient(services.settings, services.breakers.get(REDIS_BREAKER))
     services.redis = client
     try:
         yield
     finally:
         services.redis = None
         await client.close()
+
+
+def cache_ctx(warmer: Warmer) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cache's background tasks: the hot tier's tracker and the warmer."""
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        services = app[SERVICES]
+        tracker = services.cache.attach(services.redis)
+        tasks = []
+        if tracker is not None:
+            tasks.append(asyncio.create_task(tracker.run(), name="cache-tracking"))
+        if warmer.procedures and services.cache.enabled:
+            tasks.append(asyncio.create_task(warmer.run(), name="cache-warmer"))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            services.cache.detach()
+
+    return run
 
 
 async def _mark_shutting_down(app: web.Application) -> None:
@@ -68,12 +98,15 @@ def create_app(
     app[SERVICES] = services
     app[AUTH] = Authenticator(settings.auth_tokens)
     procs = list(catalogue() if procedures is None else procedures)
-    app[ROUTER] = Router(
+    router = app[ROUTER] = Router(
         [*procs, discover_procedure(procs)],
+        middleware=[cached(services.cache)],
         timeout=settings.rpc_timeout,
         queries_need_caller=settings.read_tokens_required,
     )
-    app.cleanup_ctx.extend([postgres_ctx, redis_ctx])
+    register_cache_metrics(services)
+    warmer = Warmer(router, services, settings.cache_warm_interval)
+    app.cleanup_ctx.extend([postgres_ctx, redis_ctx, cache_ctx(warmer)])
     app.on_shutdown.append(_mark_shutting_down)
     app.router.add_post("/rpc", handle_rpc)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from server.cache.cache import Cache
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
@@ -26,7 +27,10 @@ class Services:
     shutting_down: bool = False
     # Built from settings, so never passed in: every Services has its own breakers.
     breakers: BreakerRegistry = field(init=False)
+    cache: Cache = field(init=False)
     metrics: Metrics = field(default_factory=Metrics)
 
     def __post_init__(self) -> None:
         self.breakers = BreakerRegistry.from_settings(self.settings)
+        # Redis joins it when redis_ctx has started the client (Cache.attach).
+        self.cache = Cache(self.settings)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from server.procedures import breakers, health
+from server.procedures import breakers, cache, health
 from server.rpc.router import Procedure
 
 
 def catalogue() -> list[Procedure]:
-    return [*health.PROCEDURES, *breakers.PROCEDURES]
+    return [*health.PROCEDURES, *breakers.PROCEDURES, *cache.PROCEDURES]

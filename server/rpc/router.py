@@ -66,7 +66,7 @@ Middleware = Callable[[Context, "Procedure", BaseModel, Next], Awaitable[Any]]
 class CachePolicy:
     """How the cache middleware may keep a query's answer."""
 
-    ttl: float
+    ttl: float | None = None  # seconds; None: CACHE_DEFAULT_TTL
     namespace: str = "rpc"
     per_caller: bool = False  # the answer depends on who asks: the key includes the caller
     warm: bool = False  # computed at start-up and on an interval

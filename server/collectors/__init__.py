@@ -1,0 +1,1 @@
+"""Collectors: read Postgres, replicas, PgBouncer and Redis, and return models."""
