@@ -102,6 +102,7 @@ class Settings:
     redis_command_timeout_ms: int = 1000
     redis_retries: int = 2
     redis_health_check_interval: float = 15.0
+    redis_max_connections: int = 50
     breaker_failure_threshold: int = 5
     breaker_error_rate: float = 50.0
     breaker_window_seconds: float = 30.0
@@ -196,6 +197,7 @@ class Settings:
             "redis_health_check_interval": reader.get(
                 "REDIS_HEALTH_CHECK_INTERVAL", _non_negative_float
             ),
+            "redis_max_connections": reader.get("REDIS_MAX_CONNECTIONS", _positive_int),
             "breaker_failure_threshold": reader.get("BREAKER_FAILURE_THRESHOLD", _positive_int),
             "breaker_error_rate": reader.get("BREAKER_ERROR_RATE", _percentage),
             "breaker_window_seconds": reader.get("BREAKER_WINDOW", _positive_float),

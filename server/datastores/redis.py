@@ -5,7 +5,8 @@ Sentinel, ``REDIS_CLUSTER_ENABLED`` with ``REDIS_URL`` naming a seed node is Clu
 ``REDIS_URL`` alone is a standalone server. Every connection has the connect and command
 timeouts of the settings, retries connection errors and timeouts ``REDIS_RETRIES`` times with
 exponential backoff and jitter, and checks a connection idle for ``REDIS_HEALTH_CHECK_INTERVAL``
-seconds with PING before using it.
+seconds with PING before using it. At most ``REDIS_MAX_CONNECTIONS`` calls run at once; the
+others wait their turn.
 
 Sentinel: the connection pool asks the sentinels for the master's address whenever it opens a
 connection. After a failover Sentinel kills the clients of the demoted master (or a write gets
@@ -31,6 +32,7 @@ runs the pipeline. Never await ``client.raw`` outside ``execute``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, ParamSpec, TypeVar
@@ -71,6 +73,9 @@ class RedisClient:
         self.mode: Mode = "standalone"
         self._sentinel: Sentinel | None = None
         self._tracking_pool: ConnectionPool | None = None
+        # Calls beyond the pool's size wait here rather than fail in redis-py with "Too many
+        # connections", which would count against the breaker as if Redis were down.
+        self._slots = asyncio.Semaphore(settings.redis_max_connections)
         options = self._options(settings)
         self.raw: aioredis.Redis | RedisCluster
         if settings.redis_sentinel_hosts:
@@ -92,6 +97,7 @@ class RedisClient:
             "socket_connect_timeout": settings.redis_connect_timeout_ms / 1000,
             "socket_timeout": settings.redis_command_timeout_ms / 1000,
             "health_check_interval": settings.redis_health_check_interval,
+            "max_connections": settings.redis_max_connections,
             "retry": Retry(
                 ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE),
                 settings.redis_retries,
@@ -111,7 +117,8 @@ class RedisClient:
         """``await fn(*args, **kwargs)`` through the ``redis-cache`` breaker; Redis's own errors
         come out as ``Unavailable`` (see the module docstring)."""
         try:
-            return await self.breaker.call(fn, *args, **kwargs)
+            async with self._slots:
+                return await self.breaker.call(fn, *args, **kwargs)
         except (RedisError, OSError) as exc:
             raise Unavailable(f"redis ({self.mode}): {type(exc).__name__}: {exc}") from exc
 
