@@ -46,3 +46,15 @@ def redis_of(cache: Cache) -> RedisClient:
 def successes(cache: Cache) -> int:
     """Redis calls that went through the breaker and succeeded (hot-tier hits make none)."""
     return redis_of(cache).breaker.totals.successes
+
+
+async def settled_write(cache: Cache, namespace: str, key: str, value: object) -> None:
+    """``cache.set`` and wait for Redis's invalidation push of that write to come back: until
+    then, a read may store the key in the hot tier only for the push to drop it again."""
+    tracker = cache.tracker
+    assert tracker is not None
+    before = cache.near.invalidated_keys
+    await cache.set(namespace, key, value, ttl=60)
+    await eventually(
+        lambda: cache.near.invalidated_keys > before + 1, what="the write's own push", timeout=2
+    )

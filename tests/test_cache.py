@@ -13,7 +13,7 @@ import redis
 from server.cache.cache import Cache
 from server.config import Settings
 from server.rpc.errors import ErrorCode, RpcError, Unavailable
-from tests.cache_support import redis_of, running_cache, successes
+from tests.cache_support import redis_of, running_cache, settled_write, successes
 from tests.stack import RedisServer
 from tests.waiting import eventually
 
@@ -171,7 +171,9 @@ async def test_invalidate_pattern_on_10000_keys_deletes_exactly_the_matching(
         pipe.set(f"user:{i}", b"1")  # outside the cache's prefix
     pipe.execute()
     assert harness.dbsize() == 10_000
-    await cache.set("inv", "user:hot", "in the hot tier", ttl=30)
+    # The pipeline's 9,990 invalidation pushes first, or they could drop the hot entry below.
+    await eventually(lambda: cache.near.invalidated_keys >= 9_990, what="the pipeline's pushes")
+    await settled_write(cache, "inv", "user:hot", "in the hot tier")
     assert await cache.get("inv", "user:hot") == "in the hot tier"
     assert await cache.get("inv", "user:hot") == "in the hot tier"
     assert len(cache.near) == 1
@@ -241,7 +243,7 @@ async def test_disabled_cache_stores_nothing_and_always_computes(
 
 
 async def test_hot_tier_serves_repeat_reads_without_redis(cache: Cache) -> None:
-    await cache.set("hot", "k", {"v": 1}, ttl=30)
+    await settled_write(cache, "hot", "k", {"v": 1})
     assert await cache.get("hot", "k") == {"v": 1}  # from Redis, now in the hot tier
     before = successes(cache)
     for _ in range(100):
@@ -253,7 +255,7 @@ async def test_hot_tier_serves_repeat_reads_without_redis(cache: Cache) -> None:
 async def test_hot_tier_drops_a_key_another_client_writes(
     cache: Cache, harness: redis.Redis
 ) -> None:
-    await cache.set("hot", "k", "old", ttl=30)
+    await settled_write(cache, "hot", "k", "old")
     assert await cache.get("hot", "k") == "old"
     assert f"{PREFIX}hot:k" in cache.near.store
 
@@ -269,7 +271,7 @@ async def test_hot_tier_drops_a_key_another_client_writes(
 
 
 async def test_flushall_flushes_the_hot_tier(cache: Cache, harness: redis.Redis) -> None:
-    await cache.set("hot", "k", 1, ttl=30)
+    await settled_write(cache, "hot", "k", 1)
     assert await cache.get("hot", "k") == 1
     assert len(cache.near) == 1
     harness.flushall()
@@ -282,7 +284,7 @@ async def test_tracking_connection_killed_flushes_and_bypasses_then_recovers(
 ) -> None:
     tracker = cache.tracker
     assert tracker is not None and tracker.client_id is not None
-    await cache.set("hot", "k", "v", ttl=30)
+    await settled_write(cache, "hot", "k", "v")
     assert await cache.get("hot", "k") == "v"
     assert len(cache.near) == 1
 

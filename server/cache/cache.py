@@ -330,7 +330,6 @@ class Cache:
         start = clock()
         # Our own write invalidates the hot tier at once; its tracking push would come later.
         self.near.invalidate(entries)
-        stats.sets += len(entries)
         redis = self.redis
         if redis is None:
             self._remember(entries)
@@ -347,6 +346,7 @@ class Cache:
                 self._remember(entries)
             else:
                 self._recovered()
+        stats.sets += len(entries)
         self.stats.observe(stats, "set", start, clock())
 
     @staticmethod
