@@ -46,10 +46,17 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     # No I/O here: redis-py connects on first use, so a Redis that is down delays nothing.
     client = RedisClient(services.settings, services.breakers.get(REDIS_BREAKER))
     services.redis = client
+    watch = None
+    if client.mode == "sentinel":
+        watch = asyncio.create_task(client.watch_master(), name="redis-sentinel-watch")
     try:
         yield
     finally:
         services.redis = None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         await client.close()
 
 

@@ -23,13 +23,15 @@ async def running_cache(settings: Settings, *, wait_tracking: bool = True) -> As
     )
     services.redis = client
     tracker = services.cache.attach(client)
-    task = asyncio.create_task(tracker.run()) if tracker is not None else None
+    tasks = [asyncio.create_task(tracker.run())] if tracker is not None else []
+    if client is not None and client.mode == "sentinel":
+        tasks.append(asyncio.create_task(client.watch_master()))
     try:
-        if task is not None and wait_tracking:
+        if tracker is not None and wait_tracking:
             await eventually(lambda: services.cache.near.active, what="tracking connected")
         yield services.cache
     finally:
-        if task is not None:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

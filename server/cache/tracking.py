@@ -10,7 +10,8 @@ Redis sends these pushes only on the connection that turned tracking on. When th
 is lost, nothing tells us what changed meanwhile: the hot tier is flushed and bypassed at once
 (``NearTier.deactivate``) and turned back on, empty, only after a new connection has tracking on
 again. An idle connection is probed every ``REDIS_HEALTH_CHECK_INTERVAL`` seconds (PING; ROLE in
-Sentinel mode, so a demoted master is left even if Sentinel did not close our connection).
+Sentinel mode), and in Sentinel mode the client's master watch drops it as soon as the master
+moves.
 
 The push handler is set on redis-py's parser (``Connection._parser``): redis-py's asyncio client
 has no public hook for invalidation pushes (its client-side cache is synchronous only).
@@ -53,6 +54,8 @@ class Tracker:
         self.messages = 0
         self.last_error: str | None = None
         self.client_id: int | None = None
+        self._conn: AbstractConnection | None = None
+        client.add_master_listener(self._master_moved)
 
     async def run(self) -> None:
         """Connect, listen, and reconnect with backoff, until cancelled."""
@@ -60,7 +63,7 @@ class Tracker:
         while True:
             conn: AbstractConnection | None = None
             try:
-                conn = await self.client.execute(self._open)
+                conn = self._conn = await self.client.execute(self._open)
                 self.connected = True
                 self.connects += 1
                 delay = RETRY_MIN
@@ -78,6 +81,7 @@ class Tracker:
                         "cache tracking connection lost (%s): hot tier flushed and bypassed",
                         self.last_error,
                     )
+                self._conn = None
                 if conn is not None:
                     await conn.disconnect(nowait=True)
             await asyncio.sleep(delay)
@@ -124,6 +128,12 @@ class Tracker:
             reply = await conn.read_response(push_request=True)
             if reply is not _PUSHED:
                 return reply
+
+    async def _master_moved(self) -> None:
+        # Our pushes come from the old master: drop the connection; run() reconnects.
+        if self._conn is not None:
+            self.last_error = "the Sentinel master moved"
+            await self._conn.disconnect(nowait=True)
 
     async def _on_push(self, message: list[Any]) -> object:
         self.messages += 1

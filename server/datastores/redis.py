@@ -9,9 +9,12 @@ seconds with PING before using it. At most ``REDIS_MAX_CONNECTIONS`` calls run a
 others wait their turn.
 
 Sentinel: the connection pool asks the sentinels for the master's address whenever it opens a
-connection. After a failover Sentinel kills the clients of the demoted master (or a write gets
-READONLY, which redis-py turns into a connection error), the retry reconnects, and the new
-connection goes to the new master: no restart, no code of ours.
+connection, but connections already open stay with the old master, which may go on accepting
+writes for many seconds after a failover before Sentinel demotes it. So ``watch_master()`` (a
+task the app runs in Sentinel mode) listens for Sentinel's ``+switch-master`` announcement, and
+asks for the master's address every ``REDIS_HEALTH_CHECK_INTERVAL`` seconds as well; when the
+address changes it closes every pooled connection (commands in flight fail and are retried,
+reconnecting to the new master) and tells its listeners (the cache's tracker) to reconnect.
 
 Calling Redis
 -------------
@@ -33,6 +36,7 @@ runs the pipeline. Never await ``client.raw`` outside ``execute``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, ParamSpec, TypeVar
@@ -49,11 +53,15 @@ from server.config import Settings
 from server.resilience.breaker import Breaker
 from server.rpc.errors import Unavailable
 
+log = logging.getLogger(__name__)
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
 Mode = Literal["standalone", "sentinel", "cluster"]
+MasterListener = Callable[[], Awaitable[None]]
 BREAKER = "redis-cache"
+SWITCH_MASTER = "+switch-master"  # Sentinel's pub/sub channel announcing a failover
 # The backoff of redis-py's retries: 50 ms doubling, at most 1 s, with full jitter.
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 1.0
@@ -76,6 +84,9 @@ class RedisClient:
         # Calls beyond the pool's size wait here rather than fail in redis-py with "Too many
         # connections", which would count against the breaker as if Redis were down.
         self._slots = asyncio.Semaphore(settings.redis_max_connections)
+        self.master_address: tuple[str, int] | None = None  # Sentinel mode, once known
+        self.master_changes = 0
+        self._master_listeners: list[MasterListener] = []
         options = self._options(settings)
         self.raw: aioredis.Redis | RedisCluster
         if settings.redis_sentinel_hosts:
@@ -181,6 +192,55 @@ class RedisClient:
             yield keys
             if cursor == 0:
                 return
+
+    # --- Sentinel: following the master ---
+
+    def add_master_listener(self, listener: MasterListener) -> None:
+        """``await listener()`` after each failover ``watch_master`` has followed."""
+        self._master_listeners.append(listener)
+
+    async def watch_master(self) -> None:
+        """Sentinel mode: follow the master across failovers until cancelled (see the module
+        docstring). Rotates to the next sentinel when one cannot be reached."""
+        if self._sentinel is None:
+            raise ValueError("watch_master needs Sentinel mode")
+        interval = self.settings.redis_health_check_interval or 15.0
+        sentinels = self._sentinel.sentinels
+        failures = 0
+        while True:
+            pubsub = sentinels[failures % len(sentinels)].pubsub()
+            try:
+                await self.execute(pubsub.subscribe, SWITCH_MASTER)
+                await self.check_master()
+                failures = 0
+                while True:
+                    # Any announcement, or none for a whole interval: ask again.
+                    await pubsub.get_message(ignore_subscribe_messages=True, timeout=interval)
+                    await self.check_master()
+            except (Unavailable, RedisError, OSError) as exc:
+                failures += 1
+                log.warning("redis sentinel watch: %s: %s", type(exc).__name__, exc)
+                await asyncio.sleep(min(BACKOFF_CAP * failures, interval))
+            finally:
+                await pubsub.aclose()
+
+    async def check_master(self) -> tuple[str, int]:
+        """Ask Sentinel where the master is; follow it if it moved."""
+        assert self._sentinel is not None
+        host, port = await self.execute(
+            self._sentinel.discover_master, self.settings.redis_master_name
+        )
+        address = (str(host), int(port))
+        previous, self.master_address = self.master_address, address
+        if previous is not None and previous != address:
+            self.master_changes += 1
+            log.warning("redis sentinel: master moved from %s:%s to %s:%s", *previous, *address)
+            # In-use connections too: a command in flight on the old master fails, and redis-py
+            # retries it on a new connection, which asks Sentinel for the new master.
+            await self.raw.connection_pool.disconnect(inuse_connections=True)
+            for listener in self._master_listeners:
+                await listener()
+        return address
 
     # --- the tracking connection of the cache's hot tier ---
 
