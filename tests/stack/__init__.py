@@ -9,11 +9,18 @@ from tests.stack.pgbouncer import PgBouncer
 from tests.stack.ports import free_port
 from tests.stack.postgres import PostgresServer
 from tests.stack.process import StackError, make_workdir, remove_workdir
-from tests.stack.redis import RedisSentinel, RedisSentinelGroup, RedisServer, redis_sentinel_group
+from tests.stack.redis import (
+    RedisClusterGroup,
+    RedisSentinel,
+    RedisSentinelGroup,
+    RedisServer,
+    redis_sentinel_group,
+)
 
 __all__ = [
     "PgBouncer",
     "PostgresServer",
+    "RedisClusterGroup",
     "RedisSentinel",
     "RedisSentinelGroup",
     "RedisServer",

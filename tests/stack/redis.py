@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.stack.ports import HOST, free_port
-from tests.stack.process import Process, find_binary, make_dir, wait_for, write_file
+from tests.stack.process import Process, find_binary, make_dir, run, wait_for, write_file
 
 START_TIMEOUT = 10.0
 SYNC_TIMEOUT = 20.0
@@ -249,3 +249,64 @@ class RedisSentinelGroup:
 def redis_sentinel_group(tmp_dir: Path | str, master_name: str = "mymaster") -> RedisSentinelGroup:
     """A started group: replica in sync, sentinel aware of it. Stop it with ``stop()``."""
     return RedisSentinelGroup(tmp_dir, master_name).start()
+
+
+class RedisClusterNode(RedisServer):
+    """A ``redis-server`` with ``cluster-enabled yes``, a master of a ``RedisClusterGroup``."""
+
+    def conf(self) -> str:
+        return super().conf() + (
+            "cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout 5000\n"
+        )
+
+
+class RedisClusterGroup:
+    """Three cluster masters on loopback, slots spread by ``redis-cli --cluster create``."""
+
+    def __init__(self, tmp_dir: Path | str, size: int = 3) -> None:
+        self.nodes = [RedisClusterNode(tmp_dir) for _ in range(size)]
+        self.dir = Path(tmp_dir)
+
+    @property
+    def url(self) -> str:
+        """A ``REDIS_URL`` naming one seed node."""
+        return self.nodes[0].url.removesuffix("/0")
+
+    def start(self) -> Self:
+        try:
+            for node in self.nodes:
+                node.start()
+            binary = find_binary("redis-cli", "/usr/bin/redis-cli")
+            addresses = [node.address for node in self.nodes]
+            replicas = ["--cluster-replicas", "0", "--cluster-yes"]
+            run(
+                [binary, "--cluster", "create", *addresses, *replicas],
+                cwd=self.dir,
+                timeout=START_TIMEOUT * 3,
+            )
+            for node in self.nodes:
+                wait_for(
+                    lambda node=node: "cluster_state:ok" in node.cli("CLUSTER", "INFO"),
+                    what=f"{node.name} seeing the cluster ok",
+                    timeout=SYNC_TIMEOUT,
+                    check=node.process.ensure_alive,
+                )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
