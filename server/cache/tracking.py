@@ -72,15 +72,16 @@ class Tracker:
                 await self._listen(conn)
             except (Unavailable, RedisError, OSError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-            finally:
-                self.near.deactivate()
                 if self.connected:
-                    self.connected = False
                     self.drops += 1
                     log.warning(
                         "cache tracking connection lost (%s): hot tier flushed and bypassed",
                         self.last_error,
                     )
+            finally:
+                # Also on cancellation (shutdown): nothing may be served from an unwatched tier.
+                self.near.deactivate()
+                self.connected = False
                 self._conn = None
                 if conn is not None:
                     await conn.disconnect(nowait=True)
