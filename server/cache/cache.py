@@ -406,9 +406,10 @@ class Cache:
         now = clock()
         entry = self.memory.get(full, now)
         if entry is not None and isinstance(entry.value, int):
-            entry.value += amount
+            value: int = entry.value + amount
+            entry.value = value
             self.memory.put(full, entry)
-            return entry.value
+            return value
         expires = math.inf if ttl is None else now + ttl
         self.memory.put(full, Entry(amount, math.inf, expires, time.time()))
         return amount
@@ -496,9 +497,11 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
-def _decode(full: str, raw: bytes | None) -> Entry | None:
+def _decode(full: str, raw: bytes | str | None) -> Entry | None:
     if raw is None:
         return None
+    if isinstance(raw, str):  # only a client made with decode_responses would give text
+        raw = raw.encode()
     try:
         return Entry.decode(raw)
     except ValueError:

@@ -93,8 +93,8 @@ class Tracker:
         if conn is None:
             raise Unavailable("client tracking is not available in Redis Cluster mode")
         try:
-            await conn.connect()
-            conn._parser.set_invalidation_push_handler(self._on_push)  # type: ignore[union-attr]
+            await conn.connect()  # type: ignore[no-untyped-call]
+            conn._parser.set_invalidation_push_handler(self._on_push)  # type: ignore[attr-defined]
             self.client_id = await self._command(conn, "CLIENT", "ID")
             reply = await self._command(
                 conn, "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self.prefix

@@ -92,7 +92,7 @@ class RedisClient:
         if settings.redis_sentinel_hosts:
             self.mode = "sentinel"
             hosts = [(h.host, h.port) for h in settings.redis_sentinel_hosts]
-            self._sentinel = Sentinel(hosts, sentinel_kwargs=options, **options)
+            self._sentinel = Sentinel(hosts, sentinel_kwargs=options, **options)  # type: ignore[no-untyped-call]
             self.raw = self._sentinel.master_for(settings.redis_master_name)
         elif settings.redis_cluster_enabled:
             self.mode = "cluster"
@@ -180,6 +180,8 @@ class RedisClient:
                     self.raw.scan, cursor, match=match, count=count, _type=type_
                 )
             else:
+                # RedisCluster.scan answers {node: cursor}, keys for the one node asked.
+                cursors: Any
                 cursors, keys = await self.execute(
                     self.raw.scan,
                     cursor,
@@ -189,7 +191,7 @@ class RedisClient:
                     target_nodes=node,
                 )
                 cursor = next(iter(cursors.values()))
-            yield keys
+            yield [k.encode() if isinstance(k, str) else k for k in keys]
             if cursor == 0:
                 return
 
@@ -222,7 +224,7 @@ class RedisClient:
                 log.warning("redis sentinel watch: %s: %s", type(exc).__name__, exc)
                 await asyncio.sleep(min(BACKOFF_CAP * failures, interval))
             finally:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def check_master(self) -> tuple[str, int]:
         """Ask Sentinel where the master is; follow it if it moved."""
@@ -237,6 +239,7 @@ class RedisClient:
             log.warning("redis sentinel: master moved from %s:%s to %s:%s", *previous, *address)
             # In-use connections too: a command in flight on the old master fails, and redis-py
             # retries it on a new connection, which asks Sentinel for the new master.
+            assert isinstance(self.raw, aioredis.Redis)
             await self.raw.connection_pool.disconnect(inuse_connections=True)
             for listener in self._master_listeners:
                 await listener()
@@ -265,10 +268,11 @@ class RedisClient:
             # Only a connection factory: it never holds the connections it makes. Kept for the
             # client's lifetime, as a Sentinel connection refers to its pool by weak reference.
             if self._sentinel is not None:
-                self._tracking_pool = SentinelConnectionPool(
+                self._tracking_pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
                     self.settings.redis_master_name, self._sentinel, **options
                 )
             else:
                 assert self.settings.redis_url is not None
                 self._tracking_pool = ConnectionPool.from_url(self.settings.redis_url, **options)
-        return self._tracking_pool.make_connection()
+        conn: AbstractConnection = self._tracking_pool.make_connection()  # type: ignore[no-untyped-call]
+        return conn
