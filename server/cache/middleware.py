@@ -62,6 +62,8 @@ def procedure_key(proc: Procedure, policy: CachePolicy, inp: BaseModel, caller: 
 
 def cached(cache: Cache) -> Middleware:
     stale_max_age = cache.settings.cache_stale_max_age
+    # A query without input, not per caller, has one key: built once, not per call.
+    constant_keys: dict[str, str] = {}
 
     async def cache_middleware(ctx: Context, proc: Procedure, inp: BaseModel, nxt: Next) -> Any:
         policy = proc.cache
@@ -72,7 +74,11 @@ def cached(cache: Cache) -> Middleware:
             return result
         if not cache.enabled:
             return await nxt(ctx, inp)
-        key = procedure_key(proc, policy, inp, ctx.caller)
+        key = constant_keys.get(proc.path)
+        if key is None:
+            key = procedure_key(proc, policy, inp, ctx.caller)
+            if type(inp) is NoInput and not policy.per_caller:
+                constant_keys[proc.path] = key
         meta = ctx.meta
         refresh = meta.get("cache") == REFRESH
         if not refresh:
