@@ -1,7 +1,7 @@
 """A cached procedure hit through ``POST /rpc`` against raw aiohttp handlers, in the same run.
 
 Run: ``.venv/bin/python bench/bench_cached_rpc.py [seconds] [rounds]`` (``python -m bench`` runs
-it with the defaults, 10 s and 2 rounds). Each server runs in its own process on a free
+it with the defaults, 10 s and 3 rounds). Each server runs in its own process on a free
 127.0.0.1 port; a real Redis comes from ``tests.stack``. Every server answers the same ~1 KB JSON
 document:
 
@@ -21,6 +21,7 @@ Redis commands the run cost (``INFO stats``). The target (issue 3): cached hit /
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,21 @@ if str(ROOT) not in sys.path:
 import orjson  # noqa: E402
 from aiohttp import web  # noqa: E402
 
+from server.app import create_app  # noqa: E402
+from server.cache.middleware import cached, procedure_key  # noqa: E402
+from server.config import Settings  # noqa: E402
+from server.procedures import catalogue  # noqa: E402
+from server.rpc.router import (  # noqa: E402
+    ANONYMOUS,
+    CachePolicy,
+    Context,
+    NoInput,
+    Router,
+    query,
+    validate_input,
+)
+from server.services import Services  # noqa: E402
+from tests.cache_support import running_cache  # noqa: E402
 from tests.stack import RedisServer, free_port, make_workdir, remove_workdir  # noqa: E402
 from tests.stack.ports import HOST, is_listening  # noqa: E402
 
@@ -100,11 +117,6 @@ def _rpc_response(answer: dict[str, Any]) -> web.Response:
 
 
 def infrawatch_app(redis_url: str, hot_tier: bool) -> web.Application:
-    from server.app import create_app
-    from server.config import Settings
-    from server.procedures import catalogue
-    from server.rpc.router import CachePolicy, Context, NoInput, query
-
     async def payload(_ctx: Context, _: NoInput) -> dict[str, Any]:
         return PAYLOAD
 
@@ -177,7 +189,6 @@ def running(kind: str, redis_url: str) -> Iterator[Server]:
 
 def check(server: Server) -> None:
     """Each server answers correctly; infrawatch's second answer is a hit."""
-    import urllib.request
 
     def post() -> tuple[Any, str | None]:
         req = urllib.request.Request(  # noqa: S310 - a loopback URL we built
@@ -238,6 +249,64 @@ def measure(server: Server, seconds: int, script: Path, redis: RedisServer, rnd:
 def _redis_commands(redis: RedisServer) -> int:
     # INFO itself counts as one command; so do the PINGs of the bench's own checks.
     return int(redis.info("stats")["total_commands_processed"])
+
+
+async def breakdown(redis_url: str, calls: int = 50_000) -> list[tuple[str, float]]:
+    """Where a hit's time goes inside the process: µs per call of each step, best of 3."""
+
+    async def payload(_ctx: Context, _: NoInput) -> dict[str, Any]:
+        return PAYLOAD
+
+    settings = Settings(redis_url=redis_url)
+    policy = CachePolicy(ttl=3600, namespace="bench")
+    proc = query(METHOD, payload, cache=policy)
+    plain = query(METHOD, payload)
+    async with running_cache(settings) as cache:
+        services = Services(settings)
+        services.cache = cache
+        with_cache = Router([proc], middleware=[cached(cache)], timeout=30)
+        bare = Router([plain], timeout=None)
+        while cache.near.hits == 0:  # until a hit comes from the hot tier
+            await with_cache.call(METHOD, None, Context(services=services))
+            await asyncio.sleep(0.01)
+
+        async def timed(fn: Any) -> float:
+            best = float("inf")
+            for _ in range(3):
+                start = time.perf_counter()
+                for _ in range(calls):
+                    await fn()
+                best = min(best, (time.perf_counter() - start) / calls * 1e6)
+            return best
+
+        no_input = validate_input(proc, None)
+
+        async def key_and_peek() -> None:
+            cache.peek("bench", procedure_key(proc, policy, no_input, ANONYMOUS))
+
+        async def validation() -> None:
+            validate_input(proc, None)
+
+        async def context() -> None:
+            Context(services=services, protocol="jsonrpc")
+
+        async def nothing() -> None:
+            return None
+
+        return [
+            (
+                "router.call, cached hit (hot tier), 30 s timeout",
+                await timed(lambda: with_cache.call(METHOD, None, Context(services=services))),
+            ),
+            (
+                "router.call, same handler, no cache, no timeout",
+                await timed(lambda: bare.call(METHOD, None, Context(services=services))),
+            ),
+            ("procedure key + Cache.peek (lookup, counters, latency)", await timed(key_and_peek)),
+            ("validate_input(NoInput)", await timed(validation)),
+            ("Context()", await timed(context)),
+            ("an awaited coroutine doing nothing (in each row above)", await timed(nothing)),
+        ]
 
 
 def machine() -> str:
@@ -301,6 +370,9 @@ def main(seconds: int, rounds: int) -> int:
                     print(f"round {rnd}: {kind}: {result.rps:,.0f} req/s", flush=True)
                     results.append(result)
             report(results)
+            print("\nin-process, µs per call:")
+            for label, us in asyncio.run(breakdown(redis.url)):
+                print(f"  {label:<58} {us:6.2f}")
     finally:
         remove_workdir(workdir)
     return 0
@@ -311,4 +383,4 @@ if __name__ == "__main__":
         serve(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     else:
         args = [int(a) for a in sys.argv[1:3]]
-        raise SystemExit(main(*args) if args else main(10, 2))
+        raise SystemExit(main(*args) if args else main(10, 3))

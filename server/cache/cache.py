@@ -84,7 +84,8 @@ class Cache:
         self.degraded = False
         self.memory.clear()
         self.tracker = None
-        if redis is not None and self.settings.cache_hot_tier and redis.mode != "cluster":
+        hot = self.enabled and self.settings.cache_hot_tier
+        if redis is not None and hot and redis.mode != "cluster":
             self.tracker = Tracker(redis, self.near, self.prefix)
         return self.tracker
 

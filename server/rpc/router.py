@@ -222,7 +222,7 @@ _NO_INPUT = NoInput()  # no fields to change: one instance serves every call
 def validate_input(proc: Procedure, raw: Any) -> BaseModel:
     if proc.input is NoInput and (raw is None or raw == {} or raw == []):
         return _NO_INPUT
-    if raw is None or (raw == [] and proc.input is NoInput):
+    if raw is None:
         raw = {}
     elif isinstance(raw, list):
         if not proc.positional:
