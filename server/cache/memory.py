@@ -37,6 +37,14 @@ class MemoryStore:
         self._data.move_to_end(key)
         return entry
 
+    def get_fresh(self, key: str, now: float) -> Entry | None:
+        """``get``, for a fresh entry only (a stale one stays): the hot path in one call."""
+        entry = self._data.get(key)
+        if entry is None or entry.fresh_until <= now:
+            return None
+        self._data.move_to_end(key)
+        return entry
+
     def put(self, key: str, entry: Entry) -> None:
         data = self._data
         data[key] = entry

@@ -5,7 +5,8 @@ read by ``monitoring.cacheStats``, ``monitoring.cacheInvalidationMetrics`` and t
 collector. ``reset()`` zeroes everything (``monitoring.resetCacheMetrics``); Prometheus sees that
 as a counter reset, which ``rate()`` handles.
 
-The percentiles reuse the breakers' ``RollingWindow`` (latencies of the last
+Hot-tier hits are timed one in ``HOT_TIMING_EVERY`` (cache.py); hits are all counted. The
+percentiles reuse the breakers' ``RollingWindow`` (latencies of the last
 ``CACHE_STATS_WINDOW`` seconds, a bounded reservoir per slice); the histograms are cumulative
 since the last reset, for Prometheus.
 """

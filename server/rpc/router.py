@@ -62,6 +62,9 @@ class Context:
 Handler = Callable[[Context, Any], Awaitable[Any]]
 Next = Callable[[Context, BaseModel], Awaitable[Any]]
 Middleware = Callable[[Context, "Procedure", BaseModel, Next], Awaitable[Any]]
+# A synchronous answer an outermost middleware may offer before the chain runs (see Router).
+Peek = Callable[[Context, "Procedure", BaseModel], Any]
+NO_ANSWER: Any = type("NoAnswer", (), {"__repr__": lambda _self: "NO_ANSWER"})()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,11 @@ class Router:
     ``middleware`` wraps every procedure (outermost first); a procedure's own middleware runs
     inside it, nearest the handler. ``timeout`` bounds one call; ``queries_need_caller`` is
     ``READ_TOKENS_REQUIRED``.
+
+    The outermost middleware may carry a ``peek(ctx, proc, inp)`` attribute: a synchronous
+    answer (a cache hit), or ``NO_ANSWER``. It is tried after authorization and validation,
+    before the deadline and the chain, which a hit does not need: it cannot overrun, and no
+    middleware sits outside it to be skipped. Only the outermost one is asked, for that reason.
     """
 
     def __init__(
@@ -125,6 +133,9 @@ class Router:
                 raise ValueError(f"mutation {proc.path!r} cannot be cached")
             self._procedures[proc.path] = proc
         self._middleware = tuple(middleware)
+        self._peek: Peek | None = (
+            getattr(self._middleware[0], "peek", None) if self._middleware else None
+        )
         # Chains are built once: a call allocates no closures on the hot path.
         self._chains = {path: self._chain(proc) for path, proc in self._procedures.items()}
         self._timeout = timeout
@@ -171,6 +182,8 @@ class Router:
             )
         self.authorize(proc, ctx.caller)
         inp = validate_input(proc, raw_input)
+        if self._peek is not None and (answer := self._peek(ctx, proc, inp)) is not NO_ANSWER:
+            return answer
         deadlines = self._deadlines
         token = deadlines.enter(time.monotonic()) if deadlines is not None else 0
         try:
