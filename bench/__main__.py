@@ -1,4 +1,4 @@
-"""Run every ``bench/bench_*.py`` in turn, each in its own process, and stop on the first failure."""
+"""Run every ``bench/bench_*.py`` in turn, each in its own process; stop at the first failure."""
 
 from __future__ import annotations
 
