@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
 from server.alerts import Evaluator, FiringCollector, build_book, default_rules
 from server.appkeys import AUTH, ROUTER, SERVICES, SETTINGS
 from server.auth import Authenticator
+from server.cache.metrics import register_cache_metrics
+from server.cache.middleware import Warmer, cached
 from server.collectors import pg_metrics
 from server.collectors.partitions import PartitionWatch
 from server.collectors.queue_metrics import watch_queues
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
+from server.datastores.redis import BREAKER as REDIS_BREAKER
 from server.datastores.redis import RedisClient
 from server.observability import routes as observability
 from server.procedures import catalogue
@@ -67,15 +70,23 @@ async def replica_health_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
-    if services.settings.redis_url is None:
+    if not services.settings.redis_configured:
         yield
         return
-    client = RedisClient(services.settings)
+    # No I/O here: redis-py connects on first use, so a Redis that is down delays nothing.
+    client = RedisClient(services.settings, services.breakers.get(REDIS_BREAKER))
     services.redis = client
+    watch = None
+    if client.mode == "sentinel":
+        watch = asyncio.create_task(client.watch_master(), name="redis-sentinel-watch")
     try:
         yield
     finally:
         services.redis = None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         await client.close()
 
 
@@ -114,6 +125,30 @@ async def alerts_ctx(app: web.Application) -> AsyncIterator[None]:
                 await book.flush()
 
 
+def cache_ctx(warmer: Warmer) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cache's background tasks: the hot tier's tracker and the warmer."""
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        services = app[SERVICES]
+        tracker = services.cache.attach(services.redis)
+        tasks = []
+        if tracker is not None:
+            tasks.append(asyncio.create_task(tracker.run(), name="cache-tracking"))
+        if warmer.procedures and services.cache.enabled:
+            tasks.append(asyncio.create_task(warmer.run(), name="cache-warmer"))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            services.cache.detach()
+
+    return run
+
+
 async def _mark_shutting_down(app: web.Application) -> None:
     app[SERVICES].shutting_down = True
 
@@ -138,15 +173,21 @@ def create_app(
     # /metrics, /health*, the HTTP middleware; the router reports each call to rpc_metrics.
     rpc_metrics = observability.install(app, services)
     procs = list(catalogue() if procedures is None else procedures)
-    app[ROUTER] = Router(
+    router = app[ROUTER] = Router(
         [*procs, discover_procedure(procs)],
+        # Outermost, alone: a cache hit is answered by its synchronous peek (see Router).
+        middleware=[cached(services.cache)],
         timeout=settings.rpc_timeout,
         queries_need_caller=settings.read_tokens_required,
         observer=rpc_metrics.observe,
     )
-    services.router = app[ROUTER]
-    # alerts_ctx last: its evaluator stops before the pools it reads through close.
-    app.cleanup_ctx.extend([postgres_ctx, replica_health_ctx, redis_ctx, alerts_ctx])
+    services.router = router
+    register_cache_metrics(services)
+    warmer = Warmer(router, services, settings.cache_warm_interval)
+    # alerts_ctx last: its evaluator stops before the pools and the cache it reads close.
+    app.cleanup_ctx.extend(
+        [postgres_ctx, replica_health_ctx, redis_ctx, cache_ctx(warmer), alerts_ctx]
+    )
     app.on_shutdown.append(_mark_shutting_down)
     app.router.add_post("/rpc", handle_rpc)
     # Every method: v11 answers HEAD, refuses the others with its own JSON errors.

@@ -141,6 +141,7 @@ class Settings:
     redis_command_timeout_ms: int = 1000
     redis_retries: int = 2
     redis_health_check_interval: float = 15.0
+    redis_max_connections: int = 50
     breaker_failure_threshold: int = 5
     breaker_error_rate: float = 50.0
     breaker_window_seconds: float = 30.0
@@ -152,6 +153,10 @@ class Settings:
     cache_warm_interval: float = 60.0
     queue_discovery_interval: float = 60.0
     queue_scan_max_keys: int = 100_000
+    cache_key_prefix: str = "infrawatch:cache:"
+    cache_ttl_jitter: float = 0.1  # fraction of a TTL taken off at random, so keys expire apart
+    cache_hot_tier: bool = True
+    cache_stats_window: float = 300.0
     rpc_timeout: float = 30.0
     max_body_bytes: int = 1_048_576
     max_batch_size: int = 100
@@ -196,6 +201,12 @@ class Settings:
                 "REDIS_CLUSTER_ENABLED: cannot be combined with REDIS_SENTINEL_HOSTS; pick one mode"
             )
         problems += self._alert_threshold_problems()
+        try:
+            _key_prefix(self.cache_key_prefix)
+        except ValueError as exc:
+            problems.append(f"CACHE_KEY_PREFIX: {exc}")
+        if self.redis_cluster_enabled and self.redis_url is None:
+            problems.append("REDIS_CLUSTER_ENABLED: needs REDIS_URL naming one node of the cluster")
         if problems:
             raise ConfigError(problems)
 
@@ -252,6 +263,15 @@ class Settings:
     def redis_configured(self) -> bool:
         return bool(self.redis_url or self.redis_sentinel_hosts)
 
+    @property
+    def redis_mode(self) -> str:
+        """``sentinel``, ``cluster``, ``standalone``, or ``none`` when Redis is not configured."""
+        if self.redis_sentinel_hosts:
+            return "sentinel"
+        if self.redis_url is None:
+            return "none"
+        return "cluster" if self.redis_cluster_enabled else "standalone"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         reader = _Reader(environ)
@@ -289,6 +309,7 @@ class Settings:
             "redis_health_check_interval": reader.get(
                 "REDIS_HEALTH_CHECK_INTERVAL", _non_negative_float
             ),
+            "redis_max_connections": reader.get("REDIS_MAX_CONNECTIONS", _positive_int),
             "breaker_failure_threshold": reader.get("BREAKER_FAILURE_THRESHOLD", _positive_int),
             "breaker_error_rate": reader.get("BREAKER_ERROR_RATE", _percentage),
             "breaker_window_seconds": reader.get("BREAKER_WINDOW", _positive_float),
@@ -300,6 +321,10 @@ class Settings:
             "cache_warm_interval": reader.get("CACHE_WARM_INTERVAL", _positive_float),
             "queue_discovery_interval": reader.get("QUEUE_DISCOVERY_INTERVAL", _positive_float),
             "queue_scan_max_keys": reader.get("QUEUE_SCAN_MAX_KEYS", _positive_int),
+            "cache_key_prefix": reader.get("CACHE_KEY_PREFIX", _key_prefix),
+            "cache_ttl_jitter": reader.get("CACHE_TTL_JITTER", _fraction),
+            "cache_hot_tier": reader.get("CACHE_HOT_TIER", _bool),
+            "cache_stats_window": reader.get("CACHE_STATS_WINDOW", _positive_float),
             "rpc_timeout": reader.get("RPC_TIMEOUT", _positive_float),
             "max_body_bytes": reader.get("MAX_BODY_BYTES", _positive_int),
             "max_batch_size": reader.get("MAX_BATCH_SIZE", _positive_int),
@@ -464,6 +489,20 @@ def _url_limit(text: str) -> int:
     if value < 8190:
         raise ValueError(f"{value} is below aiohttp's own 8190-byte request line; expected >= 8190")
     return value
+
+
+def _fraction(text: str) -> float:
+    value = _float(text)
+    if not 0 <= value < 1:
+        raise ValueError(f"{text} must be a fraction in [0, 1)")
+    return value
+
+
+def _key_prefix(text: str) -> str:
+    # The prefix goes into SCAN MATCH patterns and CLIENT TRACKING PREFIX as is: no glob syntax.
+    if re.search(r"[*?\[\]\\\s]", text):
+        raise ValueError(f"{text!r} may not hold glob characters (*?[]\\) or whitespace")
+    return text
 
 
 def _nonempty(text: str) -> str:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from server.cache.cache import Cache
 from server.collectors.partitions import PartitionWatch
 from server.collectors.redis_queues import QueueCollector
 from server.config import Settings
@@ -38,6 +39,7 @@ class Services:
     shutting_down: bool = False
     # Built from settings, so never passed in: every Services has its own breakers.
     breakers: BreakerRegistry = field(init=False)
+    cache: Cache = field(init=False)
     metrics: Metrics = field(default_factory=Metrics)
     # The app's router, for procedures that gather others in-process (unifiedMetrics).
     router: Router | None = None
@@ -50,3 +52,5 @@ class Services:
 
     def __post_init__(self) -> None:
         self.breakers = BreakerRegistry.from_settings(self.settings)
+        # Redis joins it when redis_ctx has started the client (Cache.attach).
+        self.cache = Cache(self.settings)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.procedures import alerts, breakers, database, health, keys, queues, unified
+from server.procedures import alerts, breakers, cache, database, health, keys, queues, unified
 from server.rpc.router import Procedure
 
 
@@ -10,6 +10,7 @@ def catalogue() -> list[Procedure]:
     return [
         *health.PROCEDURES,
         *breakers.PROCEDURES,
+        *cache.PROCEDURES,
         *queues.PROCEDURES,
         *keys.PROCEDURES,
         *database.PROCEDURES,

@@ -17,6 +17,7 @@ from aiohttp import web
 from server.appkeys import AUTH, ROUTER, SERVICES
 from server.rpc.errors import CODES, ErrorCode, InvalidInput, ProcedureNotFound, RpcError
 from server.rpc.router import Caller, Context, Router
+from server.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 
 _MISSING = object()
-JSON_HEADERS = {"Content-Type": "application/json"}
+JSON = "application/json"
+JSON_HEADERS = {"Content-Type": JSON}
 
 
 def error_object(exc: RpcError) -> dict[str, Any]:
@@ -95,7 +97,7 @@ def _check_member(member: Any) -> tuple[str, Any, Any]:
 
 
 async def _call_member(
-    router: Router, member: Any, make_ctx: Any
+    router: Router, member: Any, services: Services, caller: Caller
 ) -> tuple[dict[str, Any] | None, Context | None]:
     try:
         method, params, request_id = _check_member(member)
@@ -106,7 +108,7 @@ async def _call_member(
                 INVALID_REQUEST, "Invalid Request", ErrorCode.BAD_REQUEST, exc.detail
             ),
         ), None
-    ctx: Context = make_ctx()
+    ctx = Context(services=services, caller=caller, protocol="jsonrpc")
     try:
         result = await router.call(method, params, ctx)
     except RpcError as exc:
@@ -121,13 +123,14 @@ async def _call_member(
 
 def _encode(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=orjson.dumps(payload), status=status, headers={**JSON_HEADERS, **(headers or {})}
+        body=orjson.dumps(payload), status=status, content_type=JSON, headers=headers
     )
 
 
 async def handle_rpc(request: web.Request) -> web.StreamResponse:
-    router = request.app[ROUTER]
-    services = request.app[SERVICES]
+    app = request.app
+    router = app[ROUTER]
+    services = app[SERVICES]
     settings = services.settings
     try:
         body = await request.read()
@@ -140,7 +143,7 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
         )
         return _encode(_response(None, error=error), status=413)
     try:
-        caller: Caller = request.app[AUTH].caller_for_header(request.headers.get("Authorization"))
+        caller: Caller = app[AUTH].caller_for_header(request.headers.get("Authorization"))
     except RpcError as exc:
         return _encode(_response(None, error=error_object(exc)), status=CODES[exc.code].http_status)
     try:
@@ -148,9 +151,6 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
     except orjson.JSONDecodeError as exc:
         error = _plain_error(PARSE_ERROR, "Parse error", ErrorCode.PARSE_ERROR, str(exc))
         return _encode(_response(None, error=error))
-
-    def make_ctx() -> Context:
-        return Context(services=services, caller=caller, protocol="jsonrpc")
 
     if isinstance(payload, list):
         if not payload:
@@ -166,13 +166,15 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
                 f"a batch may hold at most {settings.max_batch_size} requests, got {len(payload)}",
             )
             return _encode(_response(None, error=error), status=413)
-        outcomes = await asyncio.gather(*(_call_member(router, m, make_ctx) for m in payload))
+        outcomes = await asyncio.gather(
+            *(_call_member(router, m, services, caller) for m in payload)
+        )
         answers = [answer for answer, _ in outcomes if answer is not None]
         if not answers:
             return web.Response(status=204)
         return _encode(answers)
 
-    answer, ctx = await _call_member(router, payload, make_ctx)
+    answer, ctx = await _call_member(router, payload, services, caller)
     if answer is None:
         return web.Response(status=204)
     headers = {"X-Cache": ctx.meta["cache"]} if ctx is not None and "cache" in ctx.meta else None

@@ -1,0 +1,512 @@
+"""``Cache``: namespaced JSON values in Redis, a coherent hot tier in front, memory behind.
+
+    value = await cache.get("rpc", "some-key")                  # None (or default) on a miss
+    await cache.set("rpc", "some-key", {"a": 1}, ttl=30)
+    value = await cache.get_or_set("rpc", "k", compute, ttl=30)  # compute once per process
+    deleted = await cache.invalidate("rpc", "monitoring.*")     # SCAN + UNLINK, never KEYS
+
+Keys live in Redis as ``<CACHE_KEY_PREFIX><namespace>:<key>`` (``infrawatch:cache:rpc:...``);
+values as orjson (see ``entry.py``). A namespace is ``[A-Za-z0-9_.-]{1,64}``; a key is any text.
+
+Where a value comes from, fastest first:
+
+1. the hot tier (``NearTier``), while its ``Tracker`` holds Redis's invalidation stream;
+2. Redis, through the ``redis-cache`` breaker;
+3. a bounded in-memory LRU, when Redis is not configured, or a Redis call failed or was
+   rejected by the open breaker. The cache then reports ``backend: "memory"`` until a Redis call
+   succeeds again, which empties that LRU (what it holds was never shared).
+
+No cache operation raises because Redis is down: reads miss or come from memory, writes go to
+memory. ``invalidate`` is the exception: it raises ``Unavailable`` when Redis could not be
+cleared, because a caller who asked for the deletion must know it did not happen.
+
+``CACHE_ENABLED=false`` (or ``cache.enabled = False`` at run time) makes every read a bypass and
+every write a no-op; ``incr`` and ``invalidate`` keep working, since they are not caching.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from server.cache.entry import Entry, clock
+from server.cache.flight import SingleFlight
+from server.cache.memory import MemoryStore, glob_regex
+from server.cache.near import NearTier
+from server.cache.stats import ALL_NAMESPACES, CacheStats, NamespaceStats
+from server.cache.tracking import Tracker
+from server.config import Settings
+from server.datastores.redis import RedisClient
+from server.rpc.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Status = Literal["HIT", "MISS", "STALE"]
+NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+SCAN_COUNT = 1000  # keys SCAN looks at per call
+UNLINK_BATCH = 500  # keys per UNLINK
+# Hot-tier hits are timed one in this many: their GET latency (a microsecond or two) is steady,
+# and timing every one costs as much as the lookup. Every other operation is timed.
+HOT_TIMING_EVERY = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    value: Any
+    status: Status
+
+
+class Cache:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.enabled = settings.cache_enabled
+        self.prefix = settings.cache_key_prefix
+        self.default_ttl = settings.cache_default_ttl
+        self.jitter = settings.cache_ttl_jitter
+        self.near = NearTier(settings.cache_memory_max_items)
+        self.memory = MemoryStore(settings.cache_memory_max_items)
+        self.stats = CacheStats(settings.cache_stats_window)
+        self.redis: RedisClient | None = None
+        self.tracker: Tracker | None = None
+        self.degraded = False  # the last Redis call failed: memory serves
+        self.last_error: str | None = None
+        self._flights: SingleFlight[Any] = SingleFlight()
+
+    # --- wiring (app start and stop) ---
+
+    def attach(self, redis: RedisClient | None) -> Tracker | None:
+        """Use ``redis`` from now on; returns the tracker to run when a hot tier is possible."""
+        self.redis = redis
+        self.degraded = False
+        self.memory.clear()
+        self.tracker = None
+        hot = self.enabled and self.settings.cache_hot_tier
+        if redis is not None and hot and redis.mode != "cluster":
+            self.tracker = Tracker(redis, self.near, self.prefix)
+        return self.tracker
+
+    def detach(self) -> None:
+        self.redis = None
+        self.tracker = None
+        self.near.deactivate()
+
+    @property
+    def backend(self) -> Literal["redis", "memory"]:
+        return "redis" if self.redis is not None and not self.degraded else "memory"
+
+    # --- keys ---
+
+    def key(self, namespace: str, key: str) -> str:
+        """The Redis key of ``key`` in ``namespace``."""
+        return f"{self.prefix}{namespace}:{key}"
+
+    def namespace_stats(self, namespace: str) -> NamespaceStats:
+        stats = self.stats.namespaces.get(namespace)
+        if stats is None:
+            if not NAMESPACE.fullmatch(namespace):
+                raise ValueError(f"cache namespace {namespace!r} must match {NAMESPACE.pattern}")
+            stats = self.stats.namespace(namespace)
+        return stats
+
+    def _lifetimes(self, ttl: float | None, stale_for: float) -> tuple[float, float]:
+        """(fresh, keep) seconds: the TTL less up to ``CACHE_TTL_JITTER`` of it, and that plus
+        the stale window."""
+        fresh = self.default_ttl if ttl is None else ttl
+        if fresh <= 0:
+            raise ValueError(f"a cache TTL must be positive (got {fresh})")
+        fresh *= 1.0 - self.jitter * random.random()
+        return fresh, fresh + max(stale_for, 0.0)
+
+    # --- reads ---
+
+    async def get(self, namespace: str, key: str, default: Any = None) -> Any:
+        if not self.enabled:
+            return default
+        stats = self.namespace_stats(namespace)
+        entry = await self._read(stats, self.key(namespace, key))
+        if entry is None or not entry.is_fresh(clock()):
+            stats.misses += 1
+            return default
+        stats.hits += 1
+        return entry.value
+
+    async def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
+        """The fresh values among ``keys`` (one MGET for those not in the hot tier)."""
+        if not self.enabled:
+            return {}
+        stats = self.namespace_stats(namespace)
+        start = clock()
+        found: dict[str, Entry] = {}
+        pending: dict[str, str] = {}  # full key -> key
+        near = self.near
+        unique = dict.fromkeys(keys)
+        asked = len(unique)
+        for key in unique:
+            full = self.key(namespace, key)
+            entry = near.get(full, start)
+            if entry is not None:
+                found[key] = entry
+            else:
+                pending[full] = key
+        if pending:
+            for full, entry in (await self._read_many(list(pending))).items():
+                found[pending[full]] = entry
+        now = clock()
+        self.stats.observe(stats, "get", start, now)
+        values = {k: e.value for k, e in found.items() if e.is_fresh(now)}
+        stats.hits += len(values)
+        stats.misses += asked - len(values)
+        return values
+
+    async def get_or_set(
+        self,
+        namespace: str,
+        key: str,
+        compute: Callable[[], Awaitable[T]],
+        ttl: float | None = None,
+    ) -> T:
+        """The cached value, or ``await compute()`` stored for ``ttl`` seconds. Concurrent
+        misses of one key in this process run ``compute`` once."""
+        lookup = await self.fetch(namespace, key, compute, ttl)
+        value: T = lookup.value
+        return value
+
+    async def fetch(
+        self,
+        namespace: str,
+        key: str,
+        compute: Callable[[], Awaitable[Any]],
+        ttl: float | None = None,
+        *,
+        stale_for: float = 0.0,
+        refresh: bool = False,
+    ) -> Lookup:
+        """``get_or_set`` that also says how it answered (HIT, MISS, STALE).
+
+        ``stale_for`` > 0 keeps the value that long past its TTL, and serves it (STALE) when
+        ``compute`` raises ``Unavailable``; ``refresh`` computes and stores without looking.
+        """
+        if not self.enabled:
+            return Lookup(await compute(), "MISS")
+        stats = self.namespace_stats(namespace)
+        full = self.key(namespace, key)
+        entry: Entry | None = None
+        if not refresh:
+            entry = await self._read(stats, full)
+            if entry is not None and entry.is_fresh(clock()):
+                stats.hits += 1
+                return Lookup(entry.value, "HIT")
+            stats.misses += 1
+        try:
+            value, shared = await self._flights.run(
+                full, lambda: self._compute(stats, full, compute, ttl, stale_for)
+            )
+        except Unavailable:
+            if entry is None or stale_for <= 0 or clock() - entry.fresh_until > stale_for:
+                raise
+            stats.stale_served += 1
+            return Lookup(entry.value, "STALE")
+        if shared:
+            stats.coalesced += 1
+        return Lookup(value, "MISS")
+
+    def peek(self, namespace: str, key: str) -> Any:
+        """The fresh value of ``key`` from the hot tier alone, counted as a hit, or
+        ``MISSING`` (not counted: the caller goes on to ``fetch``). Synchronous: the fast path
+        of the cached-procedure middleware."""
+        near = self.near
+        if not near.active:
+            return MISSING
+        start = clock()
+        entry = near.store.get_fresh(f"{self.prefix}{namespace}:{key}", start)
+        if entry is None:
+            return MISSING
+        near.hits += 1
+        stats = self.stats.namespaces.get(namespace) or self.namespace_stats(namespace)
+        stats.hits += 1
+        if not near.hits % HOT_TIMING_EVERY:
+            self.stats.observe(stats, "get", start, clock())
+        return entry.value
+
+    async def _compute(
+        self,
+        stats: NamespaceStats,
+        full: str,
+        compute: Callable[[], Awaitable[Any]],
+        ttl: float | None,
+        stale_for: float,
+    ) -> Any:
+        value = await compute()
+        fresh, keep = self._lifetimes(ttl, stale_for)
+        await self._write(stats, {full: Entry.new(value, fresh, keep)}, keep)
+        return value
+
+    async def _read(self, stats: NamespaceStats, full: str) -> Entry | None:
+        start = clock()
+        entry = self.near.get(full, start)
+        if entry is None:
+            redis = self.redis
+            if redis is None:
+                entry = self.memory.get(full, start)
+            else:
+                entry = await self._read_redis(redis, full)
+        self.stats.observe(stats, "get", start, clock())
+        return entry
+
+    async def _read_redis(self, redis: RedisClient, full: str) -> Entry | None:
+        near = self.near
+        token = near.begin(full)
+        try:
+            raw = await redis.execute(redis.raw.get, full)
+        except Unavailable as exc:
+            near.finish(full, token, None)
+            self._fell_back(exc)
+            return self.memory.get(full, clock())
+        except BaseException:
+            near.finish(full, token, None)
+            raise
+        entry = _decode(full, raw)
+        near.finish(full, token, entry)
+        self._recovered()
+        return entry
+
+    async def _read_many(self, fulls: list[str]) -> dict[str, Entry]:
+        redis = self.redis
+        if redis is None:
+            now = clock()
+            return {f: e for f in fulls if (e := self.memory.get(f, now)) is not None}
+        near = self.near
+        tokens = [near.begin(full) for full in fulls]
+        try:
+            if redis.mode == "cluster":
+                raws = await redis.execute(redis.raw.mget_nonatomic, fulls)  # type: ignore[union-attr]
+            else:
+                raws = await redis.execute(redis.raw.mget, fulls)
+        except BaseException as exc:
+            for full, token in zip(fulls, tokens, strict=True):
+                near.finish(full, token, None)
+            if not isinstance(exc, Unavailable):
+                raise
+            self._fell_back(exc)
+            now = clock()
+            return {f: e for f in fulls if (e := self.memory.get(f, now)) is not None}
+        found: dict[str, Entry] = {}
+        for full, token, raw in zip(fulls, tokens, raws, strict=True):
+            entry = _decode(full, raw)
+            near.finish(full, token, entry)
+            if entry is not None:
+                found[full] = entry
+        self._recovered()
+        return found
+
+    # --- writes ---
+
+    async def set(self, namespace: str, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store ``value`` (JSON-serialisable) for ``ttl`` seconds (``CACHE_DEFAULT_TTL``)."""
+        if not self.enabled:
+            return
+        fresh, keep = self._lifetimes(ttl, 0.0)
+        await self._write(
+            self.namespace_stats(namespace),
+            {self.key(namespace, key): Entry.new(value, fresh, keep)},
+            keep,
+        )
+
+    async def set_many(
+        self, namespace: str, values: Mapping[str, Any], ttl: float | None = None
+    ) -> None:
+        """Store every value of ``values`` (one pipelined round trip)."""
+        if not self.enabled or not values:
+            return
+        fresh, keep = self._lifetimes(ttl, 0.0)
+        entries = {self.key(namespace, k): Entry.new(v, fresh, keep) for k, v in values.items()}
+        await self._write(self.namespace_stats(namespace), entries, keep)
+
+    async def _write(self, stats: NamespaceStats, entries: dict[str, Entry], keep: float) -> None:
+        start = clock()
+        # Our own write invalidates the hot tier at once; its tracking push would come later.
+        self.near.invalidate(entries)
+        redis = self.redis
+        if redis is None:
+            self._remember(entries)
+        else:
+            try:
+                payloads = {full: entry.encode() for full, entry in entries.items()}
+            except TypeError:
+                log.exception("cache: a value is not JSON-serialisable; not cached")
+                return
+            try:
+                await redis.execute(self._set_all, redis, payloads, keep)
+            except Unavailable as exc:
+                self._fell_back(exc)
+                self._remember(entries)
+            else:
+                self._recovered()
+        stats.sets += len(entries)
+        self.stats.observe(stats, "set", start, clock())
+
+    @staticmethod
+    async def _set_all(redis: RedisClient, payloads: dict[str, bytes], keep: float) -> None:
+        px = max(1, math.ceil(keep * 1000))
+        if len(payloads) == 1:
+            ((full, payload),) = payloads.items()
+            await redis.raw.set(full, payload, px=px)
+            return
+        pipe = redis.raw.pipeline(transaction=False)
+        for full, payload in payloads.items():
+            pipe.set(full, payload, px=px)
+        await pipe.execute()
+
+    def _remember(self, entries: dict[str, Entry]) -> None:
+        for full, entry in entries.items():
+            self.memory.put(full, entry)
+
+    async def incr(
+        self, namespace: str, key: str, amount: int = 1, ttl: float | None = None
+    ) -> int:
+        """Add ``amount`` to an integer counter and return the new value. ``ttl`` (exact, no
+        jitter) applies when the counter is created; ``None``: it never expires."""
+        stats = self.namespace_stats(namespace)
+        full = self.key(namespace, key)
+        start = clock()
+        self.near.invalidate((full,))
+        redis = self.redis
+        try:
+            if redis is None:
+                raise _NoRedis
+            value: int = await redis.execute(self._incr, redis, full, amount, ttl)
+        except (Unavailable, _NoRedis) as exc:
+            if isinstance(exc, Unavailable):
+                self._fell_back(exc)
+            value = self._incr_memory(full, amount, ttl)
+        else:
+            self._recovered()
+        stats.sets += 1
+        self.stats.observe(stats, "set", start, clock())
+        return value
+
+    @staticmethod
+    async def _incr(redis: RedisClient, full: str, amount: int, ttl: float | None) -> int:
+        # SET NX then INCRBY in one transaction: the TTL is set exactly once, at creation,
+        # on any Redis version (EXPIRE ... NX needs 7.0).
+        pipe = redis.raw.pipeline(transaction=True)
+        if ttl is None:
+            pipe.set(full, 0, nx=True)
+        else:
+            pipe.set(full, 0, nx=True, px=max(1, math.ceil(ttl * 1000)))
+        pipe.incrby(full, amount)
+        _, value = await pipe.execute()
+        return int(value)
+
+    def _incr_memory(self, full: str, amount: int, ttl: float | None) -> int:
+        now = clock()
+        entry = self.memory.get(full, now)
+        if entry is not None and isinstance(entry.value, int):
+            value: int = entry.value + amount
+            entry.value = value
+            self.memory.put(full, entry)
+            return value
+        expires = math.inf if ttl is None else now + ttl
+        self.memory.put(full, Entry(amount, math.inf, expires, time.time()))
+        return amount
+
+    # --- deletion ---
+
+    async def delete(self, namespace: str, *keys: str) -> int:
+        """Delete ``keys``; returns how many existed (in Redis, or in memory without it)."""
+        if not keys:
+            return 0
+        stats = self.namespace_stats(namespace)
+        start = clock()
+        fulls = [self.key(namespace, k) for k in keys]
+        self.near.invalidate(fulls)
+        in_memory = sum(self.memory.pop(full) for full in fulls)
+        deleted = in_memory
+        redis = self.redis
+        if redis is not None:
+            try:
+                deleted = await redis.execute(redis.raw.unlink, *fulls)
+            except Unavailable as exc:
+                self._fell_back(exc)
+            else:
+                self._recovered()
+        stats.deletes += len(fulls)
+        self.stats.observe(stats, "delete", start, clock())
+        return int(deleted)
+
+    async def invalidate(self, namespace: str | None = None, pattern: str = "*") -> int:
+        """Delete every key of ``namespace`` (all namespaces when ``None``) whose key matches
+        the Redis glob ``pattern``; returns how many were deleted.
+
+        Redis is walked with SCAN and cleared with UNLINK in batches of ``UNLINK_BATCH``, each
+        step through the breaker; the hot tier and the memory store are cleared by the same
+        pattern. Raises ``Unavailable`` (and counts a failure) when Redis could not be cleared.
+        """
+        label = ALL_NAMESPACES if namespace is None else namespace
+        stats = self.stats.namespace(label) if namespace is None else self.namespace_stats(label)
+        match = self.prefix + (pattern if namespace is None else f"{namespace}:{pattern}")
+        regex = glob_regex(match)
+        self.near.delete_matching(regex)
+        in_memory = self.memory.delete_matching(regex)
+        redis = self.redis
+        if redis is None:
+            stats.invalidations += 1
+            return in_memory
+        deleted = 0
+        try:
+            async for page in redis.scan_pages(match, SCAN_COUNT):
+                for i in range(0, len(page), UNLINK_BATCH):
+                    deleted += await redis.execute(redis.raw.unlink, *page[i : i + UNLINK_BATCH])
+        except Unavailable as exc:
+            stats.invalidation_failures += 1
+            self._fell_back(exc)
+            log.warning("cache: invalidating %s failed after %d keys: %s", match, deleted, exc)
+            raise
+        self._recovered()
+        stats.invalidations += 1
+        return deleted
+
+    # --- Redis health as the cache sees it ---
+
+    def _fell_back(self, exc: Unavailable) -> None:
+        self.last_error = exc.message
+        if not self.degraded:
+            self.degraded = True
+            log.warning("cache: Redis unavailable, serving from memory: %s", exc.message)
+
+    def _recovered(self) -> None:
+        if self.degraded:
+            self.degraded = False
+            self.memory.clear()
+            log.info("cache: Redis is back; memory fallback emptied")
+
+
+class _NoRedis(Exception):
+    pass
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+def _decode(full: str, raw: bytes | str | None) -> Entry | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):  # only a client made with decode_responses would give text
+        raw = raw.encode()
+    try:
+        return Entry.decode(raw)
+    except ValueError:
+        log.warning("cache: %s does not hold a cache value; ignored", full)
+        return None

@@ -1,0 +1,91 @@
+"""The cache's Prometheus families, pulled at scrape time from the counters the cache keeps.
+
+``infrawatch_cache_hits_total{namespace}``, ``infrawatch_cache_misses_total{namespace}``,
+``infrawatch_cache_operation_duration_seconds{namespace,operation}`` (histogram: get, set,
+delete), ``infrawatch_cache_invalidations_total{namespace}``,
+``infrawatch_cache_invalidation_failures_total{namespace}``, and ``infrawatch_redis_up`` (1/0;
+absent when Redis is not configured), refreshed by one PING before each scrape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from server.cache.stats import OPERATIONS
+from server.rpc.errors import Unavailable
+
+if TYPE_CHECKING:
+    from server.services import Services
+
+_COUNTERS = (
+    ("hits", "infrawatch_cache_hits", "Cache lookups that found a fresh value."),
+    ("misses", "infrawatch_cache_misses", "Cache lookups that found no fresh value."),
+    ("invalidations", "infrawatch_cache_invalidations", "Completed cache invalidations."),
+    (
+        "invalidation_failures",
+        "infrawatch_cache_invalidation_failures",
+        "Cache invalidations that could not clear Redis.",
+    ),
+)
+
+
+class CacheCollector(Collector):
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.redis_up: bool | None = None
+
+    async def refresh(self) -> None:
+        redis = self.services.redis
+        if redis is None:
+            self.redis_up = None
+            return
+        try:
+            await redis.ping()
+        except Unavailable:
+            self.redis_up = False
+        else:
+            self.redis_up = True
+
+    def collect(self) -> Iterator[Metric]:
+        namespaces = list(self.services.cache.stats.namespaces.values())
+        for field, name, doc in _COUNTERS:
+            family = CounterMetricFamily(name, doc, labels=["namespace"])
+            for ns in namespaces:
+                family.add_metric([ns.name], getattr(ns, field))
+            yield family
+        durations = HistogramMetricFamily(
+            "infrawatch_cache_operation_duration_seconds",
+            "Duration of cache operations, hot tier and Redis alike.",
+            labels=["namespace", "operation"],
+        )
+        for ns in namespaces:
+            for op in OPERATIONS:
+                histogram = ns.durations[op]
+                durations.add_metric(
+                    [ns.name, op], histogram.cumulative(), sum_value=histogram.total
+                )
+        yield durations
+        if self.services.redis is not None:
+            up = GaugeMetricFamily("infrawatch_redis_up", "1 when Redis answered PING at scrape.")
+            # Before any refresh ran, the cache's own view of its last Redis call.
+            answered = self.redis_up
+            if answered is None:
+                answered = not self.services.cache.degraded
+            up.add_metric([], 1.0 if answered else 0.0)
+            yield up
+
+
+def register_cache_metrics(services: Services) -> CacheCollector:
+    collector = CacheCollector(services)
+    services.metrics.add_collector(collector)
+    services.metrics.add_refresh("redis", collector.refresh)
+    return collector

@@ -1,0 +1,360 @@
+"""The cache as RPC clients see it: X-Cache on POST /rpc, per-caller keys, invalidation by
+mutations, stale-if-error, warming, CACHE_ENABLED=false, the cache procedures and the
+Prometheus families."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client import generate_latest
+from pydantic import BaseModel
+
+from server.app import create_app
+from server.appkeys import SERVICES
+from server.config import Settings
+from server.procedures import catalogue
+from server.rpc.errors import Unavailable
+from server.rpc.router import CachePolicy, Context, NoInput, mutation, query
+from server.services import Services
+from tests.conftest import OPERATOR_TOKEN
+from tests.stack import RedisServer
+from tests.waiting import eventually
+
+PREFIX = "infrawatch:cache:"
+
+
+class Source:
+    """What the test procedures compute from: a counter, and a switch that makes it fail."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.warmed = 0
+        self.down = False
+
+    def next(self) -> int:
+        if self.down:
+            raise Unavailable("source breaker open")
+        self.calls += 1
+        return self.calls
+
+
+class Item(BaseModel):
+    id: int
+    tags: list[str] = []
+
+
+def procedures(source: Source, *, warm: bool) -> list[Any]:
+    async def counter(_ctx: Context, _: NoInput) -> dict[str, int]:
+        return {"n": source.next()}
+
+    async def item(_ctx: Context, inp: Item) -> dict[str, Any]:
+        return {"id": inp.id, "tags": inp.tags, "n": source.next()}
+
+    async def mine(ctx: Context, _: NoInput) -> dict[str, Any]:
+        return {"caller": ctx.caller.name, "n": source.next()}
+
+    async def warm_value(_ctx: Context, _: NoInput) -> dict[str, int]:
+        source.warmed += 1
+        return {"warmed": source.warmed}
+
+    async def bump(_ctx: Context, _: NoInput) -> str:
+        return "bumped"
+
+    warmed = query("t.warm", warm_value, cache=CachePolicy(ttl=60, namespace="w", warm=True))
+    return [
+        *catalogue(),
+        *([warmed] if warm else []),
+        query("t.counter", counter, cache=CachePolicy(ttl=60, namespace="t")),
+        query("t.item", item, input=Item, cache=CachePolicy(ttl=60, namespace="t")),
+        query("t.mine", mine, cache=CachePolicy(ttl=60, namespace="t", per_caller=True)),
+        query("t.short", counter, cache=CachePolicy(ttl=0.05, namespace="short")),
+        mutation("t.bump", bump, invalidates=("t",)),
+    ]
+
+
+async def rpc(
+    client: TestClient, method: str, params: Any = None, token: str | None = None
+) -> tuple[dict[str, Any], str | None]:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": 1}
+    if params is not None:
+        body["params"] = params
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    resp = await client.post("/rpc", data=orjson.dumps(body), headers=headers)
+    assert resp.status == 200
+    return orjson.loads(await resp.read()), resp.headers.get("X-Cache")
+
+
+async def result(client: TestClient, method: str, params: Any = None, **kw: Any) -> Any:
+    answer, _ = await rpc(client, method, params, **kw)
+    assert "result" in answer, answer
+    return answer["result"]
+
+
+@pytest.fixture
+def source() -> Source:
+    return Source()
+
+
+@pytest.fixture
+def start(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings], source: Source
+) -> Callable[..., Any]:
+    async def start(*, warm: bool = False, **overrides: Any) -> TestClient:
+        settings = make_settings(**({"database_url": None, "cache_ttl_jitter": 0.0} | overrides))
+        client: TestClient = await aiohttp_client(
+            create_app(settings, procedures=procedures(source, warm=warm))
+        )
+        return client
+
+    return start
+
+
+def services_of(client: TestClient) -> Services:
+    return client.server.app[SERVICES]
+
+
+async def test_x_cache_miss_then_hit(start: Callable[..., Any], source: Source) -> None:
+    client = await start()
+    first = await rpc(client, "t.counter")
+    second = await rpc(client, "t.counter")
+    assert first == ({"jsonrpc": "2.0", "result": {"n": 1}, "id": 1}, "MISS")
+    assert second == ({"jsonrpc": "2.0", "result": {"n": 1}, "id": 1}, "HIT")
+    assert source.calls == 1
+    health = await rpc(client, "monitoring.unifiedHealth")
+    assert health[1] is None  # not cached: no X-Cache
+
+
+async def test_key_is_the_canonical_input(
+    start: Callable[..., Any], source: Source, redis_server: RedisServer
+) -> None:
+    client = await start()
+    a = await result(client, "t.item", {"id": 1, "tags": ["x"]})
+    assert await result(client, "t.item", {"tags": ["x"], "id": 1}) == a  # key order is not input
+    b = await result(client, "t.item", {"id": 2})
+    assert a["n"] != b["n"] and source.calls == 2
+    keys = sorted(redis_server.client().scan_iter(f"{PREFIX}t:*"))  # decoded: the harness's
+    assert keys == [
+        f'{PREFIX}t:t.item:{{"id":1,"tags":["x"]}}',
+        f'{PREFIX}t:t.item:{{"id":2,"tags":[]}}',
+    ]
+    long = await result(client, "t.item", {"id": 3, "tags": ["y" * 300]})
+    assert long["id"] == 3
+    assert any(":t.item:sha256:" in k for k in redis_server.client().scan_iter(f"{PREFIX}t:*"))
+
+
+async def test_per_caller_policy_keys_by_caller(start: Callable[..., Any]) -> None:
+    client = await start()
+    anonymous = await result(client, "t.mine")
+    alice = await result(client, "t.mine", token=OPERATOR_TOKEN)
+    assert anonymous["caller"] is None and alice["caller"] == "alice"
+    assert await result(client, "t.mine", token=OPERATOR_TOKEN) == alice
+    assert await result(client, "t.mine") == anonymous
+
+
+async def test_mutation_invalidates_its_namespaces(
+    start: Callable[..., Any], source: Source
+) -> None:
+    client = await start()
+    await rpc(client, "t.counter")
+    assert (await rpc(client, "t.counter"))[1] == "HIT"
+    assert await result(client, "t.bump", token=OPERATOR_TOKEN) == "bumped"
+    answer, status = await rpc(client, "t.counter")
+    assert (answer["result"], status) == ({"n": 2}, "MISS")
+    assert services_of(client).cache.stats.namespaces["t"].invalidations == 1
+
+
+async def test_stale_if_error_serves_the_last_good_answer(
+    start: Callable[..., Any], source: Source
+) -> None:
+    client = await start(cache_stale_max_age=60)
+    assert (await rpc(client, "t.short"))[1] == "MISS"
+    source.down = True
+
+    async def expired() -> bool:
+        answer, status = await rpc(client, "t.short")
+        return status == "STALE" and answer["result"] == {"n": 1}
+
+    await eventually(expired, what="a STALE answer once the TTL has passed")
+    assert services_of(client).cache.stats.namespaces["short"].stale_served >= 1
+
+    source.down = False
+    answer, status = await rpc(client, "t.short")
+    assert (answer["result"], status) == ({"n": 2}, "MISS")
+
+
+async def test_without_stale_window_the_error_is_the_answer(
+    start: Callable[..., Any], source: Source
+) -> None:
+    client = await start(cache_stale_max_age=0)
+    await rpc(client, "t.short")
+    source.down = True
+
+    async def failing() -> bool:
+        answer, _ = await rpc(client, "t.short")
+        return "error" in answer
+
+    await eventually(failing, what="the source's error once the TTL has passed")
+    answer, status = await rpc(client, "t.short")
+    assert answer["error"]["data"]["code"] == "SERVICE_UNAVAILABLE"
+    assert status is None
+
+
+async def test_warm_procedures_are_computed_at_start_and_on_the_interval(
+    start: Callable[..., Any], source: Source
+) -> None:
+    client = await start(warm=True, cache_warm_interval=0.2)
+    stats = services_of(client).cache.stats
+    await eventually(lambda: stats.namespace("w").sets >= 1, what="warmed at start")
+    answer, status = await rpc(client, "t.warm")
+    assert status == "HIT" and answer["result"]["warmed"] >= 1
+    await eventually(lambda: source.warmed >= 2, what="warmed again")
+
+    async def refreshed() -> bool:
+        answer, status = await rpc(client, "t.warm")
+        return status == "HIT" and answer["result"]["warmed"] >= 2
+
+    await eventually(refreshed, what="the refreshed value served")
+
+
+async def test_cache_disabled_computes_every_time_and_stores_nothing(
+    start: Callable[..., Any], source: Source, redis_server: RedisServer
+) -> None:
+    client = await start(cache_enabled=False)
+    for n in (1, 2, 3):
+        answer, status = await rpc(client, "t.counter")
+        assert (answer["result"], status) == ({"n": n}, None)
+    assert redis_server.client().dbsize() == 0
+    stats = await result(client, "monitoring.cacheStats")
+    assert stats["enabled"] is False
+
+
+async def test_cache_stats_contract(start: Callable[..., Any]) -> None:
+    client = await start()
+    await rpc(client, "t.counter")
+    await rpc(client, "t.counter")
+    stats = await result(client, "monitoring.cacheStats")
+
+    assert stats["backend"] == "redis" and stats["enabled"] is True
+    assert stats["redis_available"] is True
+    assert (stats["hits"], stats["misses"], stats["hit_rate"]) == (1, 1, 50.0)
+    assert stats["stale_served"] == 0
+    for op in ("get", "set", "delete"):
+        assert set(stats["latency"][op]) >= {"samples", "mean_ms", "p50_ms", "p95_ms", "p99_ms"}
+    assert stats["latency"]["get"]["samples"] >= 2
+    assert stats["latency"]["get"]["p99_ms"] > 0
+    assert stats["latency"]["set"]["samples"] == 1
+    assert stats["latency"]["delete"]["samples"] == 0
+    t = next(ns for ns in stats["namespaces"] if ns["namespace"] == "t")
+    assert (t["hits"], t["misses"], t["hit_rate"]) == (1, 1, 50.0)
+    redis = stats["redis"]
+    assert redis["version"].startswith(("6.", "7.", "8."))
+    assert redis["role"] == "master"
+    assert redis["used_memory_bytes"] > 0
+    assert redis["maxmemory_bytes"] == 0
+    assert redis["eviction_policy"] == "noeviction"
+    assert redis["evicted_keys"] == 0
+    assert redis["keyspace_hits"] >= 1 and redis["keyspace_misses"] >= 1
+    assert redis["connected_clients"] >= 2  # the pool and the tracking connection
+    assert redis["connected_replicas"] == 0
+    assert redis["keys"] >= 1
+
+
+async def test_invalidation_procedures(
+    start: Callable[..., Any], redis_server: RedisServer
+) -> None:
+    client = await start()
+    for i in range(3):
+        await rpc(client, "t.item", {"id": i})
+    await rpc(client, "t.counter")
+
+    refused, _ = await rpc(client, "monitoring.invalidateCache", {"namespace": "t"})
+    assert refused["error"]["data"]["code"] == "UNAUTHORIZED"
+    bad, _ = await rpc(client, "monitoring.invalidateCache", {}, token=OPERATOR_TOKEN)
+    assert bad["error"]["code"] == -32602
+    bad, _ = await rpc(
+        client, "monitoring.invalidateCache", {"namespace": "t*"}, token=OPERATOR_TOKEN
+    )
+    assert bad["error"]["code"] == -32602
+
+    done = await result(
+        client,
+        "monitoring.invalidateCache",
+        {"namespace": "t", "pattern": "t.item:*"},
+        token=OPERATOR_TOKEN,
+    )
+    assert done == {
+        "deleted": 3,
+        "namespace": "t",
+        "pattern": "t.item:*",
+        "match": f"{PREFIX}t:t.item:*",
+    }
+    assert list(redis_server.client().scan_iter(f"{PREFIX}*")) == [f"{PREFIX}t:t.counter:{{}}"]
+    everything = await result(client, "monitoring.invalidateCache", ["t"], token=OPERATOR_TOKEN)
+    assert everything["deleted"] == 1
+
+    metrics = await result(client, "monitoring.cacheInvalidationMetrics")
+    assert (metrics["invalidations"], metrics["failures"], metrics["failure_rate"]) == (2, 0, 0.0)
+    assert metrics["invalidations_per_minute"] > 0
+    assert {"namespace": "t", "invalidations": 2, "failures": 0, "failure_rate": 0.0} in metrics[
+        "namespaces"
+    ]
+
+    reset = await result(client, "monitoring.resetCacheMetrics", token=OPERATOR_TOKEN)
+    assert reset["reset_at"]
+    stats = await result(client, "monitoring.cacheStats")
+    assert (stats["hits"], stats["misses"]) == (0, 0)
+    assert stats["latency"]["get"]["samples"] == 0
+    assert (await result(client, "monitoring.cacheInvalidationMetrics"))["invalidations"] == 0
+
+
+async def test_invalidation_failure_is_counted_and_reported(
+    start: Callable[..., Any], redis_server: RedisServer
+) -> None:
+    client = await start(breaker_failure_threshold=1, redis_retries=0)
+    await rpc(client, "t.counter")
+    redis_server.stop()
+    failed, _ = await rpc(client, "monitoring.invalidateCache", ["t"], token=OPERATOR_TOKEN)
+    assert failed["error"]["data"]["code"] == "SERVICE_UNAVAILABLE"
+    metrics = await result(client, "monitoring.cacheInvalidationMetrics")
+    assert (metrics["failures"], metrics["failure_rate"]) == (1, 100.0)
+    # A mutation whose invalidation fails still succeeds: its own work is done.
+    assert await result(client, "t.bump", token=OPERATOR_TOKEN) == "bumped"
+
+
+async def test_prometheus_families(start: Callable[..., Any], redis_server: RedisServer) -> None:
+    client = await start()
+    await rpc(client, "t.counter")
+    await rpc(client, "t.counter")
+    await result(client, "monitoring.invalidateCache", ["t"], token=OPERATOR_TOKEN)
+    metrics = services_of(client).metrics
+    await metrics.refresh(2.0)
+    text = generate_latest(metrics.registry).decode()
+
+    assert 'infrawatch_cache_hits_total{namespace="t"} 1.0' in text
+    assert 'infrawatch_cache_misses_total{namespace="t"} 1.0' in text
+    assert 'infrawatch_cache_invalidations_total{namespace="t"} 1.0' in text
+    assert 'infrawatch_cache_invalidation_failures_total{namespace="t"} 0.0' in text
+    assert (
+        'infrawatch_cache_operation_duration_seconds_count{namespace="t",operation="set"} 1.0'
+        in text
+    )
+    assert "infrawatch_redis_up 1.0" in text
+    checked = await asyncio.create_subprocess_exec(
+        "promtool",
+        "check",
+        "metrics",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(checked.communicate(text.encode()), 30)
+    assert checked.returncode == 0, output.decode()
+
+    redis_server.stop()
+    await metrics.refresh(5.0)
+    assert "infrawatch_redis_up 0.0" in generate_latest(metrics.registry).decode()

@@ -1,0 +1,108 @@
+"""Sentinel mode: the client finds the master by name, and after ``SENTINEL FAILOVER`` writes
+succeed again on the new master within 10 s, without a restart; the hot tier follows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from server.config import HostPort, Settings
+from server.rpc.errors import Unavailable
+from tests.cache_support import redis_of, running_cache
+from tests.stack import RedisSentinelGroup
+from tests.stack.process import wait_for
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def failed_over_group(redis_sentinel_group: RedisSentinelGroup) -> Iterator[RedisSentinelGroup]:
+    """The session's Sentinel group, handed back with its original master: later tests
+    expect ``group.master`` to be the master."""
+    group = redis_sentinel_group
+    yield group
+    original = (group.master.host, group.master.port)
+    if group.sentinel.master_address() == original:
+        return
+    # The old master must first be demoted by Sentinel and in sync before it can be promoted.
+    wait_for(
+        lambda: group.master.info("replication").get("master_link_status") == "up",
+        what="the old master replicating from the new one",
+        timeout=60,
+    )
+    group.sentinel.wait_for_replicas(1, timeout=60)
+    wait_for(
+        lambda: group.sentinel.cli("SENTINEL", "FAILOVER", group.master_name) == "OK",
+        what="a failover back accepted",
+        timeout=60,
+        interval=0.5,
+    )
+    wait_for(
+        lambda: group.sentinel.master_address() == original,
+        what="the original master back",
+        timeout=60,
+    )
+    group.replica.wait_for_sync(timeout=60)
+    group.sentinel.wait_for_replicas(1, timeout=60)
+
+
+def sentinel_settings(group: RedisSentinelGroup) -> Settings:
+    return Settings(
+        redis_sentinel_hosts=(HostPort(group.sentinel.host, group.sentinel.port),),
+        redis_master_name=group.master_name,
+        breaker_reset_timeout=0.5,
+    )
+
+
+async def test_failover_writes_succeed_again_within_10_seconds(
+    failed_over_group: RedisSentinelGroup,
+) -> None:
+    group = failed_over_group
+    async with running_cache(sentinel_settings(group)) as cache:
+        client = redis_of(cache)
+        assert client.mode == "sentinel"
+        await cache.set("s", "before", "written before", ttl=60)
+        # Replication is asynchronous and a forced failover does not wait for it.
+        assert await client.execute(client.raw.wait, 1, 5000) == 1
+        old_master = group.sentinel.master_address()
+        servers = {s.port: s for s in (group.master, group.replica)}
+        assert (await client.info())["tcp_port"] == old_master[1]
+
+        assert group.sentinel.cli("SENTINEL", "FAILOVER", group.master_name) == "OK"
+        started = time.monotonic()
+        attempt = 0
+
+        async def written_to_new_master() -> bool:
+            nonlocal attempt
+            attempt += 1
+            try:
+                await client.execute(client.raw.set, f"after-{attempt}", "x")
+            except Unavailable:
+                return False
+            host, port = group.sentinel.master_address()
+            if port == old_master[1]:
+                return False
+            return servers[port].cli("GET", f"after-{attempt}") == "x"
+
+        await eventually(written_to_new_master, what="a write on the new master", timeout=10)
+        took = time.monotonic() - started
+        assert took < 10
+        new_port = group.sentinel.master_address()[1]
+        assert new_port != old_master[1]
+        assert (await client.info())["tcp_port"] == new_port
+        assert await cache.get("s", "before") == "written before"  # replicated before failover
+
+        # The hot tier's tracking connection follows the master too.
+        tracker = cache.tracker
+        assert tracker is not None
+        await eventually(
+            lambda: cache.near.active and tracker.connects >= 2, what="tracking on new master"
+        )
+        ids = servers[new_port].cli("CLIENT", "LIST", "TYPE", "normal")
+        assert f"id={tracker.client_id} " in ids
+        await cache.set("s", "after", "new", ttl=60)
+        assert await cache.get("s", "after") == "new"
+        print(f"failover: writes on the new master after {took:.2f}s ({attempt} attempts)")

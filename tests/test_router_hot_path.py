@@ -1,0 +1,120 @@
+"""The router's hot path: the call timeout (one timer for every call in flight: slow calls get
+TIMEOUT, fast ones are untouched, an outside cancellation stays one), and the outermost
+middleware's synchronous peek."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from server.config import Settings
+from server.rpc.errors import ErrorCode, RpcError
+from server.rpc.router import (
+    NO_ANSWER,
+    Context,
+    Middleware,
+    Next,
+    NoInput,
+    Procedure,
+    Router,
+    mutation,
+    query,
+)
+from server.services import Services
+
+
+async def sleeper(_ctx: Context, _: NoInput) -> str:
+    await asyncio.sleep(3600)
+    return "never"
+
+
+async def quick(_ctx: Context, _: NoInput) -> str:
+    await asyncio.sleep(0)
+    return "done"
+
+
+async def swallow(_ctx: Context, _: NoInput) -> str:
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        return "swallowed"
+    return "never"
+
+
+@pytest.fixture
+def router() -> Router:
+    procs = [query("t.slow", sleeper), query("t.quick", quick), query("t.swallow", swallow)]
+    return Router(procs, timeout=0.05)
+
+
+def ctx() -> Context:
+    return Context(services=Services(Settings()))
+
+
+async def test_slow_calls_time_out_and_fast_ones_finish(router: Router) -> None:
+    calls = [router.call("t.slow", None, ctx()) for _ in range(5)]
+    calls += [router.call("t.quick", None, ctx()) for _ in range(5)]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(o, RpcError) and o.code is ErrorCode.TIMEOUT for o in outcomes[:5])
+    assert outcomes[5:] == ["done"] * 5
+    # The task is not left cancelled: it goes on awaiting normally.
+    assert await router.call("t.quick", None, ctx()) == "done"
+
+
+async def test_outside_cancellation_is_not_a_timeout(router: Router) -> None:
+    task = asyncio.create_task(router.call("t.slow", None, ctx()))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_handler_that_swallows_the_deadline_returns_normally(router: Router) -> None:
+    assert await router.call("t.swallow", None, ctx()) == "swallowed"
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+def peeking(answers: dict[str, str], seen: list[str]) -> Middleware:
+    async def middleware(ctx: Context, proc: Procedure, inp: BaseModel, nxt: Next) -> Any:
+        seen.append(f"chain {proc.path}")
+        return await nxt(ctx, inp)
+
+    def peek(ctx: Context, proc: Procedure, inp: BaseModel) -> Any:
+        seen.append(f"peek {proc.path}")
+        return answers.get(proc.path, NO_ANSWER)
+
+    middleware.peek = peek  # type: ignore[attr-defined]
+    return middleware
+
+
+async def test_outermost_peek_answers_before_the_chain() -> None:
+    seen: list[str] = []
+    procs = [query("t.quick", quick), mutation("t.change", quick)]
+    router = Router(procs, middleware=[peeking({"t.quick": "peeked", "t.change": "x"}, seen)])
+
+    assert await router.call("t.quick", None, ctx()) == "peeked"
+    assert seen == ["peek t.quick"]
+    # Authorization comes first: an anonymous mutation is refused, whatever peek would say.
+    with pytest.raises(RpcError) as refused:
+        await router.call("t.change", None, ctx())
+    assert refused.value.code is ErrorCode.UNAUTHORIZED
+    assert seen == ["peek t.quick"]
+
+    no_answer = Router([query("t.quick", quick)], middleware=[peeking({}, seen)])
+    assert await no_answer.call("t.quick", None, ctx()) == "done"
+    assert seen[-2:] == ["peek t.quick", "chain t.quick"]
+
+
+async def test_only_the_outermost_middleware_may_peek() -> None:
+    seen: list[str] = []
+
+    async def outer(ctx: Context, proc: Procedure, inp: BaseModel, nxt: Next) -> Any:
+        seen.append("outer")
+        return await nxt(ctx, inp)
+
+    router = Router([query("t.quick", quick)], middleware=[outer, peeking({"t.quick": "x"}, seen)])
+    assert await router.call("t.quick", None, ctx()) == "done"
+    assert seen == ["outer", "chain t.quick"]
