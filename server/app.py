@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
+from server import background
 from server.alerts import Evaluator, FiringCollector, build_book, default_rules
 from server.appkeys import AUTH, ROUTER, SERVICES, SETTINGS
 from server.auth import Authenticator
@@ -84,9 +85,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         services.redis = None
         if watch is not None:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+            await background.stop(watch)
         await client.close()
 
 
@@ -139,11 +138,7 @@ def cache_ctx(warmer: Warmer) -> Callable[[web.Application], AsyncIterator[None]
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await asyncio.gather(*(background.stop(task) for task in tasks))
             services.cache.detach()
 
     return run

@@ -106,34 +106,46 @@ async def test_redis_down_fires_resolves_and_fires_anew(
 ) -> None:
     client = await make_app()
     assert await firing(client) == []
+    fingerprint = "redis_unavailable:redis"
+
+    async def redis_alerts(state: str = "firing") -> list[dict[str, Any]]:
+        page = await alerts(client, state=state)
+        return [a for a in page["alerts"] if a["fingerprint"] == fingerprint]
 
     redis_server.stop()
     await evaluator(client).run_once()
-    [alert] = await firing(client)
-    assert (alert["fingerprint"], alert["level"]) == ("redis_unavailable:redis", "critical")
+    [alert] = await redis_alerts()
+    assert alert["level"] == "critical"
     assert alert["message"].startswith("Redis is unavailable")
     assert alert["acknowledged"] is False and alert["resolved_at"] is None
 
     await evaluator(client).run_once()  # still down: the same occurrence, updated
-    [same] = await firing(client)
+    [same] = await redis_alerts()
     assert same["id"] == alert["id"]
     assert same["last_fired_at"] > alert["last_fired_at"]
     assert same["first_fired_at"] == alert["first_fired_at"]
 
     redis_server.start()
-    await evaluator(client).run_once()
+    # Failed calls may have opened the redis-cache breaker (an alert of its own); it lets one
+    # trial call through once its reset timeout (0.2 s) has passed, so the round that sees
+    # Redis again may come a little after the restart: bounded rounds.
+    for _ in range(40):
+        await evaluator(client).run_once()
+        if await firing(client) == []:
+            break
+        await asyncio.sleep(0.05)
     assert await firing(client) == []
-    [resolved] = (await alerts(client, state="resolved"))["alerts"]
+    [resolved] = await redis_alerts("resolved")
     assert resolved["id"] == alert["id"] and resolved["resolved_at"] is not None
 
     redis_server.stop()
     await evaluator(client).run_once()
-    [anew] = await firing(client)
+    [anew] = await redis_alerts()
     assert anew["id"] != alert["id"]
-    assert anew["fingerprint"] == alert["fingerprint"]
     page = await alerts(client)
-    assert [a["id"] for a in page["alerts"]] == [anew["id"], alert["id"]]  # newest first
-    assert page["total"] == 2 and page["source"] == "database" and page["durable"] is True
+    ours = [a["id"] for a in page["alerts"] if a["fingerprint"] == fingerprint]
+    assert ours == [anew["id"], alert["id"]]  # newest first
+    assert page["source"] == "database" and page["durable"] is True
     redis_server.start()
 
 

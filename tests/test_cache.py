@@ -131,6 +131,9 @@ async def test_single_flight_shares_errors_and_survives_a_cancelled_leader(cache
 
     tasks = [asyncio.create_task(cache.get_or_set("sf", "err", fails)) for _ in range(5)]
     await eventually(lambda: calls == 1, what="the leader computing")
+    # Every caller has missed and joined the flight before the leader fails (a latecomer
+    # would rightly start a computation of its own).
+    await eventually(lambda: cache.stats.namespaces["sf"].misses == 5, what="all five waiting")
     release.set()
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     assert calls == 1

@@ -20,7 +20,6 @@ has no public hook for invalidation pushes (its client-side cache is synchronous
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from typing import Any
@@ -29,6 +28,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from server import background
 from server.cache.near import NearTier
 from server.datastores.redis import RedisClient
 from server.rpc.errors import Unavailable
@@ -146,6 +146,4 @@ class Tracker:
         return _PUSHED
 
     async def stop(self, task: asyncio.Task[None]) -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await background.stop(task)
