@@ -52,11 +52,9 @@ class Apps:
         self._clients: list[TestClient] = []
 
     async def start(self, settings: Settings) -> PgApp:
-        # These tests count the statements their own calls make and read figures right after
-        # changing them: no alert evaluator reading in the background, no cached answers.
-        settings = dataclasses.replace(
-            settings, alert_evaluation_enabled=False, cache_enabled=False
-        )
+        # These tests count the statements their own calls make: the alert evaluator's
+        # background reads would add to them.
+        settings = dataclasses.replace(settings, alert_evaluation_enabled=False)
         client: TestClient = TestClient(TestServer(create_app(settings)))
         await client.start_server()
         self._clients.append(client)

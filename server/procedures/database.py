@@ -26,7 +26,7 @@ from server.collectors.replicas import (
 )
 from server.datastores.postgres import PostgresCluster
 from server.rpc.errors import ErrorCode, Unavailable
-from server.rpc.router import CachePolicy, Context, NoInput, Procedure, query
+from server.rpc.router import Context, NoInput, Procedure, query
 
 _UNAVAILABLE = (ErrorCode.SERVICE_UNAVAILABLE,)
 
@@ -119,11 +119,9 @@ PROCEDURES: list[Procedure] = [
         partition_metrics_proc,
         output=PartitionMetricsReport,
         summary="Per PARTITION_PAIRS entry: row counts, delta, partitions and bounds, "
-        "dual-write triggers, writes within PARTITION_WRITES_WINDOW, and the switchover "
-        "verdict with each check.",
+        "dual-write triggers, writes within PARTITION_WRITES_WINDOW, and the switchover verdict "
+        "with each check.",
         errors=_UNAVAILABLE,
-        # Exact counts scan both tables: the page, the evaluator and scrapes share one.
-        cache=CachePolicy(ttl=10.0, namespace="database"),
     ),
     query(
         "monitoring.partitionTableStats",
@@ -132,7 +130,6 @@ PROCEDURES: list[Procedure] = [
         output=PartitionTableStatsReport,
         summary="Per partition of each partitioned table: bounds, rows and size.",
         errors=(*_UNAVAILABLE, ErrorCode.NOT_FOUND),
-        cache=CachePolicy(ttl=30.0, namespace="database"),
         positional=("pair",),
     ),
     query(
@@ -163,7 +160,5 @@ PROCEDURES: list[Procedure] = [
         summary="Each server's version, role, max_connections and uptime; PgBouncer's "
         "version; the database settings infrawatch runs with.",
         errors=_UNAVAILABLE,
-        # Versions and settings change with a restart, not by the second: kept warm.
-        cache=CachePolicy(ttl=15.0, namespace="database", warm=True),
     ),
 ]
