@@ -23,7 +23,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 FAMILIES = (
     "infrawatch_http_requests_total",
-    "infrawatch_http_request_duration_seconds_bucket",
     "infrawatch_rpc_calls_total",
     "infrawatch_rpc_call_duration_seconds_count",
     "infrawatch_rpc_errors_total",

@@ -36,7 +36,7 @@ _NO_STORE = {"Cache-Control": "no-store"}
 
 
 def install(app: web.Application, services: Services) -> RpcMetrics:
-    """Add the HTTP middleware, the breaker collector, the routes and the ``--workers`` sync
+    """Add the HTTP response counter, the breaker collector, the routes and the ``--workers`` sync
     task to ``app``; returns the RPC observer for the router."""
     metrics = services.metrics
     http = HttpMetrics(metrics)
@@ -44,7 +44,7 @@ def install(app: web.Application, services: Services) -> RpcMetrics:
     metrics.add_collector(
         BreakerCollector(services.breakers), merge={"infrawatch_breaker_state": BREAKER_MERGE}
     )
-    app.middlewares.append(http.middleware())
+    app.on_response_prepare.append(http.on_response_prepare)
     app.cleanup_ctx.append(metrics_sync_ctx)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/health", handle_health)
