@@ -1,7 +1,7 @@
 """The sections of the dashboard, each fed by procedures called in-process through the router.
 
 A section appears when at least one of its procedures is in the catalogue; a procedure that is
-not there is simply not called (no placeholder figures). Calls run concurrently, at most
+not there is simply not called (no stand-in figures). Calls run concurrently, at most
 ``CONCURRENCY`` at a time, each bounded by ``SECTION_TIMEOUT``. A call that fails
 becomes that section's error text, and a section whose template cannot show the data it got
 shows that instead: one bad source never takes the page down.
