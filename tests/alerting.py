@@ -3,9 +3,7 @@ JSON-RPC calls over HTTP, and polling with a deadline."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from aiohttp.test_utils import TestClient
@@ -15,8 +13,7 @@ from server.app import create_app
 from server.appkeys import SERVICES
 from server.config import Settings
 from server.services import Services
-
-T = TypeVar("T")
+from tests.waiting import eventually
 
 BOB_NAME = "bob"
 BOB_TOKEN = "bob-token-0123456789abcdef"
@@ -27,7 +24,11 @@ async def start_app(aiohttp_client: Any, settings: Settings) -> TestClient:
     """A running app; returns once the evaluator's start-up round is done, so that a test's
     own ``run_once`` is the only round in flight (its settings' interval keeps it so)."""
     client: TestClient = await aiohttp_client(create_app(settings))
-    await until(lambda: evaluator(client).rounds >= 1 or evaluator(client).failed_rounds >= 1)
+    await eventually(
+        lambda: evaluator(client).rounds >= 1 or evaluator(client).failed_rounds >= 1,
+        what="the start-up evaluation round",
+        timeout=DEADLINE,
+    )
     return client
 
 
@@ -70,25 +71,3 @@ def error_code(payload: dict[str, Any]) -> str:
     assert "error" in payload, payload
     code: str = payload["error"]["data"]["code"]
     return code
-
-
-async def until(check: Callable[[], bool], within: float = DEADLINE) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(0.02)
-
-
-async def eventually(
-    attempt: Callable[[], Awaitable[T]], accept: Callable[[T], bool], within: float = DEADLINE
-) -> T:
-    """Repeat ``attempt`` until ``accept`` says yes; the last value otherwise (assert on it)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        value = await attempt()
-        if accept(value) or loop.time() > deadline:
-            return value
-        await asyncio.sleep(0.05)

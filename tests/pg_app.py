@@ -3,11 +3,9 @@ calls through its router, and polling a condition with a deadline."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,7 +17,6 @@ from server.datastores.postgres import PostgresCluster
 from server.rpc.router import Caller, Context
 from server.services import Services
 
-T = TypeVar("T")
 AppFactory = Callable[[Settings], Awaitable["PgApp"]]
 
 
@@ -70,25 +67,6 @@ class Apps:
 
 def database_of(dsn: str) -> str:
     return dsn.rsplit("/", 1)[1]
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]],
-    accept: Callable[[T], bool],
-    *,
-    what: str,
-    within: float = 30.0,
-    interval: float = 0.05,
-) -> T:
-    """Call ``probe`` until ``accept`` takes its answer; AssertionError after ``within`` s."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await probe()
-        if accept(value):
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not within {within:g}s; last answer: {value!r}")
-        await asyncio.sleep(interval)
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

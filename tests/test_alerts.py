@@ -30,14 +30,13 @@ from tests.alerting import (
     call,
     error_code,
     evaluator,
-    eventually,
     result,
     services,
     start_app,
-    until,
 )
 from tests.conftest import OPERATOR_NAME, OPERATOR_TOKEN
 from tests.stack import PostgresServer, RedisServer, free_port
+from tests.waiting import eventually, until_accepted
 
 MakeApp = Callable[..., Awaitable[TestClient]]
 
@@ -413,11 +412,11 @@ async def test_database_down_during_an_acknowledgement(
     finally:
         postgres.start()
 
-    page = await eventually(lambda: alerts(client), lambda p: p["source"] == "database")
+    page = await until_accepted(lambda: alerts(client), lambda p: p["source"] == "database")
     assert page["source"] == "database"
     [listed] = page["alerts"]
     assert listed["acknowledged"] is False and listed["note"] is None
-    acked = await eventually(
+    acked = await until_accepted(
         lambda: acknowledge(client, alert["id"], "after"), lambda p: "result" in p
     )
     assert result(acked)["note"] == "after"
@@ -478,7 +477,7 @@ async def test_the_evaluator_runs_on_its_interval(make_app: MakeApp) -> None:
     client = await make_app(alert_evaluation_interval=0.2)
     rounds = evaluator(client).rounds
     await force(client, "pgbouncer-admin", "open")
-    listed = await eventually(lambda: firing(client), lambda a: len(a) == 1)
+    listed = await until_accepted(lambda: firing(client), lambda a: len(a) == 1)
     assert [a["fingerprint"] for a in listed] == ["breaker_open:pgbouncer-admin"]
     assert evaluator(client).rounds > rounds
 
@@ -504,7 +503,7 @@ async def test_rounds_are_bounded_and_a_failed_round_does_not_stop_the_task() ->
         await own.run_once()
     task = asyncio.create_task(own.run())
     try:
-        await until(lambda: own.failed_rounds >= 3)
+        await eventually(lambda: own.failed_rounds >= 3, what="three failed rounds")
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -308,7 +308,7 @@ async def test_a_failing_slow_or_misshapen_source_shows_its_error_in_its_section
     assert "SERVICE_UNAVAILABLE" in page["queues"].text
     assert "unavailable: Internal server error" in page["queries"].text
     assert "secret internals" not in html
-    assert "no answer within 0.3 s" in page["partitions"].text
+    assert "no answer within 0.3s" in page["partitions"].text
     assert "could not be shown" in page["cache"].text and "latency" in page["cache"].text
     assert "12,345" not in page["cache"].text
     assert "42" not in page["queues"].text

@@ -14,8 +14,9 @@ from prometheus_client import generate_latest
 
 from server.config import PartitionPair, Settings, TableName
 from server.rpc.errors import ErrorCode, RpcError
-from tests.pg_app import AppFactory, Apps, PgApp, database_of, eventually, samples
+from tests.pg_app import AppFactory, Apps, PgApp, database_of, samples
 from tests.stack import PostgresServer
+from tests.waiting import until_accepted
 
 PAIR = "orders_legacy:shop.orders_p"
 
@@ -132,7 +133,7 @@ async def test_readiness_follows_the_copies(
         "FROM generate_series(301, 305) g;",
         demo,
     )
-    ready = await eventually(
+    ready = await until_accepted(
         lambda: _metrics(app),
         lambda pairs: pairs[PAIR]["ready"],
         what="the pair ready once the copies agree and writes are seen",

@@ -12,8 +12,9 @@ import psycopg
 import pytest
 
 from server.config import Settings
-from tests.pg_app import AppFactory, Apps, database_of, eventually
+from tests.pg_app import AppFactory, Apps, database_of
 from tests.stack import PgBouncer
+from tests.waiting import until_accepted
 
 POOL_FIELDS = ("cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used")
 
@@ -55,7 +56,7 @@ async def test_pool_figures_match_show_pools(
     # Eight clients on a pool of five server connections (default_pool_size): three wait.
     sleepers = [asyncio.create_task(_sleep_through(pgbouncer, db, 3)) for _ in range(8)]
     try:
-        before = await eventually(
+        before = await until_accepted(
             lambda: _show(pgbouncer, "POOLS"),
             lambda rows: any(
                 r["database"] == db and r["sv_active"] == 5 and r["cl_waiting"] == 3 for r in rows
@@ -104,7 +105,7 @@ async def test_statistics_count_what_went_through(
     app = await make_app(Settings(database_url=pg_dsn, pgbouncer_admin_url=pgbouncer.admin_dsn))
     await asyncio.gather(*(_sleep_through(pgbouncer, db, 0) for _ in range(4)))
     # PgBouncer folds finished queries into SHOW STATS on its stats period; poll for them.
-    stats = await eventually(
+    stats = await until_accepted(
         lambda: app.call("monitoring.connectionPoolStats"),
         lambda s: any(
             r["database"] == db and r["total_query_count"] >= 4 for r in s["pgbouncer"]["stats"]

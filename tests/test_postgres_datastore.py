@@ -21,8 +21,9 @@ from server.datastores.pool import PoolTimeout
 from server.datastores.query_stats import normalise, operation_of
 from server.datastores.sqlstate import SqlError
 from server.rpc.errors import ErrorCode, Unavailable
-from tests.pg_app import AppFactory, Apps, PgApp, database_of, eventually, samples
+from tests.pg_app import AppFactory, Apps, PgApp, database_of, samples
 from tests.stack import PostgresServer, free_port
+from tests.waiting import until_accepted
 
 T = TypeVar("T")
 DATABASE_PROCEDURES = [
@@ -131,7 +132,7 @@ async def test_pool_exhaustion_counts_waiters_and_times_out_clearly(
     sleepers = [
         asyncio.create_task(app.cluster.fetchval("SELECT pg_sleep(1.2)")) for _ in range(20)
     ]
-    await eventually(
+    await until_accepted(
         lambda: _now(pool.snapshot),
         lambda snap: snap.waiting == 18 and snap.in_use == 2,
         what="18 callers waiting on 2 busy connections",
@@ -176,7 +177,7 @@ async def test_pool_figures_match_pg_stat_activity(
     cluster = app.cluster
     await cluster.fetchval("SELECT 1")
     holders = [asyncio.create_task(cluster.fetchval("SELECT pg_sleep(0.8)")) for _ in range(3)]
-    await eventually(
+    await until_accepted(
         lambda: _now(cluster.primary.pool.snapshot),
         lambda snap: snap.in_use == 3,
         what="three connections busy",

@@ -12,8 +12,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from server.config import Settings
-from tests.pg_app import AppFactory, Apps, PgApp, database_of, eventually, samples
+from tests.pg_app import AppFactory, Apps, PgApp, database_of, samples
 from tests.stack import PostgresServer
+from tests.waiting import until_accepted
 
 HEALTH_INTERVAL = 0.3
 TIMEOUT_MS = 1000
@@ -31,7 +32,7 @@ def _settings(pg_dsn: str, replica: PostgresServer, copies: int = 1) -> Settings
 
 
 async def _in_rotation(app: PgApp, expected: bool, within: float = 30.0) -> dict[str, object]:
-    report: dict[str, object] = await eventually(
+    report: dict[str, object] = await until_accepted(
         lambda: app.call("database.replicaHealth"),
         lambda r: all(entry["in_rotation"] is expected for entry in r["replicas"]),
         what=f"replicas in rotation == {expected}",
@@ -127,7 +128,7 @@ async def test_lag_rises_while_replay_is_paused_and_falls_after(
 ) -> None:
     db = database_of(pg_dsn)
     # Idle and caught up: no lag, however old the last replayed commit is.
-    idle = await eventually(
+    idle = await until_accepted(
         lambda: app.call("database.replicaLag"),
         lambda r: (
             r["replicas"][0]["lag_bytes"] == 0
@@ -142,7 +143,7 @@ async def test_lag_rises_while_replay_is_paused_and_falls_after(
 
     await asyncio.to_thread(postgres_replica.psql, "SELECT pg_wal_replay_pause()")
     try:
-        await eventually(
+        await until_accepted(
             lambda: asyncio.to_thread(
                 postgres_replica.psql, "SELECT pg_get_wal_replay_pause_state()"
             ),
@@ -167,7 +168,7 @@ async def test_lag_rises_while_replay_is_paused_and_falls_after(
         assert first["lag_seconds"] > 0
 
         await asyncio.to_thread(postgres.psql, "INSERT INTO lagging SELECT 1", db)
-        second = await eventually(
+        second = await until_accepted(
             lambda: app.call("database.replicaLag"),
             lambda r: (
                 r["replicas"][0]["lag_bytes"] > first["lag_bytes"]
@@ -179,7 +180,7 @@ async def test_lag_rises_while_replay_is_paused_and_falls_after(
     finally:
         await asyncio.to_thread(postgres_replica.psql, "SELECT pg_wal_replay_resume()")
 
-    caught_up = await eventually(
+    caught_up = await until_accepted(
         lambda: app.call("database.replicaLag"),
         lambda r: r["replicas"][0]["lag_bytes"] == 0 and r["replicas"][0]["lag_seconds"] == 0,
         what="replica caught up after resume",

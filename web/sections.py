@@ -23,7 +23,8 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from server.rpc.errors import ProcedureNotFound, RpcError
+from server.rpc.errors import ProcedureNotFound
+from server.rpc.reading import read
 from server.rpc.router import Caller, Context, Router
 from server.services import Services
 
@@ -193,16 +194,10 @@ async def _call(
     router: Router, services: Services, caller: Caller, source: Source, limit_seconds: float
 ) -> Outcome:
     ctx = Context(services=services, caller=caller, protocol="internal")
-    try:
-        async with asyncio.timeout(limit_seconds):
-            return Outcome(data=await router.call(source.path, source.input, ctx))
-    except RpcError as exc:
-        return Outcome(error=exc.message, code=exc.code.value)
-    except TimeoutError:
-        return Outcome(error=f"no answer within {limit_seconds:g} s", code="TIMEOUT")
-    except Exception:  # the page must render whatever one source does
-        log.exception("dashboard: %s failed", source.path)
-        return Outcome(error="internal error (logged on the server)", code="INTERNAL_SERVER_ERROR")
+    reading = await read(router, source.path, ctx, limit_seconds, source.input)
+    if reading.error is not None:
+        return Outcome(error=reading.error.message, code=reading.error.code)
+    return Outcome(data=reading.output)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,8 +39,10 @@ class Reading:
     seconds: float = 0.0
 
 
-async def read(router: Router, path: str, ctx: Context, bound: float) -> Reading:
-    """Call ``path`` (no input) as ``ctx.caller``, in-process, within ``bound`` seconds."""
+async def read(
+    router: Router, path: str, ctx: Context, bound: float, raw_input: Any = None
+) -> Reading:
+    """Call ``path`` with ``raw_input`` as ``ctx.caller``, in-process, within ``bound`` seconds."""
     try:
         router.lookup(path, "internal")
     except ProcedureNotFound:
@@ -50,7 +52,7 @@ async def read(router: Router, path: str, ctx: Context, bound: float) -> Reading
     started = time.perf_counter()
     try:
         async with asyncio.timeout(bound):
-            output = await router.call(path, None, own)
+            output = await router.call(path, raw_input, own)
     except TimeoutError:
         error = SectionError(code=ErrorCode.TIMEOUT.value, message=f"no answer within {bound:g}s")
         return Reading(path, "timeout", error=error, seconds=time.perf_counter() - started)
