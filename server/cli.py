@@ -41,6 +41,8 @@ def _serve_one(host: str, port: int, reuse_port: bool) -> None:
     settings = _settings_or_exit()
     _configure_logging(settings.log_level)
     app = create_app(settings)
+    if multiprocessing.parent_process() is not None:
+        app.on_startup.append(_stop_with_parent)
     # run_app's graceful stop (SIGINT/SIGTERM: on_shutdown, in-flight requests get
     # shutdown_timeout, cleanup contexts close pools in reverse order), with a runner whose
     # connections answer an over-long URL with a JSON error (server/runner.py).
@@ -52,6 +54,21 @@ def _serve_one(host: str, port: int, reuse_port: bool) -> None:
         shutdown_timeout=settings.shutdown_timeout,
         on_listening=lambda: log.info("infrawatch listening on http://%s:%s", host, port),
     )
+
+
+async def _stop_with_parent(_app: object) -> None:
+    """A worker whose parent died (SIGKILL, OOM killer) stops gracefully rather than hold the
+    port alone, unsupervised: the parent's sentinel turns readable when it ends."""
+    parent = multiprocessing.parent_process()
+    assert parent is not None
+    loop = asyncio.get_running_loop()
+
+    def orphaned() -> None:
+        loop.remove_reader(parent.sentinel)
+        log.warning("the parent process %s ended: stopping", parent.pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    loop.add_reader(parent.sentinel, orphaned)
 
 
 def _serve_workers(host: str, port: int, workers: int) -> int:

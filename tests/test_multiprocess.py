@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from server.observability.exposition import Slicer
 from server.observability.multiprocess import merged
 from tests.conftest import OPERATOR_NAME, OPERATOR_TOKEN
 from tests.stack.ports import free_port
+from tests.waiting import eventually, until_accepted
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
@@ -110,12 +112,24 @@ async def test_two_workers_one_merged_scrape(served: Served) -> None:
         status, _ = await served.request("POST", "/rpc", json=call, headers=AUTH)
         assert status == 200
 
-    # Any worker answers the scrape, and each answers with both workers' counts.
+    # The counts are pulled figures: each worker's reach the files within its sync interval
+    # (0.2 s here). From then on any worker answers the scrape with both workers' counts.
+    route = {"method": "GET", "route": "/health/detailed", "status": "200"}
+    rpc = {"procedure": "monitoring.unifiedHealth", "protocol": "jsonrpc"}
+
+    async def counts() -> tuple[float | None, ...]:
+        return (
+            await served.sample("infrawatch_http_requests_total", **route),
+            await served.sample("infrawatch_rpc_calls_total", code="OK", **rpc),
+            await served.sample("infrawatch_rpc_call_duration_seconds_count", **rpc),
+            await served.sample("infrawatch_rpc_call_duration_seconds_bucket", le="+Inf", **rpc),
+        )
+
+    expected = (detailed, calls, calls, calls)
+    await until_accepted(counts, lambda found: found == expected, what="both workers' counts")
     for _ in range(4):
-        route = {"method": "GET", "route": "/health/detailed", "status": "200"}
-        assert await served.sample("infrawatch_http_requests_total", **route) == detailed
-        rpc = {"procedure": "monitoring.unifiedHealth", "protocol": "jsonrpc", "code": "OK"}
-        assert await served.sample("infrawatch_rpc_calls_total", **rpc) == calls
+        assert await counts() == expected
+        assert (await served.sample("infrawatch_rpc_call_duration_seconds_sum", **rpc) or 0) > 0
         assert (await served.sample("process_resident_memory_bytes") or 0) > 0
 
     # Pulled figures (the process collector's) are held by each worker alone: each worker's
@@ -140,6 +154,30 @@ async def test_two_workers_one_merged_scrape(served: Served) -> None:
     served.proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(served.proc.wait(), 30) == 0
     assert not await asyncio.to_thread(directory.exists)
+
+
+async def test_workers_stop_when_the_parent_is_killed(served: Served) -> None:
+    pids: set[int] = set()
+    for _ in range(200):
+        status, body = await served.request("GET", "/health/detailed", headers=AUTH)
+        assert status == 200, body
+        pids.add(orjson.loads(body)["process"]["pid"])
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2, "every connection went to one worker"
+    served.proc.kill()  # SIGKILL: the parent forwards nothing
+    await served.proc.wait()
+
+    def alive() -> set[int]:
+        # A worker that ended is reaped by init; until then it is a zombie, as good as gone.
+        found = set()
+        for pid in pids:
+            with contextlib.suppress(FileNotFoundError):
+                if Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z":
+                    found.add(pid)
+        return found
+
+    await eventually(lambda: not alive(), what="both orphaned workers stopped", timeout=30)
 
 
 def start_time(pid: int) -> float:
@@ -205,3 +243,54 @@ async def test_sliced_merge_equals_the_library_merge(tmp_path: Path) -> None:
     assert {s.value for s in events.samples if s.labels == {"kind": "k7"}} == {14.0}
     each = next(f for f in ours if f.name == "t_each")
     assert len(each.samples) == 2  # mode "all" keeps one series per worker
+
+
+PULLED_WRITER = """
+import sys
+from server.observability.metrics import Metrics
+from server.observability.rpc_metrics import RpcMetrics
+from server.rpc.errors import ErrorCode
+
+metrics = Metrics(standard_collectors=False)
+rpc = RpcMetrics(metrics, buckets=(0.01, 0.1, 1.0, 10.0))
+for seconds in (0.005, 0.05, 0.5):
+    rpc.observe("a.b", "jsonrpc", None, seconds)
+metrics.sync()
+metrics.sync()  # nothing new: copies nothing twice
+rpc.observe("a.b", "jsonrpc", None, 0.01)  # on a bound: that bucket (le)
+rpc.observe("a.b", "jsonrpc", ErrorCode.TIMEOUT, 5.0)
+metrics.sync()
+"""
+
+
+async def test_pulled_histograms_merge_bucket_by_bucket(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for _ in range(2):
+        writer = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PULLED_WRITER, env=env, cwd=ROOT
+        )
+        assert await asyncio.wait_for(writer.wait(), 60) == 0
+    families = {f.name: f for f in await merged(str(tmp_path), Slicer())}
+    child = {"procedure": "a.b", "protocol": "jsonrpc"}
+    found = {
+        (s.name, s.labels.get("le")): s.value
+        for s in families["infrawatch_rpc_call_duration_seconds"].samples
+        if {k: v for k, v in s.labels.items() if k != "le"} == child
+    }
+    name = "infrawatch_rpc_call_duration_seconds"
+    # Per worker: 0.005 and 0.01 <= 0.01; 0.05 <= 0.1; 0.5 <= 1; 5.0 <= 10; none above 10
+    # (an empty bucket is still a series). Two workers.
+    assert found[(f"{name}_bucket", "0.01")] == 4
+    assert found[(f"{name}_bucket", "0.1")] == 6
+    assert found[(f"{name}_bucket", "1.0")] == 8
+    assert found[(f"{name}_bucket", "10.0")] == 10
+    assert found[(f"{name}_bucket", "+Inf")] == 10
+    assert found[(f"{name}_count", None)] == 10
+    assert len(found) == 7  # every bucket, the count and the sum
+    assert found[(f"{name}_sum", None)] == pytest.approx(2 * (0.005 + 0.05 + 0.5 + 0.01 + 5.0))
+    calls = {
+        s.labels["code"]: s.value
+        for s in families["infrawatch_rpc_calls"].samples
+        if s.name == "infrawatch_rpc_calls_total"
+    }
+    assert calls == {"OK": 8, "TIMEOUT": 2}

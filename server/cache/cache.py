@@ -217,10 +217,11 @@ class Cache:
             stats.coalesced += 1
         return Lookup(value, "MISS")
 
-    def peek(self, namespace: str, key: str) -> Any:
+    def peek(self, namespace: str, key: str, *, encoded: bool = False) -> Any:
         """The fresh value of ``key`` from the hot tier alone, counted as a hit, or
         ``MISSING`` (not counted: the caller goes on to ``fetch``). Synchronous: the fast path
-        of the cached-procedure middleware."""
+        of the cached-procedure middleware. ``encoded``: the value as an ``orjson.Fragment``
+        (JSON encoded once per entry), for a caller that will only serialize it."""
         near = self.near
         if not near.active:
             return MISSING
@@ -233,7 +234,7 @@ class Cache:
         stats.hits += 1
         if not near.hits % HOT_TIMING_EVERY:
             self.stats.observe(stats, "get", start, clock())
-        return entry.value
+        return entry.json() if encoded else entry.value
 
     async def _compute(
         self,

@@ -21,10 +21,11 @@ clock = time.perf_counter
 
 
 class Entry:
-    __slots__ = ("expires_at", "fresh_until", "stored_at", "value")
+    __slots__ = ("_json", "expires_at", "fresh_until", "stored_at", "value")
 
     def __init__(self, value: Any, fresh_until: float, expires_at: float, stored_at: float) -> None:
         self.value = value
+        self._json: orjson.Fragment | None = None
         self.fresh_until = fresh_until  # clock()
         self.expires_at = expires_at  # clock()
         self.stored_at = stored_at  # wall clock, UNIX seconds
@@ -36,6 +37,14 @@ class Entry:
 
     def is_fresh(self, now: float) -> bool:
         return now < self.fresh_until
+
+    def json(self) -> orjson.Fragment:
+        """The value as JSON, encoded on first use: each later hit for a wire adapter copies
+        these bytes into its response instead of serializing the value again."""
+        encoded = self._json
+        if encoded is None:
+            encoded = self._json = orjson.Fragment(orjson.dumps(self.value))
+        return encoded
 
     def encode(self) -> bytes:
         offset = time.time() - clock()

@@ -13,8 +13,9 @@ them, and a scrape reaches one worker. ``Mirror`` copies each pulled family into
 families of the same name: counters by the increase since the last copy (so the merged value
 is the sum over workers, dead ones included, as a counter should be), gauges by value with the
 merge mode the family was registered with (``livesum`` for pools, ``livemax`` for breaker
-state, ...). Every worker copies on an interval and the answering one right before it renders.
-Pulled histograms and summaries are not copied: push those (``Metrics.histogram``).
+state, ...), histograms like counters (each bucket and the sum by its increase). Every worker
+copies on an interval and the answering one right before it renders. Pulled summaries are not
+copied: push those.
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ class Mirror:
     def __init__(self) -> None:
         self._counters: dict[str, tuple[Counter, tuple[str, ...]]] = {}
         self._gauges: dict[str, tuple[Gauge, tuple[str, ...]]] = {}
-        self._last: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._values: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+        self._last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._warned: set[str] = set()
 
     def sync(self, collectors: list[tuple[Collector, MergeRule]]) -> None:
@@ -168,6 +170,8 @@ class Mirror:
             for family in families:
                 if family.type == "counter":
                     self._counter(family.name, family.documentation, family.samples)
+                elif family.type == "histogram":
+                    self._histogram(family.name, family.documentation, family.samples)
                 elif family.type in ("gauge", "unknown", "info", "stateset"):
                     mode = merge_for(rule, family.name)
                     for sample in family.samples:
@@ -194,13 +198,44 @@ class Mirror:
             if labelnames != known:
                 continue
             labelvalues = tuple(sample.labels[k] for k in known)
-            key = (name, labelvalues)
-            previous = self._last.get(key, 0.0)
-            # A pulled counter that went down was reset at its source: all of it is new.
-            delta = sample.value - previous if sample.value >= previous else sample.value
-            self._last[key] = sample.value
+            delta = self._rise(sample)
             if delta > 0:
                 (counter.labels(*labelvalues) if known else counter).inc(delta)
+
+    def _histogram(self, name: str, doc: str, samples: list[Sample]) -> None:
+        """The file-backed values hold each bucket's own count (not the cumulative ``le``
+        figure) and the sum, as prometheus-client's ``Histogram`` writes them."""
+        below: dict[tuple[tuple[str, str], ...], float] = {}  # per child: previous bucket's rise
+        for sample in samples:
+            if sample.name == name + "_bucket":
+                child = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+                rise = self._rise(sample)
+                own = rise - below.get(child, 0.0)
+                below[child] = rise
+            elif sample.name == name + "_sum":
+                own = self._rise(sample)
+            else:
+                continue  # _count is the merge's sum of the buckets; _created has no merge
+            value = self._value(name, sample, doc)  # every bucket is written, empty or not
+            if own > 0:
+                value.inc(own)
+
+    def _rise(self, sample: Sample) -> float:
+        key = (sample.name, tuple(sorted(sample.labels.items())))
+        previous = self._last.get(key, 0.0)
+        self._last[key] = sample.value
+        # A pulled counter that went down was reset at its source: all of it is new.
+        return sample.value - previous if sample.value >= previous else sample.value
+
+    def _value(self, family: str, sample: Sample, doc: str) -> Any:
+        labels = tuple(sorted(sample.labels.items()))
+        value = self._values.get((sample.name, labels))
+        if value is None:
+            names = tuple(k for k, _ in labels)
+            values_ = tuple(v for _, v in labels)
+            value = values.ValueClass("histogram", family, sample.name, names, values_, doc)
+            self._values[(sample.name, labels)] = value
+        return value
 
     def _gauge(self, name: str, doc: str, mode: Merge, sample: Sample) -> None:
         labels = sample.labels

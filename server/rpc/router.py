@@ -179,6 +179,10 @@ class Router:
     ) -> Any:
         """Run one procedure; returns JSON-ready data or raises ``RpcError``.
 
+        For a wire protocol the data may hold ``orjson.Fragment`` (JSON already encoded, a
+        cache hit's): the adapters serialize with orjson, which copies it. ``internal`` calls
+        get plain Python values.
+
         ``kind`` is the kind the wire implies (tRPC: GET is a query, POST a mutation).
         """
         started = time.perf_counter()
