@@ -130,8 +130,10 @@ PARTITIONS: dict[str, Any] = {
                 {"name": "row_delta", "ok": False, "detail": "7 rows differ"},
                 {"name": "dual_write_trigger", "ok": True, "detail": "trigger enabled"},
             ],
+            "checked_at": _at(8),
         }
-    ]
+    ],
+    "checked_at": _at(8),
 }
 REPLICA_HEALTH: dict[str, Any] = {
     "replicas": [

@@ -49,9 +49,13 @@ class Apps:
         self._clients: list[TestClient] = []
 
     async def start(self, settings: Settings) -> PgApp:
-        # These tests count the statements their own calls make: the alert evaluator's
-        # background reads would add to them.
-        settings = dataclasses.replace(settings, alert_evaluation_enabled=False)
+        # These tests count the statements their own calls make (the alert evaluator's
+        # background reads would add to them) and read figures right after changing them (a
+        # cached answer would hide the change). The cached procedures' policies are tested
+        # with the cache on in tests/test_cached_procedures.py.
+        settings = dataclasses.replace(
+            settings, alert_evaluation_enabled=False, cache_enabled=False
+        )
         client: TestClient = TestClient(TestServer(create_app(settings)))
         await client.start_server()
         self._clients.append(client)

@@ -202,6 +202,10 @@ async def test_every_section_renders_the_contract_shapes(make_client: MakeClient
     assert "not ready" in partitions.text
     assert "failed: row delta: 7 rows differ" in partitions.text
     assert "passed: dual write trigger: trigger enabled" in partitions.text
+    # The reading's own time (a cached answer is up to its TTL old), not the page's.
+    assert re.search(r"checked\s*[0-9.]+ (s|min|h) ago", partitions.text), partitions.text
+    checked_at = OUTPUTS["monitoring.partitionMetrics"]["pairs"][0]["checked_at"]
+    assert f'<time datetime="{checked_at}"' in html
 
     queries = page["queries"]
     assert "612.0 ms" in queries.text and "15.00" in queries.text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
@@ -79,9 +79,14 @@ class DatabaseInfo(BaseModel):
     nodes: list[NodeInfo] = Field(description="the primary, then each replica")
     pgbouncer: PgBouncerInfo | None = Field(description="None when PGBOUNCER_ADMIN_URL is unset")
     configuration: DatabaseConfiguration = Field(description="the settings in use")
+    checked_at: datetime = Field(
+        description="when the servers were asked (uptime_seconds is as of then); a cached "
+        "answer keeps the time of its reading"
+    )
 
 
 async def database_info(cluster: PostgresCluster, settings: Settings) -> DatabaseInfo:
+    checked_at = datetime.now(UTC)
     nodes = list(await asyncio.gather(*(_node_info(node) for node in cluster.nodes)))
     bouncer: PgBouncerInfo | None = None
     if cluster.pgbouncer is not None:
@@ -108,6 +113,7 @@ async def database_info(cluster: PostgresCluster, settings: Settings) -> Databas
             partition_exact_count_limit=settings.partition_exact_count_limit,
             pgbouncer_configured=settings.pgbouncer_admin_url is not None,
         ),
+        checked_at=checked_at,
     )
 
 

@@ -167,6 +167,9 @@ class PartitionMetricsReport(BaseModel):
     ready_max_delta: int = Field(description="row delta must stay below this to be ready")
     exact_count_limit: int = Field(description="PARTITION_EXACT_COUNT_LIMIT")
     pairs: list[PairMetrics] = Field(description="one per PARTITION_PAIRS entry, in order")
+    checked_at: datetime = Field(
+        description="when the reading began; a cached answer keeps the time of its reading"
+    )
 
 
 class PartitionStats(BaseModel):
@@ -190,6 +193,9 @@ class PairPartitions(BaseModel):
 
 class PartitionTableStatsReport(BaseModel):
     pairs: list[PairPartitions] = Field(description="the pairs asked for")
+    checked_at: datetime = Field(
+        description="when the reading began; a cached answer keeps the time of its reading"
+    )
 
 
 # --- reading ---
@@ -239,18 +245,22 @@ class PartitionWatch:
         raise RpcError(ErrorCode.NOT_FOUND, f"no partition pair {name!r} (known: {known})")
 
     async def metrics(self) -> PartitionMetricsReport:
+        checked_at = datetime.now(UTC)
         results = await asyncio.gather(*(self._pair_metrics(pair) for pair in self.pairs))
         self.last = {m.pair: m for m in results}
         return PartitionMetricsReport(
             ready_max_delta=READY_MAX_DELTA,
             exact_count_limit=self.exact_count_limit,
             pairs=list(results),
+            checked_at=checked_at,
         )
 
     async def table_stats(self, only: str | None = None) -> PartitionTableStatsReport:
         pairs = [self.find(only)] if only is not None else list(self.pairs)
+        checked_at = datetime.now(UTC)
         return PartitionTableStatsReport(
-            pairs=list(await asyncio.gather(*(self._pair_partitions(p) for p in pairs)))
+            pairs=list(await asyncio.gather(*(self._pair_partitions(p) for p in pairs))),
+            checked_at=checked_at,
         )
 
     # --- one pair ---

@@ -26,9 +26,24 @@ from server.collectors.replicas import (
 )
 from server.datastores.postgres import PostgresCluster
 from server.rpc.errors import ErrorCode, Unavailable
-from server.rpc.router import Context, NoInput, Procedure, query
+from server.rpc.router import CachePolicy, Context, NoInput, Procedure, query
 
 _UNAVAILABLE = (ErrorCode.SERVICE_UNAVAILABLE,)
+
+# Three answers are cached (docs/procedures.md, "Cached answers"): figures that cost exact
+# counts or a walk of the database's files and change by migration, DDL or restart rather than
+# by the second. Each carries ``checked_at``, so a cached answer is not taken for a fresh one.
+# Not warmed: the alert evaluator reads partitionMetrics every ALERT_EVALUATION_INTERVAL anyway,
+# and warming would run the counts when nobody looks. What operators act on in the moment
+# (health, breakers, pools, replicas, alerts, the cache's own figures) stays uncached.
+DATABASE_NAMESPACE = "database"
+# Never stale: a switchover verdict must not outlive its source, and the page and the alert
+# evaluator read it in-process, where no X-Cache: STALE marker reaches them.
+PARTITION_METRICS_CACHE = CachePolicy(ttl=10.0, namespace=DATABASE_NAMESPACE, stale_if_error=False)
+# An exact count per partition; partitions change only by DDL.
+PARTITION_TABLE_STATS_CACHE = CachePolicy(ttl=30.0, namespace=DATABASE_NAMESPACE)
+# Versions and settings change with a restart or reload; pg_database_size walks every file.
+DATABASE_INFO_CACHE = CachePolicy(ttl=30.0, namespace=DATABASE_NAMESPACE)
 
 
 class QueryStatsInput(BaseModel):
@@ -122,6 +137,7 @@ PROCEDURES: list[Procedure] = [
         "dual-write triggers, writes within PARTITION_WRITES_WINDOW, and the switchover verdict "
         "with each check.",
         errors=_UNAVAILABLE,
+        cache=PARTITION_METRICS_CACHE,
     ),
     query(
         "monitoring.partitionTableStats",
@@ -130,6 +146,7 @@ PROCEDURES: list[Procedure] = [
         output=PartitionTableStatsReport,
         summary="Per partition of each partitioned table: bounds, rows and size.",
         errors=(*_UNAVAILABLE, ErrorCode.NOT_FOUND),
+        cache=PARTITION_TABLE_STATS_CACHE,
         positional=("pair",),
     ),
     query(
@@ -160,5 +177,6 @@ PROCEDURES: list[Procedure] = [
         summary="Each server's version, role, max_connections and uptime; PgBouncer's "
         "version; the database settings infrawatch runs with.",
         errors=_UNAVAILABLE,
+        cache=DATABASE_INFO_CACHE,
     ),
 ]
