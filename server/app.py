@@ -23,7 +23,7 @@ from server.datastores.redis import BREAKER as REDIS_BREAKER
 from server.datastores.redis import RedisClient
 from server.observability import routes as observability
 from server.procedures import catalogue
-from server.rpc.jsonrpc import handle_rpc
+from server.rpc.jsonrpc import rpc_handler
 from server.rpc.openrpc import discover_procedure
 from server.rpc.router import Procedure, Router
 from server.rpc.trpc import handle_trpc
@@ -184,7 +184,7 @@ def create_app(
         [postgres_ctx, replica_health_ctx, redis_ctx, cache_ctx(warmer), alerts_ctx]
     )
     app.on_shutdown.append(_mark_shutting_down)
-    app.router.add_post("/rpc", handle_rpc)
+    app.router.add_post("/rpc", rpc_handler(router, services, app[AUTH]))
     # Every method: v11 answers HEAD, refuses the others with its own JSON errors.
     app.router.add_route("*", "/trpc/{path:.*}", handle_trpc)
     setup_dashboard(app)

@@ -7,6 +7,7 @@ method outside the standard set is ``other``.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator
 
 from aiohttp import web
@@ -34,16 +35,14 @@ class HttpMetrics:
     """
 
     def __init__(self, metrics: Metrics) -> None:
-        self._counts: dict[tuple[str, AbstractResource | None, int], int] = {}
+        self._counts: defaultdict[tuple[str, AbstractResource | None, int], int] = defaultdict(int)
         metrics.add_collector(self)
 
     async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         method = request.method
         if method not in _METHODS:
             method = "other"  # a client may send any token as a method: keep the label set
-        key = (method, request.match_info.route.resource, response.status)
-        counts = self._counts
-        counts[key] = counts.get(key, 0) + 1
+        self._counts[(method, request.match_info.route.resource, response.status)] += 1
 
     def describe(self) -> list[Metric]:
         return [

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from server.appkeys import AUTH, ROUTER, SERVICES
+from server.auth import Authenticator
 from server.rpc.errors import CODES, ErrorCode, InvalidInput, ProcedureNotFound, RpcError
 from server.rpc.router import Caller, Context, Router
 from server.services import Services
@@ -127,10 +129,17 @@ def _encode(payload: Any, status: int = 200, headers: dict[str, str] | None = No
     )
 
 
-async def handle_rpc(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    router = app[ROUTER]
-    services = app[SERVICES]
+def rpc_handler(
+    router: Router, services: Services, auth: Authenticator
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The ``POST /rpc`` handler, bound to its app's parts once rather than looked up in the
+    app per request (a cached hit is measured in microseconds)."""
+    return partial(handle_rpc, router, services, auth)
+
+
+async def handle_rpc(
+    router: Router, services: Services, auth: Authenticator, request: web.Request
+) -> web.StreamResponse:
     settings = services.settings
     try:
         body = await request.read()
@@ -143,7 +152,7 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
         )
         return _encode(_response(None, error=error), status=413)
     try:
-        caller: Caller = app[AUTH].caller_for_header(request.headers.get("Authorization"))
+        caller: Caller = auth.caller_for_header(request.headers.get("Authorization"))
     except RpcError as exc:
         return _encode(_response(None, error=error_object(exc)), status=CODES[exc.code].http_status)
     try:
