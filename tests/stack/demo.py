@@ -118,9 +118,8 @@ WHERE created_at > now() - interval '5 minutes'
 """
 
 # Queries of the running service the workload calls (those this build lacks answer "Method not
-# found", which the workload counts and moves past). Not monitoring.partitionMetrics: its
-# "recent writes" check compares with the previous call, and extra calls would shrink that
-# window below the workload's own pace.
+# found", which the workload counts and moves past). Not monitoring.partitionMetrics: its exact
+# counts scan both tables, and the alert evaluator and the dashboard already read it.
 RPC_QUERIES = (
     "monitoring.partitionTableStats",
     "database.replicaStats",
