@@ -30,7 +30,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from prometheus_client import Counter, Gauge, values
+from prometheus_client import Gauge, values
 from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -154,7 +154,6 @@ class Mirror:
     """Copies pulled families into file-backed ones (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._counters: dict[str, tuple[Counter, tuple[str, ...]]] = {}
         self._gauges: dict[str, tuple[Gauge, tuple[str, ...]]] = {}
         self._values: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
         self._last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
@@ -185,22 +184,13 @@ class Mirror:
                     )
 
     def _counter(self, name: str, doc: str, samples: list[Sample]) -> None:
-        total = name + "_total"
         for sample in samples:
-            if sample.name != total:
+            if sample.name != name + "_total":
                 continue  # _created: the merged output has none
-            labelnames = tuple(sorted(sample.labels))
-            entry = self._counters.get(name)
-            if entry is None:
-                entry = (Counter(name, doc, labelnames, registry=None), labelnames)
-                self._counters[name] = entry
-            counter, known = entry
-            if labelnames != known:
-                continue
-            labelvalues = tuple(sample.labels[k] for k in known)
-            delta = self._rise(sample)
-            if delta > 0:
-                (counter.labels(*labelvalues) if known else counter).inc(delta)
+            value = self._value("counter", name, sample, doc)
+            rise = self._rise(sample)
+            if rise > 0:
+                value.inc(rise)
 
     def _histogram(self, name: str, doc: str, samples: list[Sample]) -> None:
         """The file-backed values hold each bucket's own count (not the cumulative ``le``
@@ -216,7 +206,7 @@ class Mirror:
                 own = self._rise(sample)
             else:
                 continue  # _count is the merge's sum of the buckets; _created has no merge
-            value = self._value(name, sample, doc)  # every bucket is written, empty or not
+            value = self._value("histogram", name, sample, doc)  # every bucket, empty or not
             if own > 0:
                 value.inc(own)
 
@@ -227,13 +217,15 @@ class Mirror:
         # A pulled counter that went down was reset at its source: all of it is new.
         return sample.value - previous if sample.value >= previous else sample.value
 
-    def _value(self, family: str, sample: Sample, doc: str) -> Any:
+    def _value(self, kind: str, family: str, sample: Sample, doc: str) -> Any:
+        """The file-backed value of one sample, as prometheus-client's own family of ``kind``
+        would write it."""
         labels = tuple(sorted(sample.labels.items()))
         value = self._values.get((sample.name, labels))
         if value is None:
             names = tuple(k for k, _ in labels)
             values_ = tuple(v for _, v in labels)
-            value = values.ValueClass("histogram", family, sample.name, names, values_, doc)
+            value = values.ValueClass(kind, family, sample.name, names, values_, doc)
             self._values[(sample.name, labels)] = value
         return value
 
