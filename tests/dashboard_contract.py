@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from server.errors import ErrorCode, RpcError
 from server.procedures import catalogue
-from server.rpc.errors import ErrorCode, RpcError
 from server.rpc.router import Context, Procedure, mutation, query
 
 NOW = datetime.now(UTC)

@@ -17,7 +17,7 @@ from server.alerts.models import AlertQuery, AlertRecord, Condition, Round
 from server.alerts.pg_store import PostgresStore
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
-from server.rpc.errors import ErrorCode, RpcError
+from server.errors import ErrorCode, RpcError
 from server.services import Services
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)

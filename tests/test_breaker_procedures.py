@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from server.config import Settings
+from server.errors import CircuitOpen, ErrorCode, InvalidInput, RpcError
 from server.procedures.breakers import PROCEDURES
-from server.resilience import BreakerState, CircuitOpen
-from server.rpc.errors import ErrorCode, InvalidInput, RpcError
+from server.resilience import BreakerState
 from server.rpc.router import ANONYMOUS, Caller, Context, Router
 from server.services import Services
 
@@ -84,7 +84,6 @@ async def test_status_lists_every_breaker_with_measured_figures(
         "timeouts": 0,
         "ignored": 0,
         "rejections": 0,
-        "fallbacks": 0,
         "transitions": 1,
     }
     assert status["policy"]["failure_threshold"] == 2

@@ -17,8 +17,8 @@ from pydantic import BaseModel
 from server.app import create_app
 from server.appkeys import SERVICES
 from server.config import Settings
+from server.errors import Unavailable
 from server.procedures import catalogue
-from server.rpc.errors import Unavailable
 from server.rpc.router import CachePolicy, Context, NoInput, mutation, query
 from server.services import Services
 from tests.conftest import OPERATOR_TOKEN

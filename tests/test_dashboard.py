@@ -23,8 +23,8 @@ import web as web_package
 from server.app import create_app
 from server.appkeys import ROUTER, SERVICES
 from server.config import Settings
+from server.errors import Unavailable
 from server.resilience import BreakerState
-from server.rpc.errors import Unavailable
 from server.rpc.router import ANONYMOUS, Caller, Context, Procedure, query
 from tests.conftest import OPERATOR_NAME, OPERATOR_TOKEN, SESSION_SECRET
 from tests.dashboard_contract import (

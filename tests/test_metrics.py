@@ -24,10 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.app import create_app
 from server.appkeys import SERVICES
 from server.config import Settings
+from server.errors import CircuitOpen, Unavailable
 from server.observability.exposition import CHUNK, Slicer, negotiate, render
 from server.observability.metrics import Metrics, family_name
-from server.resilience import CircuitOpen
-from server.rpc.errors import Unavailable
 
 TOKEN = "alice-token-0123456789"
 OPENMETRICS = "application/openmetrics-text;version=1.0.0"

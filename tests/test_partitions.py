@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from server.config import PartitionPair, Settings, TableName
-from server.rpc.errors import ErrorCode, RpcError
+from server.errors import ErrorCode, RpcError
 from tests.pg_app import AppFactory, Apps, PgApp, database_of, samples
 from tests.stack import PostgresServer
 from tests.waiting import until_accepted

@@ -17,10 +17,8 @@ from prometheus_client import generate_latest
 
 from server.app import create_app
 from server.config import Settings
-from server.datastores.pool import PoolTimeout
 from server.datastores.query_stats import normalise, operation_of
-from server.datastores.sqlstate import SqlError
-from server.rpc.errors import ErrorCode, Unavailable
+from server.errors import ErrorCode, PoolTimeout, SqlError, Unavailable
 from tests.pg_app import AppFactory, Apps, PgApp, database_of, samples
 from tests.stack import PostgresServer, free_port
 from tests.waiting import until_accepted

@@ -17,9 +17,9 @@ from server.app import create_app
 from server.appkeys import SERVICES
 from server.config import Settings
 from server.datastores.redis import BREAKER, RedisClient
+from server.errors import CircuitOpen, Unavailable
 from server.procedures import catalogue
-from server.resilience import BreakerRegistry, BreakerState, CircuitOpen
-from server.rpc.errors import Unavailable
+from server.resilience import BreakerRegistry, BreakerState
 from server.rpc.router import CachePolicy, Context, NoInput, query
 from server.services import Services
 from tests.stack import RedisServer

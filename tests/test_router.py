@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from server.config import Settings
-from server.rpc.errors import ErrorCode, InvalidInput, ProcedureNotFound, RpcError
+from server.errors import ErrorCode, InvalidInput, ProcedureNotFound, RpcError
 from server.rpc.router import (
     ANONYMOUS,
     CachePolicy,

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from server.config import Settings
-from server.rpc.errors import ErrorCode, RpcError
+from server.errors import ErrorCode, RpcError
 from server.rpc.router import (
     NO_ANSWER,
     Context,

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from server.app import create_app
 from server.appkeys import SERVICES
 from server.config import Settings
-from server.rpc.errors import ErrorCode, RpcError
+from server.errors import ErrorCode, RpcError
 from server.rpc.router import Context, NoInput, Procedure, mutation, query
 from server.runner import AppRunner
 

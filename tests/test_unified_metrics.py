@@ -10,8 +10,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from server.config import Settings
+from server.errors import Unavailable
 from server.procedures import unified
-from server.rpc.errors import Unavailable
 from server.rpc.router import Caller, Context, NoInput, Router, query
 from server.services import Services
 from tests.alerting import call, error_code, evaluator, result, services, start_app

@@ -23,7 +23,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from server.rpc.errors import ProcedureNotFound
+from server.errors import ProcedureNotFound
 from server.rpc.reading import read
 from server.rpc.router import Caller, Context, Router
 from server.services import Services

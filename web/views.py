@@ -18,7 +18,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from server.appkeys import AUTH, ROUTER, SERVICES, SETTINGS
-from server.rpc.errors import RpcError
+from server.errors import RpcError
 from server.rpc.router import ANONYMOUS, Caller, Context
 from web import sections
 from web.appkeys import SESSIONS

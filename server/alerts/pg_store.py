@@ -22,7 +22,7 @@ import orjson
 from server.alerts.memory_store import not_found
 from server.alerts.migrations import RECONCILE_LOCK, migrate
 from server.alerts.models import AlertQuery, AlertRecord, Round
-from server.rpc.errors import RpcError, Unavailable
+from server.errors import RpcError, StoreRejected, Unavailable
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -112,9 +112,6 @@ RETURNING *
 
 _GET = "SELECT * FROM infrawatch.alerts WHERE id = $1"
 
-
-class StoreRejected(Unavailable):
-    """PostgreSQL refused a statement (not a connection problem): retrying will not help."""
 
 
 class PostgresStore:

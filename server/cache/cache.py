@@ -43,7 +43,7 @@ from server.cache.stats import ALL_NAMESPACES, CacheStats, NamespaceStats
 from server.cache.tracking import Tracker
 from server.config import Settings
 from server.datastores.redis import RedisClient
-from server.rpc.errors import Unavailable
+from server.errors import Unavailable
 
 log = logging.getLogger(__name__)
 

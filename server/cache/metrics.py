@@ -21,7 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from server.cache.stats import OPERATIONS
-from server.rpc.errors import Unavailable
+from server.errors import Unavailable
 
 if TYPE_CHECKING:
     from server.services import Services

@@ -26,7 +26,7 @@ import orjson
 from pydantic import BaseModel
 
 from server.cache.cache import MISSING, Cache
-from server.rpc.errors import RpcError, Unavailable
+from server.errors import RpcError, Unavailable
 from server.rpc.router import (
     NO_ANSWER,
     CachePolicy,

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from server import background
 from server.cache.near import NearTier
 from server.datastores.redis import RedisClient
-from server.rpc.errors import Unavailable
+from server.errors import Unavailable
 
 log = logging.getLogger(__name__)
 

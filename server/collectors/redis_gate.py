@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from server.rpc.errors import Unavailable
+from server.errors import Unavailable
 
 if TYPE_CHECKING:
     from server.services import Services

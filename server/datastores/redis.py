@@ -25,7 +25,7 @@ Every call goes through the ``redis-cache`` breaker and comes out as our own err
     async for keys in client.scan_pages(match="bull:*"):     # SCAN, page by page
         ...
 
-``execute`` raises ``server.rpc.errors.Unavailable`` when Redis fails (connection, timeout,
+``execute`` raises ``server.errors.Unavailable`` when Redis fails (connection, timeout,
 error reply), when the breaker rejects the call (``CircuitOpen``) or when it runs past the
 breaker's call timeout (``CallTimeout``). ``client.raw`` is the redis-py client
 (``redis.asyncio.Redis`` or ``RedisCluster``) and ``client.breaker`` the breaker, for code that
@@ -50,8 +50,8 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 
 from server.config import Settings
+from server.errors import Unavailable
 from server.resilience.breaker import Breaker
-from server.rpc.errors import Unavailable
 
 log = logging.getLogger(__name__)
 

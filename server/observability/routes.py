@@ -24,12 +24,12 @@ import orjson
 from aiohttp import web
 
 from server.appkeys import AUTH, SERVICES
+from server.errors import RpcError
 from server.observability import health
 from server.observability.breaker_metrics import MERGE as BREAKER_MERGE
 from server.observability.breaker_metrics import BreakerCollector
 from server.observability.http_metrics import HttpMetrics
 from server.observability.rpc_metrics import RpcMetrics
-from server.rpc.errors import RpcError
 from server.services import Services
 
 _NO_STORE = {"Cache-Control": "no-store"}

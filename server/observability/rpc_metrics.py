@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from server.errors import ErrorCode
 from server.observability.metrics import LATENCY_BUCKETS, Metrics, family_name
-from server.rpc.errors import ErrorCode
 from server.rpc.router import Protocol
 
 OK = "OK"

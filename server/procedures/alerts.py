@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from server.alerts.book import AlertBook
 from server.alerts.models import AcknowledgeInput, Alert, AlertPage, AlertQuery
-from server.rpc.errors import ErrorCode, Unavailable
+from server.errors import ErrorCode, Unavailable
 from server.rpc.router import Context, Procedure, mutation, query
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from server.errors import ErrorCode
 from server.resilience.breaker import Breaker
 from server.resilience.models import (
     BreakerName,
@@ -15,7 +16,6 @@ from server.resilience.models import (
     BreakerStatusList,
     SetBreakerState,
 )
-from server.rpc.errors import ErrorCode
 from server.rpc.router import Context, NoInput, Procedure, mutation, query
 
 log = logging.getLogger(__name__)

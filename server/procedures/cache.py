@@ -17,7 +17,7 @@ from server.cache.models import (
     stats_report,
 )
 from server.collectors.redis_info import RedisInfo, redis_info
-from server.rpc.errors import ErrorCode, Unavailable
+from server.errors import ErrorCode, Unavailable
 from server.rpc.router import Context, NoInput, Procedure, mutation, query
 
 log = logging.getLogger(__name__)

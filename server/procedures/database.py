@@ -25,7 +25,7 @@ from server.collectors.replicas import (
     replica_stats,
 )
 from server.datastores.postgres import PostgresCluster
-from server.rpc.errors import ErrorCode, Unavailable
+from server.errors import ErrorCode, Unavailable
 from server.rpc.router import CachePolicy, Context, NoInput, Procedure, query
 
 _UNAVAILABLE = (ErrorCode.SERVICE_UNAVAILABLE,)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from server.collectors.redis_gate import RedisGate
 from server.collectors.redis_keys import KeyStats, KeyStatsInput, key_stats
-from server.rpc.errors import ErrorCode
+from server.errors import ErrorCode
 from server.rpc.router import Context, Procedure, query
 
 

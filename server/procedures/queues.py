@@ -8,7 +8,7 @@ breaker open) is SERVICE_UNAVAILABLE.
 from __future__ import annotations
 
 from server.collectors.redis_queues import QueueCollector, QueueStats, QueueStatsInput
-from server.rpc.errors import ErrorCode
+from server.errors import ErrorCode
 from server.rpc.router import Context, Procedure, query
 
 

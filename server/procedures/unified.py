@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from server.alerts.models import Alert, AlertQuery, Source, StoreStatus, rank
-from server.rpc.errors import Unavailable
+from server.errors import Unavailable
 from server.rpc.reading import Reading, SectionError, read_all
 from server.rpc.router import Context, NoInput, Procedure, query
 

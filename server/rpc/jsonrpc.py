@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from server.auth import Authenticator
-from server.rpc.errors import CODES, ErrorCode, InvalidInput, ProcedureNotFound, RpcError
+from server.errors import CODES, ErrorCode, InvalidInput, ProcedureNotFound, RpcError
 from server.rpc.router import Caller, Context, Router
 from server.services import Services
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from server.rpc.errors import ErrorCode, ProcedureNotFound, RpcError
+from server.errors import ErrorCode, ProcedureNotFound, RpcError
 from server.rpc.router import Context, Router
 
 Outcome = Literal["ok", "absent", "unavailable", "error", "timeout"]

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from server.resilience.breaker import _Deadlines, _uncancel
-from server.rpc.errors import ErrorCode, InvalidInput, ProcedureNotFound, RpcError
+from server.deadlines import Deadlines, uncancel
+from server.errors import ErrorCode, InvalidInput, ProcedureNotFound, RpcError
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -150,7 +150,7 @@ class Router:
         # 4-5 µs a call (a Timeout object, a TimerHandle on the loop's heap), a fifth of what a
         # cached call through POST /rpc may cost in all. Every call here has the same timeout,
         # so deadlines expire in start order and one timer serves them all.
-        self._deadlines = _Deadlines(timeout) if timeout else None
+        self._deadlines = Deadlines(timeout) if timeout else None
         self._queries_need_caller = queries_need_caller
         self._observer = observer
 
@@ -232,7 +232,7 @@ class Router:
             if (
                 deadlines is not None
                 and deadlines.leave(token)
-                and _uncancel() == 0
+                and uncancel() == 0
                 and isinstance(exc, asyncio.CancelledError)
             ):
                 raise self._timed_out(path) from exc
@@ -245,7 +245,7 @@ class Router:
                 raise RpcError(ErrorCode.INTERNAL_SERVER_ERROR, "Internal server error") from exc
             raise
         if deadlines is not None and deadlines.leave(token):
-            _uncancel()  # the handler swallowed our cancellation and returned: undo it
+            uncancel()  # the handler swallowed our cancellation and returned: undo it
         return result
 
     def _timed_out(self, path: str) -> RpcError:

@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from server.appkeys import AUTH, ROUTER, SERVICES
-from server.rpc.errors import CODES, ErrorCode, ProcedureNotFound, RpcError
+from server.errors import CODES, ErrorCode, ProcedureNotFound, RpcError
 from server.rpc.router import ANONYMOUS, Caller, Context, Kind, Procedure, Router
 
 # resolveResponse.ts TYPE_ACCEPTED_METHOD_MAP (no method override: a query is never a POST).
