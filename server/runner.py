@@ -29,7 +29,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from server.errors import ErrorCode, RpcError
-from server.rpc.trpc import BASE_HEADERS, error_body
+from server.wire.trpc import BASE_HEADERS, error_body
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The tRPC HTTP protocol at /trpc/{path}, case by case against @trpc/server v11's behaviour
-(server/rpc/trpc.py names the v11 files each rule comes from), plus long URLs and the real
+(server/wire/trpc.py names the v11 files each rule comes from), plus long URLs and the real
 catalogue on real Postgres and Redis."""
 
 from __future__ import annotations

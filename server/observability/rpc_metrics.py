@@ -23,7 +23,7 @@ from prometheus_client.utils import floatToGoString
 
 from server.errors import ErrorCode
 from server.observability.metrics import LATENCY_BUCKETS, Metrics, family_name
-from server.rpc.router import Protocol
+from server.rpc.router import Transport
 
 OK = "OK"
 CALLS = family_name("rpc_calls_total", "counter")
@@ -36,11 +36,11 @@ class RpcMetrics:
         self._bounds = buckets
         self._les = [floatToGoString(b) for b in buckets] + ["+Inf"]
         # key -> [seconds summed, count in bucket 0, ..., count above the last bound]
-        self._table: dict[tuple[str, Protocol, ErrorCode | None], list[float]] = {}
+        self._table: dict[tuple[str, Transport, ErrorCode | None], list[float]] = {}
         metrics.add_collector(self)
 
     def observe(
-        self, procedure: str, protocol: Protocol, code: ErrorCode | None, seconds: float
+        self, procedure: str, protocol: Transport, code: ErrorCode | None, seconds: float
     ) -> None:
         key = (procedure, protocol, code)
         row = self._table.get(key)

@@ -48,7 +48,7 @@ async def read(
     except ProcedureNotFound:
         return Reading(path, "absent")
     # A context of its own: middleware writes ``meta``, and reads run side by side.
-    own = Context(services=ctx.services, caller=ctx.caller, protocol="internal")
+    own = Context(caller=ctx.caller, protocol="internal")
     started = time.perf_counter()
     try:
         async with asyncio.timeout(bound):
