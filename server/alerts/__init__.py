@@ -25,6 +25,7 @@ from server.datastores.postgres import PostgresCluster
 
 __all__ = ["AlertBook", "Evaluator", "FiringCollector", "build_book", "default_rules"]
 
+
 def build_book(postgres: PostgresCluster | None, settings: Settings) -> AlertBook:
     """The book for this app: durable when ``DATABASE_URL`` is set."""
     # Long enough that a live instance always reports again in time (one round late at most).

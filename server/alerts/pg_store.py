@@ -101,7 +101,6 @@ RETURNING *
 _GET = "SELECT * FROM infrawatch.alerts WHERE id = $1"
 
 
-
 class PostgresStore:
     durable = True
 
@@ -135,9 +134,7 @@ class PostgresStore:
         await self.ensure_schema()
         return await self._call(_ACKNOWLEDGE, _acknowledge, alert_id, by, at, note)
 
-    async def _call(
-        self, sql: str, fn: Callable[..., Awaitable[T]], *args: Any
-    ) -> T:
+    async def _call(self, sql: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``fn(connection, *args)`` on the primary; ``sql`` names it in the statistics."""
         cluster = self._cluster
         try:

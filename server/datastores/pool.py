@@ -29,7 +29,6 @@ from server.resilience.stats import RollingWindow
 ACQUIRE_WINDOW_SECONDS = 60.0
 
 
-
 @dataclass(frozen=True, slots=True)
 class PoolSnapshot:
     min_size: int

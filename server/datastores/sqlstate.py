@@ -29,8 +29,6 @@ _QUERY_CANCELED = "57014"
 _READ_ONLY_TRANSACTION = "25006"
 
 
-
-
 def map_error(node: str, exc: BaseException) -> RpcError:
     """Our error for ``exc`` raised by a statement on ``node`` (``raise ... from exc``)."""
     if isinstance(exc, asyncpg.PostgresError):

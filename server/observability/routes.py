@@ -196,9 +196,7 @@ class Probes:
             refusal = self._refuse_without_token(request)
             if refusal is not None:
                 return refusal
-        report = await self._health.report(
-            show_details=self._operators_only, with_process=True
-        )
+        report = await self._health.report(show_details=self._operators_only, with_process=True)
         return _answer(report)
 
     def _refuse_without_token(self, request: web.Request) -> web.Response | None:

@@ -34,7 +34,8 @@ ERRORS = family_name("rpc_errors_total", "counter")
 class RpcMetrics:
     def __init__(self, metrics: Metrics, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self._bounds = buckets
-        self._les = [floatToGoString(b) for b in buckets] + ["+Inf"]
+        # prometheus-client leaves floatToGoString untyped; it returns the label text.
+        self._les: list[str] = [floatToGoString(b) for b in buckets] + ["+Inf"]  # type: ignore[no-untyped-call]
         # key -> [seconds summed, count in bucket 0, ..., count above the last bound]
         self._table: dict[tuple[str, Transport, ErrorCode | None], list[float]] = {}
         metrics.add_collector(self)
@@ -50,14 +51,18 @@ class RpcMetrics:
         row[bisect_left(self._bounds, seconds) + 1] += 1
 
     def describe(self) -> list[Metric]:
-        return [
+        return list(self._families())
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, HistogramMetricFamily, CounterMetricFamily]:
+        return (
             CounterMetricFamily(CALLS, _CALLS_HELP, labels=("procedure", "protocol", "code")),
             HistogramMetricFamily(DURATION, _DURATION_HELP, labels=("procedure", "protocol")),
             CounterMetricFamily(ERRORS, _ERRORS_HELP, labels=("procedure", "protocol", "code")),
-        ]
+        )
 
     def collect(self) -> Iterator[Metric]:
-        calls, duration, errors = self.describe()
+        calls, duration, errors = self._families()
         # A histogram child is per (procedure, protocol): the codes' buckets add up.
         merged: dict[tuple[str, str], list[float]] = {}
         for (procedure, protocol, code), row in list(self._table.items()):

@@ -72,8 +72,7 @@ def procedures(breakers: BreakerRegistry) -> list[Procedure]:
             set_circuit_breaker_state,
             input=SetBreakerState,
             output=BreakerStatus,
-            summary="Force one breaker open, disable it (calls pass, statistics kept) or close "
-            "it.",
+            summary="Force one breaker open, disable it (calls pass, statistics kept) or close it.",
             errors=(ErrorCode.NOT_FOUND,),
             positional=("name", "state"),
         ),
@@ -87,4 +86,3 @@ def _apply(breaker: Breaker, state: str, reason: str) -> None:
         breaker.disable(reason)
     else:
         breaker.reset(reason)
-

@@ -130,8 +130,8 @@ def procedures(
             partition_metrics_proc,
             output=PartitionMetricsReport,
             summary="Per PARTITION_PAIRS entry: row counts, delta, partitions and bounds, "
-            "dual-write triggers, writes within PARTITION_WRITES_WINDOW, and the switchover verdict "
-            "with each check.",
+            "dual-write triggers, writes within PARTITION_WRITES_WINDOW, and the switchover "
+            "verdict with each check.",
             errors=_UNAVAILABLE,
             options=(PARTITION_METRICS_CACHE,),
         ),

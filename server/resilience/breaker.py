@@ -80,8 +80,6 @@ monotonic = time.monotonic
 ErrorFilter: TypeAlias = "type[BaseException] | Callable[[BaseException], bool]"
 
 
-
-
 def is_client_error(exc: BaseException) -> bool:
     """A client's own mistake (bad input, not found...) says nothing about the dependency."""
     return isinstance(exc, RpcError) and not isinstance(exc, Unavailable)
