@@ -182,10 +182,21 @@ class Router:
         return tuple(self._procedures.values())
 
     def lookup(self, path: str, protocol: Transport = "internal") -> Procedure:
+        """The procedure at ``path`` offered over ``protocol``; ``ProcedureNotFound`` if none."""
         proc = self._procedures.get(path)
         if proc is None or protocol not in proc.protocols:
             raise ProcedureNotFound(path)
         return proc
+
+    def resolve(self, path: str, protocol: Transport) -> Procedure:
+        """``lookup`` for a call about to be run: a miss is observed as that call's outcome.
+
+        An adapter resolves each call once and hands the procedure to ``run``."""
+        try:
+            return self.lookup(path, protocol)
+        except ProcedureNotFound:
+            self._observe(path, protocol, ErrorCode.NOT_FOUND, time.perf_counter())
+            raise
 
     def authorize(self, proc: Procedure, caller: Caller) -> None:
         if caller.authenticated:
@@ -197,30 +208,22 @@ class Router:
         if self._queries_need_caller:
             raise RpcError(ErrorCode.UNAUTHORIZED, f"{proc.path} needs a token")
 
-    async def call(
-        self, path: str, raw_input: Any, ctx: Context, *, kind: Kind | None = None
-    ) -> Any:
-        """Run one procedure; returns JSON-ready data or raises ``RpcError``.
+    async def call(self, path: str, raw_input: Any, ctx: Context) -> Any:
+        """Resolve and run one procedure (in-process callers; adapters resolve, then run)."""
+        return await self.run(self.resolve(path, ctx.protocol), raw_input, ctx)
+
+    async def run(self, proc: Procedure, raw_input: Any, ctx: Context) -> Any:
+        """Run a resolved procedure; returns JSON-ready data or raises ``RpcError``.
 
         For a wire protocol the data may hold ``orjson.Fragment`` (JSON already encoded, a
         cache hit's): the adapters serialize with orjson, which copies it. ``internal`` calls
         get plain Python values.
-
-        ``kind`` is the kind the wire implies (tRPC: GET is a query, POST a mutation).
         """
-        # Inlined lookup, authorization and observation: a cached hit's whole path is this
-        # method, and each Python call it saves shows in the bench (docs/performance.md).
+        # Inlined authorization and observation: a cached hit's whole path is this method,
+        # and each Python call it saves shows in the bench (docs/performance.md).
         started = time.perf_counter()
+        path = proc.path
         try:
-            proc = self._procedures.get(path)
-            if proc is None or ctx.protocol not in proc.protocols:
-                raise ProcedureNotFound(path)
-            if kind is not None and kind != proc.kind:
-                raise RpcError(
-                    ErrorCode.METHOD_NOT_SUPPORTED,
-                    f"Unsupported {'GET' if kind == 'query' else 'POST'}-request to "
-                    f'{proc.kind} procedure at path "{path}"',
-                )
             if not ctx.caller.authenticated:
                 self.authorize(proc, ctx.caller)
             inp = validate_input(proc, raw_input)

@@ -94,7 +94,7 @@ async def _call_member(
         return _response(exc.request_id, error=exc), None
     ctx = Context(caller=caller, protocol="jsonrpc")
     try:
-        result = await router.call(method, params, ctx)
+        result = await router.run(router.resolve(method, "jsonrpc"), params, ctx)
     except RpcError as exc:
         if request_id is _MISSING:
             log.info("notification %s failed: %s", method, exc.message)

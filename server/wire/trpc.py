@@ -28,7 +28,6 @@ from server.rpc.router import ANONYMOUS, Caller, Context, Kind, Procedure, Route
 
 # resolveResponse.ts TYPE_ACCEPTED_METHOD_MAP (no method override: a query is never a POST).
 ACCEPTED_METHOD: dict[Kind, str] = {"query": "GET", "mutation": "POST"}
-KIND_OF_METHOD: dict[str, Kind] = {method: kind for kind, method in ACCEPTED_METHOD.items()}
 # resolveResponse.ts sets these on every answer but the HEAD one.
 BASE_HEADERS = {"Content-Type": "application/json", "Vary": "trpc-accept, accept"}
 _MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -118,7 +117,7 @@ def _find(router: Router, path: str) -> Procedure | None:
     try:
         return router.lookup(path, "trpc")
     except ProcedureNotFound:
-        return None
+        return None  # each such call answers NOT_FOUND on its own (v11 does the same)
 
 
 def _check_single_kind(procedures: list[Procedure | None]) -> None:
@@ -254,7 +253,7 @@ class _Exchange:
             if self.caller_error is not None:
                 raise self.caller_error
             ctx = Context(caller=self.caller, protocol="trpc")
-            data = await self.router.call(call.path, call.input, ctx, kind=KIND_OF_METHOD[method])
+            data = await self.router.run(call.procedure, call.input, ctx)
         except RpcError as exc:
             return None, exc, ctx  # the cache may have set its verdict before the failure
         return data, None, ctx
