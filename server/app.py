@@ -23,12 +23,12 @@ from server.cache.middleware import CacheMiddleware, Warmer
 from server.collectors import pg_metrics
 from server.collectors.partitions import PartitionWatch
 from server.collectors.queue_metrics import export_queue_depths
-from server.collectors.redis_gate import RedisGate
 from server.collectors.redis_queues import QueueCollector
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import BREAKER as REDIS_BREAKER
 from server.datastores.redis import RedisClient
+from server.datastores.redis_gate import RedisGate
 from server.observability import routes as observability
 from server.observability.health import Health, database_check, redis_check
 from server.observability.metrics import Metrics

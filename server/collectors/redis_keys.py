@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from server.collectors.redis_gate import BATCH, RedisGate
+from server.datastores.redis_gate import BATCH, RedisGate
 from server.glob import Glob
 
 MAX_SAMPLE = 100_000

@@ -35,8 +35,8 @@ from server.collectors.queue_layout import (
     parse_binding,
     state_keys,
 )
-from server.collectors.redis_gate import BATCH, RedisGate
 from server.config import QueueName, Settings
+from server.datastores.redis_gate import BATCH, RedisGate
 
 # Each queue is a few Prometheus series per state: bound how many one answer (and one scrape)
 # may carry.

@@ -1,9 +1,11 @@
-"""``RedisGate``: how the collectors reach Redis, in the shapes they need (SCAN pages,
+"""``RedisGate``: how the collectors reach Redis, in the shapes they need (DBSIZE, SCAN pages,
 pipelines, SSCAN/HSCAN of keys other software owns).
 
 Every round trip is one ``RedisClient.execute``: through the ``redis-cache`` breaker (so each
 is bounded by the breaker's call timeout and counted on its own) and the client's connection
-bound, with redis-py's errors mapped to ``Unavailable`` there, at the datastore's edge.
+bound, with redis-py's errors mapped to ``Unavailable`` there. The one redis-py error read here
+is a WRONGTYPE reply to SSCAN or HSCAN, which is an empty answer, not a failure. Callers catch
+``Unavailable`` only; in a pipeline's answer a command's own error is an ``Exception`` value.
 """
 
 from __future__ import annotations

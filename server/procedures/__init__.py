@@ -6,11 +6,11 @@ from __future__ import annotations
 from server.alerts.book import AlertBook
 from server.cache.cache import Cache
 from server.collectors.partitions import PartitionWatch
-from server.collectors.redis_gate import RedisGate
 from server.collectors.redis_queues import QueueCollector
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
+from server.datastores.redis_gate import RedisGate
 from server.observability.health import Health
 from server.procedures import alerts, breakers, cache, database, health, keys, queues, unified
 from server.resilience.registry import BreakerRegistry

@@ -6,8 +6,8 @@ configured but unreachable (or its ``redis-cache`` breaker open) is SERVICE_UNAV
 
 from __future__ import annotations
 
-from server.collectors.redis_gate import RedisGate
 from server.collectors.redis_keys import KeyStats, KeyStatsInput, key_stats
+from server.datastores.redis_gate import RedisGate
 from server.errors import ErrorCode
 from server.rpc.router import Context, Procedure, query
 
