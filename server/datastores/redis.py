@@ -130,8 +130,13 @@ class RedisClient:
         try:
             async with self._slots:
                 return await self.breaker.call(fn, *args, **kwargs)
-        except (RedisError, OSError) as exc:
-            raise Unavailable(f"redis ({self.mode}): {type(exc).__name__}: {exc}") from exc
+        except connection_errors() as exc:
+            raise self.unavailable(exc) from exc
+
+    def unavailable(self, exc: BaseException) -> Unavailable:
+        """Redis's own failure (one of ``connection_errors()``) as ours: this datastore's one
+        mapping, used by ``execute`` and by the tracking connection, which lives outside it."""
+        return Unavailable(f"redis ({self.mode}): {type(exc).__name__}: {exc}")
 
     async def command(self, *args: Any) -> Any:
         """One raw command, e.g. ``await client.command("LLEN", "rq:queue:default")``."""
@@ -249,8 +254,9 @@ class RedisClient:
 
     def tracking_connection(self, name: str) -> AbstractConnection | None:
         """A new, unconnected RESP3 connection to the master, outside the pool, for a
-        long-lived ``CLIENT TRACKING`` listener; ``None`` in Cluster mode (tracking is per
-        node there). Its ``connect()`` is not retried: the listener has its own backoff.
+        long-lived ``CLIENT TRACKING`` listener (``redis_tracking.TrackingConnection``); ``None``
+        in Cluster mode (tracking is per node there). Its ``connect()`` is not retried: the
+        listener's owner has its own backoff.
 
         In Sentinel mode the master is looked up when it connects, so a reconnect after a
         failover reaches the new master.
