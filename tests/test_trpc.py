@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import BaseModel
 
 from server.app import create_app
-from server.appkeys import SERVICES
+from server.appkeys import BREAKERS
 from server.config import Settings
 from server.errors import ErrorCode, RpcError
 from server.rpc.router import Context, NoInput, Procedure, mutation, query
@@ -628,7 +628,7 @@ async def test_real_unified_health(real: TestClient) -> None:
 
 async def test_real_reset_circuit_breaker(real: TestClient, operator_token: str) -> None:
     # An operator's scene: the Redis breaker was forced open and must be closed again.
-    real.app[SERVICES].breakers.get("redis-cache").force_open("test: forced open")
+    real.app[BREAKERS].get("redis-cache").force_open("test: forced open")
     _, payload, _ = await send(real, "GET", url("monitoring.circuitBreakerStatus"))
     states = {b["name"]: b["state"] for b in payload["result"]["data"]["breakers"]}
     assert states["redis-cache"] == "forced_open"
@@ -636,7 +636,7 @@ async def test_real_reset_circuit_breaker(real: TestClient, operator_token: str)
     target = "/trpc/monitoring.resetCircuitBreaker"
     status, payload, _ = await send(real, "POST", target, body, JSON)
     assert (status, payload["error"]["data"]["code"]) == (401, "UNAUTHORIZED")
-    assert real.app[SERVICES].breakers.get("redis-cache").state.value == "forced_open"
+    assert real.app[BREAKERS].get("redis-cache").state.value == "forced_open"
     bearer = {"Authorization": f"Bearer {operator_token}"}
     status, payload, _ = await send(real, "POST", target, body, JSON | bearer)
     assert status == 200
