@@ -1,4 +1,4 @@
-"""Breaker, registry, rolling window, retry and fallback, with real coroutines and real time.
+"""Breaker, registry and rolling window, with real coroutines and real time.
 
 Timings are kept tiny (reset timeouts of 50 ms, call timeouts of 20 ms) and every wait is
 bounded, so the whole file runs in well under a second.
