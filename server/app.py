@@ -24,7 +24,7 @@ from server.collectors import pg_metrics
 from server.collectors.partitions import PartitionWatch
 from server.collectors.queue_metrics import export_queue_depths
 from server.collectors.redis_queues import QueueCollector
-from server.config import Settings
+from server.config import AlertSettings, Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import BREAKER as REDIS_BREAKER
 from server.datastores.redis import RedisClient
@@ -102,14 +102,14 @@ def cache_ctx(cache: Cache, redis: RedisClient | None, warmer: Warmer) -> Contex
     return run
 
 
-def alerts_ctx(book: AlertBook, evaluator: Evaluator, settings: Settings) -> Context:
+def alerts_ctx(book: AlertBook, evaluator: Evaluator, settings: AlertSettings) -> Context:
     """The alert store (migrated now if the database answers) and the evaluator task."""
 
     async def run(app: web.Application) -> AsyncIterator[None]:
         await book.start()
         task = (
             asyncio.create_task(evaluator.run(), name="alert-evaluator")
-            if settings.alert_evaluation_enabled
+            if settings.evaluation_enabled
             else None
         )
         try:
@@ -121,41 +121,64 @@ def alerts_ctx(book: AlertBook, evaluator: Evaluator, settings: Settings) -> Con
                     await task
             # Rounds queued during an outage: one bounded last try to write them.
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(settings.alert_evaluation_timeout):
+                async with asyncio.timeout(settings.evaluation_timeout):
                     await book.flush()
 
     return run
 
 
+# What a test may serve instead of the catalogue: its own procedures (the wire adapters'
+# tests), or an edit of the real catalogue, built over this app's own resources.
+CatalogueEdit = Callable[[list[Procedure]], Sequence[Procedure]]
+
+
 def create_app(
-    settings: Settings, *, procedures: Sequence[Procedure] | None = None
+    settings: Settings, *, procedures: Sequence[Procedure] | CatalogueEdit | None = None
 ) -> web.Application:
-    """The whole service; ``procedures`` replaces the catalogue (tests of the wire adapters)."""
+    """The whole service; ``procedures`` replaces or edits the catalogue (tests)."""
     app = web.Application(
-        client_max_size=settings.max_body_bytes,
+        client_max_size=settings.server.max_body_bytes,
         # Batched tRPC GETs put every input in the URL: allow request lines up to our own limit.
         handler_args={
-            "max_line_size": settings.max_url_bytes,
-            "max_field_size": settings.max_url_bytes,
+            "max_line_size": settings.server.max_url_bytes,
+            "max_field_size": settings.server.max_url_bytes,
         },
     )
     # Resources: built here without I/O, each started by its cleanup context below.
     metrics = Metrics()
-    breakers = BreakerRegistry.from_settings(settings)
-    auth = Authenticator(settings.auth_tokens)
+    breakers = BreakerRegistry.from_settings(settings.breakers)
+    auth = Authenticator(settings.auth.tokens)
     postgres = (
-        PostgresCluster(settings, breakers, metrics.registry) if settings.database_url else None
+        PostgresCluster(
+            settings.database,
+            breakers,
+            metrics.registry,
+            close_timeout=settings.server.shutdown_timeout,
+        )
+        if settings.database.url
+        else None
     )
-    partitions = PartitionWatch(postgres.primary, settings) if postgres is not None else None
+    partitions = (
+        PartitionWatch(
+            postgres.primary,
+            settings.partitions,
+            # A count must end before the statement's own timeout and its breaker's.
+            call_timeout_ms=min(settings.database.timeout_ms, settings.breakers.call_timeout_ms),
+        )
+        if postgres is not None
+        else None
+    )
     redis = (
-        RedisClient(settings, breakers.get(REDIS_BREAKER)) if settings.redis_configured else None
+        RedisClient(settings.redis, breakers.get(REDIS_BREAKER))
+        if settings.redis.configured
+        else None
     )
-    cache = Cache(settings)
-    queues = QueueCollector(RedisGate(redis), settings)
-    book = build_book(postgres, settings)
+    cache = Cache(settings.cache)
+    queues = QueueCollector(RedisGate(redis), settings.queues)
+    book = build_book(postgres, settings.alerts)
     health = Health(
-        [database_check(postgres, settings.database_url), redis_check(redis, settings.redis_url)],
-        timeout=settings.health_check_timeout,
+        [database_check(postgres, settings.database.url), redis_check(redis, settings.redis.url)],
+        timeout=settings.health.check_timeout,
         store_status=book.status,
     )
 
@@ -174,14 +197,14 @@ def create_app(
         breakers=breakers,
         health=health,
         auth=auth,
-        metrics_basic_auth=settings.metrics_basic_auth,
-        read_tokens_required=settings.read_tokens_required,
-        metrics_refresh_timeout=settings.metrics_refresh_timeout,
-        metrics_sync_interval=settings.metrics_sync_interval,
+        metrics_basic_auth=settings.metrics.basic_auth,
+        read_tokens_required=settings.auth.read_tokens_required,
+        metrics_refresh_timeout=settings.metrics.refresh_timeout,
+        metrics_sync_interval=settings.metrics.sync_interval,
     )
 
-    if procedures is None:
-        procedures = catalogue(
+    if procedures is None or callable(procedures):
+        real = catalogue(
             settings,
             health_checks=health,
             breaker_registry=breakers,
@@ -192,21 +215,22 @@ def create_app(
             partitions=partitions,
             book=book,
         )
+        procedures = real if procedures is None else procedures(real)
     router = Router(
         [*procedures, discover_procedure(procedures)],
         # Outermost, alone: a cache hit is answered by its synchronous peek (see Router).
         middleware=[CacheMiddleware(cache)],
-        timeout=settings.rpc_timeout,
-        queries_need_caller=settings.read_tokens_required,
+        timeout=settings.rpc.timeout,
+        queries_need_caller=settings.auth.read_tokens_required,
         observer=rpc_metrics.observe,
     )
     evaluator = Evaluator(
-        default_rules(settings),
+        default_rules(settings.alerts, redis_cache=redis is not None and cache.enabled),
         book,
         router,
-        interval=settings.alert_evaluation_interval,
-        timeout=settings.alert_evaluation_timeout,
-        section_timeout=settings.section_timeout,
+        interval=settings.alerts.evaluation_interval,
+        timeout=settings.alerts.evaluation_timeout,
+        section_timeout=settings.rpc.section_timeout,
     )
 
     app[appkeys.SETTINGS] = settings
@@ -229,18 +253,22 @@ def create_app(
     if postgres is not None:
         contexts.append(postgres_ctx(postgres))
         if postgres.replicas:
-            contexts.append(replica_health_ctx(postgres, settings.replica_health_interval))
+            interval = settings.database.replica_health_interval
+            contexts.append(replica_health_ctx(postgres, interval))
     if redis is not None:
         contexts.append(redis_ctx(redis))
-    contexts.append(cache_ctx(cache, redis, Warmer(router, settings.cache_warm_interval)))
-    contexts.append(alerts_ctx(book, evaluator, settings))
+    contexts.append(cache_ctx(cache, redis, Warmer(router, settings.cache.warm_interval)))
+    contexts.append(alerts_ctx(book, evaluator, settings.alerts))
     app.cleanup_ctx.extend(contexts)
 
     async def mark_shutting_down(app: web.Application) -> None:
         health.shutting_down = True
 
     app.on_shutdown.append(mark_shutting_down)
-    limits = {"max_body_bytes": settings.max_body_bytes, "max_batch_size": settings.max_batch_size}
+    limits = {
+        "max_body_bytes": settings.server.max_body_bytes,
+        "max_batch_size": settings.rpc.max_batch_size,
+    }
     app.router.add_post("/rpc", rpc_handler(router, auth, **limits))
     # Every method: v11 answers HEAD, refuses the others with its own JSON errors.
     app.router.add_route("*", "/trpc/{path:.*}", trpc_handler(router, auth, **limits))

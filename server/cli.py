@@ -39,7 +39,7 @@ def _serve_one(host: str, port: int, reuse_port: bool) -> None:
     from server.runner import serve
 
     settings = _settings_or_exit()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.server.log_level)
     app = create_app(settings)
     if multiprocessing.parent_process() is not None:
         app.on_startup.append(_stop_with_parent)
@@ -51,7 +51,7 @@ def _serve_one(host: str, port: int, reuse_port: bool) -> None:
         host=host,
         port=port,
         reuse_port=reuse_port,
-        shutdown_timeout=settings.shutdown_timeout,
+        shutdown_timeout=settings.server.shutdown_timeout,
         on_listening=lambda: log.info("infrawatch listening on http://%s:%s", host, port),
     )
 
@@ -101,7 +101,7 @@ def _serve_workers(host: str, port: int, workers: int) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()  # fail before forking, with one line per bad variable
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.server.log_level)
     if args.workers > 1:
         return _serve_workers(args.host, args.port, args.workers)
     _serve_one(args.host, args.port, False)

@@ -2,21 +2,17 @@
 test's own procedures beside them.
 
 ``create_app`` builds each resource (breakers, cache, pools, the alert book, ...) and the
-catalogue over them; its ``procedures=`` argument replaces the whole catalogue, which suits the
-wire adapters' tests only. Where a test needs the real procedures of *this* app (its breakers,
-its cache, its database) next to its own, the catalogue is edited as ``create_app`` builds it,
-over that app's own resources.
+catalogue over them; its ``procedures=`` argument replaces the whole catalogue (the wire
+adapters' tests) or, given a function, edits the real catalogue built over that app's own
+resources (its breakers, its cache, its database): that is what these helpers do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
-from typing import Any
-from unittest import mock
 
 from aiohttp import web
 
-import server.app
 from server.app import create_app
 from server.config import Settings
 from server.rpc.router import Procedure
@@ -40,13 +36,7 @@ def replacing(extra: Iterable[Procedure], *, without: Collection[str] = ()) -> E
 def create_app_with(settings: Settings, edit: Edit) -> web.Application:
     """``create_app(settings)``, serving ``edit(real catalogue)``: the real procedures are built
     over this app's own resources, as ``create_app`` builds them."""
-    build = server.app.catalogue
-
-    def edited(*args: Any, **kwargs: Any) -> list[Procedure]:
-        return edit(list(build(*args, **kwargs)))
-
-    with mock.patch.object(server.app, "catalogue", edited):
-        return create_app(settings)
+    return create_app(settings, procedures=edit)
 
 
 def real_catalogue(settings: Settings | None = None) -> list[Procedure]:

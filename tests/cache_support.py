@@ -17,9 +17,11 @@ from tests.waiting import eventually
 async def running_cache(settings: Settings, *, wait_tracking: bool = True) -> AsyncIterator[Cache]:
     """A cache with its Redis client attached and the tracker running, as ``create_app`` builds
     them and its cleanup contexts start them; everything is closed on exit."""
-    cache = Cache(settings)
-    breakers = BreakerRegistry.from_settings(settings)
-    client = RedisClient(settings, breakers.get(BREAKER)) if settings.redis_configured else None
+    cache = Cache(settings.cache)
+    breakers = BreakerRegistry.from_settings(settings.breakers)
+    client = (
+        RedisClient(settings.redis, breakers.get(BREAKER)) if settings.redis.configured else None
+    )
     tracker = cache.attach(client)
     tasks = [asyncio.create_task(tracker.run())] if tracker is not None else []
     if client is not None and client.mode == "sentinel":

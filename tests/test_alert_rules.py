@@ -12,7 +12,7 @@ from server.config import ConfigError, Settings
 from server.rpc.reading import Reading, SectionError
 
 SETTINGS = Settings(redis_url="redis://127.0.0.1:1/0")
-RULES = default_rules(SETTINGS)
+RULES = default_rules(SETTINGS.alerts, redis_cache=True)
 
 
 def ok(path: str, output: Any) -> dict[str, Reading]:
@@ -194,7 +194,7 @@ def test_redis_unavailable_from_health_or_from_the_cache_failing() -> None:
 
 
 def test_redis_rule_on_cache_stats_only_when_redis_is_configured() -> None:
-    no_redis = default_rules(Settings())
+    no_redis = default_rules(Settings().alerts, redis_cache=False)
     assert all(
         r.source != "monitoring.cacheStats" or r.name != "redis_unavailable" for r in no_redis
     )
@@ -221,7 +221,10 @@ def test_a_contract_break_fails_its_rule_only() -> None:
 
 
 def test_thresholds_come_from_settings() -> None:
-    rules = default_rules(Settings(alert_replica_lag_warning=1, alert_replica_lag_critical=2))
+    rules = default_rules(
+        Settings(alert_replica_lag_warning=1, alert_replica_lag_critical=2).alerts,
+        redis_cache=False,
+    )
     out = {"replicas": [{"name": "r1", "up": True, "lag_seconds": 1.5, "lag_bytes": 0}]}
     assert found(ok("database.replicaLag", out), rules) == {"replica_lag:r1": "warning"}
     settings = {r.setting: r.threshold for r in rules if r.name == "replica_lag"}
@@ -247,8 +250,8 @@ def test_alert_settings_from_env_and_their_checks() -> None:
     settings = Settings.from_env(
         {"ALERT_REPLICA_LAG_WARNING": "5", "ALERT_CACHE_HIT_RATE_CRITICAL": "40"}
     )
-    assert settings.alert_replica_lag_warning == 5
-    assert settings.alert_cache_hit_rate_critical == 40
+    assert settings.alerts.replica_lag_warning == 5
+    assert settings.alerts.cache_hit_rate_critical == 40
     with pytest.raises(ConfigError) as err:
         Settings.from_env(
             {"ALERT_REPLICA_LAG_WARNING": "40", "ALERT_CACHE_HIT_RATE_CRITICAL": "80"}

@@ -26,7 +26,7 @@ Store = MemoryStore | PostgresStore
 
 
 async def started(settings: Settings) -> PostgresCluster:
-    cluster = PostgresCluster(settings, BreakerRegistry.from_settings(settings))
+    cluster = PostgresCluster(settings.database, BreakerRegistry.from_settings(settings.breakers))
     await cluster.start()
     return cluster
 

@@ -38,7 +38,7 @@ def breakers() -> BreakerRegistry:
     return BreakerRegistry.from_settings(
         Settings(
             breaker_reset_timeout=0.05, breaker_failure_threshold=2, breaker_call_timeout_ms=500
-        )
+        ).breakers
     )
 
 

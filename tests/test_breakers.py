@@ -481,7 +481,7 @@ def test_window_latency_percentiles_and_bounded_reservoir() -> None:
 
 def test_registry_from_settings_and_overrides() -> None:
     settings = Settings(breaker_reset_timeout=7.0, breaker_call_timeout_ms=250)
-    registry = BreakerRegistry.from_settings(settings)
+    registry = BreakerRegistry.from_settings(settings.breakers)
     pg = registry.get("postgres")
     assert pg.config.reset_timeout == 7.0 and pg.config.call_timeout == 0.25
     assert registry.get("postgres") is pg

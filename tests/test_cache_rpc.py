@@ -141,7 +141,7 @@ def test_mutations_cannot_be_cached() -> None:
     with pytest.raises(ValueError, match="cannot be cached"):
         Router(
             [mutation("a.b", bump_nothing, options=(CachePolicy(ttl=1),))],
-            middleware=[CacheMiddleware(Cache(Settings()))],
+            middleware=[CacheMiddleware(Cache(Settings().cache))],
         )
 
 

@@ -146,7 +146,7 @@ async def test_a_cached_answer_is_the_same_reading_with_its_time(
 
     # What Redis holds: the same answer, fresh for the policy's TTL, kept past it only where
     # the policy serves a stale answer while the source fails.
-    stale_window = settings.cache_stale_max_age
+    stale_window = settings.cache.stale_max_age
     with redis_server.client() as r:
         for path, (ttl, namespace, stale_if_error, _) in POLICIES.items():
             raw = r.get(f"{PREFIX}{namespace}:{KEYS[path]}")

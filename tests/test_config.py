@@ -340,15 +340,10 @@ def test_flat_names_go_to_the_slice_that_declares_them() -> None:
     assert s.database.timeout_ms == 1000
     assert s.queues.names == (QueueName("rq", "default"),)
     assert s.cache == CacheSettings()  # untouched slices keep their defaults
-    # Transitional: flat reads still answer, from the slices.
-    assert (s.redis_url, s.breaker_failure_threshold, s.database_timeout_ms) == (
-        "redis://127.0.0.1:6379/0",
-        2,
-        1000,
-    )
-    assert s.redis_configured is True and s.redis_mode == "standalone"
+    assert s.redis.configured is True and s.redis.mode == "standalone"
+    # Settings are read from their slices only: there is no flat attribute.
     with pytest.raises(AttributeError):
-        _ = s.no_such_setting
+        _ = s.redis_url  # type: ignore[attr-defined]
 
 
 def test_slices_and_flat_names_combine_and_replace_keeps_the_rest() -> None:
@@ -438,7 +433,7 @@ def test_redis_mode() -> None:
     sentinel = RedisSettings(sentinel_hosts="h:26379")
     assert (sentinel.mode, sentinel.configured) == ("sentinel", True)
     cluster = Settings(redis_url="redis://h:7000/0", redis_cluster_enabled=True)
-    assert (cluster.redis.mode, cluster.redis_mode) == ("cluster", "cluster")
+    assert (cluster.redis.mode, cluster.redis.configured) == ("cluster", True)
 
 
 def test_every_variable_is_in_the_configuration_reference() -> None:

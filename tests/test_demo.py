@@ -93,14 +93,14 @@ def test_demo_environment_is_valid_configuration(pg_dsn: str) -> None:
     env = demo_environment()
     settings = Settings.from_env({"DATABASE_URL": pg_dsn, **env})
 
-    assert [p.name for p in settings.partition_pairs] == [f"{LEGACY}:{PARTITIONED}"]
-    assert [(q.kind, q.name) for q in settings.queue_names] == [
+    assert [p.name for p in settings.partitions.pairs] == [f"{LEGACY}:{PARTITIONED}"]
+    assert [(q.kind, q.name) for q in settings.queues.names] == [
         ("bullmq", "emails"),
         ("rq", "default"),
     ]
-    assert settings.auth_tokens == {"demo": operator_token(env)}
+    assert settings.auth.tokens == {"demo": operator_token(env)}
     assert len(operator_token(env)) >= 16
-    assert settings.alert_evaluation_interval == 5
+    assert settings.alerts.evaluation_interval == 5
     assert demo_environment()["AUTH_TOKENS"] != env["AUTH_TOKENS"]  # new each run
 
 

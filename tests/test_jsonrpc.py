@@ -187,7 +187,7 @@ async def test_rpc_call_batch(rpc: TestClient) -> None:
     status, payload = await post(rpc, body)
     assert status == 413  # max_batch_size=5 in this fixture: the whole batch is refused
     assert payload["error"]["data"]["code"] == "PAYLOAD_TOO_LARGE"
-    assert settings.max_batch_size >= 6
+    assert settings.rpc.max_batch_size >= 6
     app = create_app(settings, procedures=PROCEDURES)
     from aiohttp.test_utils import TestServer
 

@@ -46,7 +46,7 @@ def r(redis_url: str, redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 def queue_names(text: str) -> Any:
-    return Settings.from_env({"QUEUE_NAMES": text}).queue_names
+    return Settings.from_env({"QUEUE_NAMES": text}).queues.names
 
 
 async def start(aiohttp_client: Any, settings: Settings) -> TestClient:

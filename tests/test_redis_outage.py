@@ -31,8 +31,8 @@ async def test_breaker_opens_fails_fast_trials_once_and_closes_again(
     redis_server: RedisServer, redis_url: str
 ) -> None:
     settings = Settings(redis_url=redis_url, **FAST_BREAKER)
-    breaker = BreakerRegistry.from_settings(settings).get(BREAKER)
-    client = RedisClient(settings, breaker)
+    breaker = BreakerRegistry.from_settings(settings.breakers).get(BREAKER)
+    client = RedisClient(settings.redis, breaker)
     try:
         await client.execute(client.raw.set, "k", "v")
         redis_server.stop()
@@ -75,8 +75,8 @@ async def test_breaker_opens_fails_fast_trials_once_and_closes_again(
 
 async def test_ping_goes_through_the_breaker(redis_server: RedisServer, redis_url: str) -> None:
     settings = Settings(redis_url=redis_url, **FAST_BREAKER)
-    breakers = BreakerRegistry.from_settings(settings)
-    client = RedisClient(settings, breakers.get(BREAKER))
+    breakers = BreakerRegistry.from_settings(settings.breakers)
+    client = RedisClient(settings.redis, breakers.get(BREAKER))
     try:
         assert 0 < await client.ping() < 1
         assert breakers.get(BREAKER).totals.successes == 1

@@ -550,7 +550,7 @@ def long_batch_target(target_bytes: int) -> str:
 
 async def test_long_batched_get_works(served: TestClient) -> None:
     target = long_batch_target(20_000)
-    assert 20_000 < len(target) < Settings().max_url_bytes
+    assert 20_000 < len(target) < Settings().server.max_url_bytes
     status, payload, _ = await send(served, "GET", target)
     assert status == 200
     assert len(payload) == 50
@@ -570,7 +570,7 @@ async def raw_exchange(client: TestClient, request: bytes) -> tuple[bytes, Any]:
 
 
 async def test_url_over_the_limit_gets_json_error(served: TestClient) -> None:
-    limit = Settings().max_url_bytes
+    limit = Settings().server.max_url_bytes
     target = long_batch_target(limit + 1000)
     assert len(target) > limit
     status, payload, headers = await send(served, "GET", target)
@@ -582,7 +582,7 @@ async def test_url_over_the_limit_gets_json_error(served: TestClient) -> None:
 
 
 async def test_header_over_the_limit_gets_json_error(served: TestClient) -> None:
-    limit = Settings().max_url_bytes
+    limit = Settings().server.max_url_bytes
     status, payload, _ = await send(
         served, "GET", url("data.get"), headers={"X-Big": "y" * (limit + 10)}
     )

@@ -200,7 +200,7 @@ def check_bad_input_is_bad_request(summary: dict[str, Any], link: str) -> None:
 def check_long_batched_url_reaches_the_procedures(summary: dict[str, Any]) -> None:
     step = summary["longUrls"]["about20k"]
     [request] = step["requests"]
-    assert 20_000 < len(request["url"]) < Settings().max_url_bytes
+    assert 20_000 < len(request["url"]) < Settings().server.max_url_bytes
     # Parsed and dispatched: each call's own answer, the procedure refusing the padding.
     assert [o["error"]["code"] for o in step["outcomes"]] == ["BAD_REQUEST"] * 10
     assert {o["error"]["path"] for o in step["outcomes"]} == {"monitoring.unifiedHealth"}
@@ -209,7 +209,7 @@ def check_long_batched_url_reaches_the_procedures(summary: dict[str, Any]) -> No
 def check_url_over_the_limit_is_a_typed_error(summary: dict[str, Any]) -> None:
     step = summary["longUrls"]["over64k"]
     [request] = step["requests"]
-    assert len(request["url"]) > Settings().max_url_bytes
+    assert len(request["url"]) > Settings().server.max_url_bytes
     assert request["status"] == 413
     # One JSON error for the whole batch, which the client gives every call.
     for outcome in step["outcomes"]:

@@ -122,7 +122,7 @@ async def test_failing_and_slow_sections_are_reported_not_raised() -> None:
         [
             query("monitoring.queueStats", down),
             query("monitoring.queryStats", hang),
-            *unified.procedures(build_book(None, settings), settings.section_timeout),
+            *unified.procedures(build_book(None, settings.alerts), settings.rpc.section_timeout),
         ]
     )
     ctx = Context(caller=Caller("alice"))

@@ -44,7 +44,7 @@ def setup_dashboard(app: web.Application) -> None:
         name: f"/static/{name}?v={__version__}" for name in ("dashboard.css", "dashboard.js")
     }
     app[SESSIONS] = SessionCodec(
-        settings.session_secret, settings.auth_tokens, settings.session_max_age
+        settings.dashboard.session_secret, settings.auth.tokens, settings.dashboard.session_max_age
     )
     app.router.add_get("/", views.dashboard_page, name="dashboard")
     app.router.add_get(views.FRAGMENT_PATH, views.sections_fragment, name="dashboard-sections")

@@ -73,7 +73,7 @@ async def _page(request: web.Request, session: Session | None, *, watch: bool) -
     router = request.app[ROUTER]
     operator = session.operator if session is not None else None
     caller = Caller(operator) if operator is not None else ANONYMOUS
-    gathered = await sections.gather(router, caller, per_call_seconds=settings.section_timeout)
+    gathered = await sections.gather(router, caller, per_call_seconds=settings.rpc.section_timeout)
     interactive = operator is not None and not watch
     context = _common(request, session) | {
         "interactive": interactive,
@@ -182,7 +182,7 @@ def _login_page(
     context = _common(request, visitor) | {
         "next": next_url,
         "error": error,
-        "operators_configured": bool(request.app[SETTINGS].auth_tokens),
+        "operators_configured": bool(request.app[SETTINGS].auth.tokens),
     }
     html = _env(request).get_template("login.html").render(context)
     response = _html(html, status=status)
@@ -204,7 +204,7 @@ def _session(request: web.Request) -> Session | None:
 
 def _needs_sign_in(request: web.Request, session: Session | None) -> bool:
     signed_in = session is not None and session.signed_in
-    return request.app[SETTINGS].read_tokens_required and not signed_in
+    return request.app[SETTINGS].auth.read_tokens_required and not signed_in
 
 
 def _watch(request: web.Request) -> bool:
@@ -217,7 +217,7 @@ def _common(request: web.Request, session: Session | None) -> dict[str, Any]:
         "operator": session.operator if session is not None else None,
         "csrf": codec.csrf_token(session) if session is not None else None,
         "csrf_field": CSRF_FIELD,
-        "refresh_seconds": request.app[SETTINGS].dashboard_refresh_interval,
+        "refresh_seconds": request.app[SETTINGS].dashboard.refresh_interval,
     }
 
 
@@ -242,7 +242,7 @@ def _safe_next(value: str | None) -> str:
 def _is_secure(request: web.Request) -> bool:
     if request.secure:
         return True
-    if not request.app[SETTINGS].trust_forwarded_proto:
+    if not request.app[SETTINGS].dashboard.trust_forwarded_proto:
         return False
     proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
     return proto == "https"

@@ -20,16 +20,16 @@ from server.alerts.exposition import FiringCollector
 from server.alerts.memory_store import MemoryStore
 from server.alerts.pg_store import PostgresStore
 from server.alerts.rules import default_rules
-from server.config import Settings
+from server.config import AlertSettings
 from server.datastores.postgres import PostgresCluster
 
 __all__ = ["AlertBook", "Evaluator", "FiringCollector", "build_book", "default_rules"]
 
 
-def build_book(postgres: PostgresCluster | None, settings: Settings) -> AlertBook:
+def build_book(postgres: PostgresCluster | None, settings: AlertSettings) -> AlertBook:
     """The book for this app: durable when ``DATABASE_URL`` is set."""
     # Long enough that a live instance always reports again in time (one round late at most).
-    stale_after = 3 * settings.alert_evaluation_interval + settings.alert_evaluation_timeout
+    stale_after = 3 * settings.evaluation_interval + settings.evaluation_timeout
     return AlertBook(
         instance=uuid.uuid4().hex,
         stale_after=stale_after,

@@ -4,7 +4,7 @@ A ``Rule`` reads one procedure's output (``source``), extracts ``(subject, value
 from it, and holds for a sample whose value compares with its threshold. A rule name has a
 rule per level (``cache_hit_rate`` warning below 70, critical below 50): a subject that matches
 both fires once, at the higher level. ``docs/alerts.md`` lists the built-in set; every
-threshold comes from ``Settings``.
+threshold comes from ``AlertSettings``.
 
 Extractors index the contract's field names directly (``out["pairs"]``): an output that breaks
 the contract makes that rule fail loudly (logged, and not evaluated this round) rather than go
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from server.alerts.models import Condition, Level, fingerprint, rank
-from server.config import Settings
+from server.config import AlertSettings
 from server.rpc.reading import Reading
 
 log = logging.getLogger(__name__)
@@ -203,9 +203,9 @@ def _redis_cache_stats(out: Any) -> Iterable[Sample]:
     yield Sample("redis", 0.0 if out["redis_available"] else 1.0, "the cache cannot reach it")
 
 
-def default_rules(settings: Settings) -> tuple[Rule, ...]:
-    """The built-in rule set (docs/alerts.md), thresholds from ``settings``."""
-    s = settings
+def default_rules(s: AlertSettings, *, redis_cache: bool) -> tuple[Rule, ...]:
+    """The built-in rule set (docs/alerts.md), thresholds from ``s``; ``redis_cache``: the
+    cache runs over Redis, so its losing Redis is an alert."""
     rules = [
         *_levels(
             "partition_row_delta",
@@ -215,18 +215,18 @@ def default_rules(settings: Settings) -> tuple[Rule, ...]:
             "pair",
             "partition pair {subject}: the tables differ by {value:g} rows "
             "(threshold {threshold:g})",
-            ("warning", s.alert_partition_delta_warning, "ALERT_PARTITION_DELTA_WARNING"),
-            ("critical", s.alert_partition_delta_critical, "ALERT_PARTITION_DELTA_CRITICAL"),
+            ("warning", s.partition_delta_warning, "ALERT_PARTITION_DELTA_WARNING"),
+            ("critical", s.partition_delta_critical, "ALERT_PARTITION_DELTA_CRITICAL"),
         ),
         *_levels(
             "cache_hit_rate",
             CACHE_STATS,
-            _hit_rate(s.alert_cache_min_lookups),
+            _hit_rate(s.cache_min_lookups),
             "<",
             "cache",
             "cache hit rate {value:.1f}% is below {threshold:g}%",
-            ("warning", s.alert_cache_hit_rate_warning, "ALERT_CACHE_HIT_RATE_WARNING"),
-            ("critical", s.alert_cache_hit_rate_critical, "ALERT_CACHE_HIT_RATE_CRITICAL"),
+            ("warning", s.cache_hit_rate_warning, "ALERT_CACHE_HIT_RATE_WARNING"),
+            ("critical", s.cache_hit_rate_critical, "ALERT_CACHE_HIT_RATE_CRITICAL"),
         ),
         *_levels(
             "replica_lag",
@@ -235,8 +235,8 @@ def default_rules(settings: Settings) -> tuple[Rule, ...]:
             ">",
             "replica",
             "replica {subject} is {value:.1f}s behind the primary (threshold {threshold:g}s)",
-            ("warning", s.alert_replica_lag_warning, "ALERT_REPLICA_LAG_WARNING"),
-            ("critical", s.alert_replica_lag_critical, "ALERT_REPLICA_LAG_CRITICAL"),
+            ("warning", s.replica_lag_warning, "ALERT_REPLICA_LAG_WARNING"),
+            ("critical", s.replica_lag_critical, "ALERT_REPLICA_LAG_CRITICAL"),
         ),
         *_levels(
             "cache_get_latency",
@@ -245,8 +245,8 @@ def default_rules(settings: Settings) -> tuple[Rule, ...]:
             ">",
             "cache",
             "cache GET p95 is {value:.1f} ms (threshold {threshold:g} ms)",
-            ("warning", s.alert_cache_get_p95_warning, "ALERT_CACHE_GET_P95_WARNING"),
-            ("critical", s.alert_cache_get_p95_critical, "ALERT_CACHE_GET_P95_CRITICAL"),
+            ("warning", s.cache_get_p95_warning, "ALERT_CACHE_GET_P95_WARNING"),
+            ("critical", s.cache_get_p95_critical, "ALERT_CACHE_GET_P95_CRITICAL"),
         ),
         *_levels(
             "cache_invalidation_failures",
@@ -257,12 +257,12 @@ def default_rules(settings: Settings) -> tuple[Rule, ...]:
             "{value:.1f}% of cache invalidations fail (threshold {threshold:g}%)",
             (
                 "warning",
-                s.alert_invalidation_failure_rate_warning,
+                s.invalidation_failure_rate_warning,
                 "ALERT_INVALIDATION_FAILURE_RATE_WARNING",
             ),
             (
                 "critical",
-                s.alert_invalidation_failure_rate_critical,
+                s.invalidation_failure_rate_critical,
                 "ALERT_INVALIDATION_FAILURE_RATE_CRITICAL",
             ),
         ),
@@ -293,7 +293,7 @@ def default_rules(settings: Settings) -> tuple[Rule, ...]:
             ">",
             "node",
             "connection pool {subject} is {value:.0f}% in use (threshold {threshold:g}%)",
-            ("warning", s.alert_pool_utilization_warning, "ALERT_POOL_UTILIZATION_WARNING"),
+            ("warning", s.pool_utilization_warning, "ALERT_POOL_UTILIZATION_WARNING"),
         ),
         *_levels(
             "query_latency",
@@ -302,10 +302,10 @@ def default_rules(settings: Settings) -> tuple[Rule, ...]:
             ">",
             "queries",
             "query p99 is {value:.0f} ms (threshold {threshold:g} ms)",
-            ("warning", s.alert_query_p99_warning, "ALERT_QUERY_P99_WARNING"),
+            ("warning", s.query_p99_warning, "ALERT_QUERY_P99_WARNING"),
         ),
     ]
-    if s.redis_configured and s.cache_enabled:
+    if redis_cache:
         # The cache's own view of Redis, and its stats failing outright, say the same thing.
         rules.append(
             Rule(

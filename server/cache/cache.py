@@ -41,7 +41,7 @@ from server.cache.memory import MemoryStore
 from server.cache.near import NearTier
 from server.cache.stats import ALL_NAMESPACES, CacheStats, NamespaceStats
 from server.cache.tracking import Tracker
-from server.config import Settings
+from server.config import CacheSettings
 from server.datastores.redis import RedisClient
 from server.errors import Unavailable
 from server.glob import Glob
@@ -65,15 +65,15 @@ class Lookup:
 
 
 class Cache:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: CacheSettings) -> None:
         self.settings = settings
-        self.enabled = settings.cache_enabled
-        self.prefix = settings.cache_key_prefix
-        self.default_ttl = settings.cache_default_ttl
-        self.jitter = settings.cache_ttl_jitter
-        self.near = NearTier(settings.cache_memory_max_items)
-        self.memory = MemoryStore(settings.cache_memory_max_items)
-        self.stats = CacheStats(settings.cache_stats_window)
+        self.enabled = settings.enabled
+        self.prefix = settings.key_prefix
+        self.default_ttl = settings.default_ttl
+        self.jitter = settings.ttl_jitter
+        self.near = NearTier(settings.memory_max_items)
+        self.memory = MemoryStore(settings.memory_max_items)
+        self.stats = CacheStats(settings.stats_window)
         self.redis: RedisClient | None = None
         self.tracker: Tracker | None = None
         self.degraded = False  # the last Redis call failed: memory serves
@@ -88,7 +88,7 @@ class Cache:
         self.degraded = False
         self.memory.clear()
         self.tracker = None
-        hot = self.enabled and self.settings.cache_hot_tier
+        hot = self.enabled and self.settings.hot_tier
         if redis is not None and hot and redis.mode != "cluster":
             self.tracker = Tracker(redis, self.near, self.prefix)
         return self.tracker

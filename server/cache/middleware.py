@@ -54,7 +54,7 @@ class CacheMiddleware:
 
     def __init__(self, cache: Cache) -> None:
         self.cache = cache
-        self._stale_max_age = cache.settings.cache_stale_max_age
+        self._stale_max_age = cache.settings.stale_max_age
         # Per path, read from the procedure's options once (``check``, when the router is
         # built): a call costs one dict lookup. A path never checked is not cached.
         self._policies: dict[str, CachePolicy | None] = {}

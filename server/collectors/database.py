@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
-from server.config import Settings
+from server.config import DatabaseSettings, PartitionSettings
 from server.datastores.node import Node
 from server.datastores.postgres import PostgresCluster
 from server.errors import RpcError
@@ -85,7 +85,9 @@ class DatabaseInfo(BaseModel):
     )
 
 
-async def database_info(cluster: PostgresCluster, settings: Settings) -> DatabaseInfo:
+async def database_info(
+    cluster: PostgresCluster, settings: DatabaseSettings, partitions: PartitionSettings
+) -> DatabaseInfo:
     checked_at = datetime.now(UTC)
     nodes = list(await asyncio.gather(*(_node_info(node) for node in cluster.nodes)))
     bouncer: PgBouncerInfo | None = None
@@ -102,15 +104,15 @@ async def database_info(cluster: PostgresCluster, settings: Settings) -> Databas
         nodes=nodes,
         pgbouncer=bouncer,
         configuration=DatabaseConfiguration(
-            connection_limit=settings.database_connection_limit,
-            min_connections=settings.database_min_connections,
-            timeout_ms=settings.database_timeout_ms,
-            statement_cache_size=settings.database_statement_cache_size,
-            replicas=len(settings.database_replica_urls),
+            connection_limit=settings.connection_limit,
+            min_connections=settings.min_connections,
+            timeout_ms=settings.timeout_ms,
+            statement_cache_size=settings.statement_cache_size,
+            replicas=len(settings.replica_urls),
             replica_health_interval=settings.replica_health_interval,
             slow_query_ms=settings.slow_query_ms,
-            partition_pairs=[pair.name for pair in settings.partition_pairs],
-            partition_exact_count_limit=settings.partition_exact_count_limit,
+            partition_pairs=[pair.name for pair in partitions.pairs],
+            partition_exact_count_limit=partitions.exact_count_limit,
             pgbouncer_configured=settings.pgbouncer_admin_url is not None,
         ),
         checked_at=checked_at,

@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from server.config import PartitionPair, Settings, TableName
+from server.config import PartitionPair, PartitionSettings, TableName
 from server.datastores.node import Node
 from server.errors import ErrorCode, QueryTimeout, RpcError, SqlError
 
@@ -223,16 +223,14 @@ class MissingTable(Exception):
 class PartitionWatch:
     """The partition-pair checks of one app; keeps each pair's previous write counters."""
 
-    def __init__(self, node: Node, settings: Settings) -> None:
+    def __init__(self, node: Node, settings: PartitionSettings, *, call_timeout_ms: int) -> None:
         self._node = node
-        self.pairs = settings.partition_pairs
-        self.exact_count_limit = settings.partition_exact_count_limit
+        self.pairs = settings.pairs
+        self.exact_count_limit = settings.exact_count_limit
         # Half the tighter of our two outer bounds, so the server's statement_timeout fires
         # first and the count falls back to the estimate instead of failing the call.
-        self.count_timeout_ms = max(
-            1, min(settings.database_timeout_ms, settings.breaker_call_timeout_ms) // 2
-        )
-        self.writes_window = settings.partition_writes_window
+        self.count_timeout_ms = max(1, call_timeout_ms // 2)
+        self.writes_window = settings.writes_window
         self._readings: dict[str, deque[_Reading]] = {}
         self.last: dict[str, PairMetrics] = {}
 

@@ -35,7 +35,7 @@ from server.collectors.queue_layout import (
     parse_binding,
     state_keys,
 )
-from server.config import QueueName, Settings
+from server.config import QueueName, QueueSettings
 from server.datastores.redis_gate import BATCH, RedisGate
 
 # Each queue is a few Prometheus series per state: bound how many one answer (and one scrape)
@@ -140,7 +140,7 @@ class _Plan:
 class QueueCollector:
     """One per app: holds the last discovery."""
 
-    def __init__(self, gate: RedisGate, settings: Settings) -> None:
+    def __init__(self, gate: RedisGate, settings: QueueSettings) -> None:
         self._gate = gate
         self._settings = settings
         self._discovery: Discovery | None = None
@@ -149,7 +149,7 @@ class QueueCollector:
     async def stats(self, rediscover: bool = False) -> QueueStats:
         if not self._gate.configured:
             return _empty(configured=False)
-        named = self._settings.queue_names
+        named = self._settings.names
         discovery = None
         if named:
             queues, not_found = await self._detect(named)
@@ -208,7 +208,7 @@ class QueueCollector:
         async with self._discovering:  # one walk at a time; waiters reuse its result
             last = self._discovery
             fresh = last is not None and (
-                time.monotonic() - last.taken < self._settings.queue_discovery_interval
+                time.monotonic() - last.taken < self._settings.discovery_interval
             )
             if last is not None and fresh and not rediscover:
                 return last
@@ -216,7 +216,7 @@ class QueueCollector:
             return self._discovery
 
     async def _walk(self) -> Discovery:
-        limit = self._settings.queue_scan_max_keys
+        limit = self._settings.scan_max_keys
         queues: set[QueueName] = set()
         binding_keys: set[str] = set()
         cursor, scanned = 0, 0

@@ -117,28 +117,6 @@ class Settings:
                 out[flat] = masked[field_name]
         return out
 
-    @property
-    def redis_configured(self) -> bool:
-        return self.redis.configured
-
-    @property
-    def redis_mode(self) -> str:
-        return self.redis.mode
-
-    # Transitional (issue #10, item 5): a flat read such as ``settings.redis_url`` is answered
-    # by the slice that declares it, so that code not yet moved onto its slice keeps working.
-    # Delete this (and the two properties above) once every consumer reads its slice.
-    def __getattr__(self, name: str) -> Any:
-        try:
-            slice_name, field_name = _FLAT[name]
-        except KeyError:
-            raise AttributeError(
-                f"{type(self).__name__!r} object has no attribute {name!r}"
-            ) from None
-        value = getattr(getattr(self, slice_name), field_name)
-        object.__setattr__(self, name, value)  # the next read is a plain attribute read
-        return value
-
 
 def _build(cls: type[Slice], base: object, changes: dict[str, Any]) -> Slice:
     if base is None:

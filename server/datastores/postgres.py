@@ -47,7 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 from prometheus_client import CollectorRegistry
 
-from server.config import Settings, mask_url
+from server.config import DatabaseSettings, mask_url
 from server.datastores.node import Node, Role, Statement
 from server.datastores.pgbouncer import PgBouncerAdmin
 from server.datastores.pool import InstrumentedPool
@@ -121,20 +121,23 @@ class Transaction:
 class PostgresCluster:
     def __init__(
         self,
-        settings: Settings,
+        settings: DatabaseSettings,
         breakers: BreakerRegistry,
         registry: CollectorRegistry | None = None,
+        *,
+        close_timeout: float = 10.0,
     ) -> None:
-        if settings.database_url is None:
+        if settings.url is None:
             raise ValueError("PostgresCluster needs DATABASE_URL")
         self._settings = settings
+        self._close_timeout = close_timeout  # SHUTDOWN_TIMEOUT: how long closing pools may take
         self.stats = QueryStats(settings.slow_query_ms)
         self._metrics = QueryMetrics(registry) if registry is not None else None
-        self.primary = self._node("primary", "primary", settings.database_url, breakers)
+        self.primary = self._node("primary", "primary", settings.url, breakers)
         self.write_breaker = breakers.get(WRITE_BREAKER)
         taken: set[str] = {"primary"}
         replicas = []
-        for url in settings.database_replica_urls:
+        for url in settings.replica_urls:
             name = replica_name(url, taken)
             taken.add(name)
             replicas.append(Replica(self._node(name, "replica", url, breakers)))
@@ -154,10 +157,10 @@ class PostgresCluster:
         pool = InstrumentedPool(
             name,
             url,
-            min_size=settings.database_min_connections,
-            max_size=settings.database_connection_limit,
+            min_size=settings.min_connections,
+            max_size=settings.connection_limit,
             timeout=self.timeout,
-            statement_cache_size=settings.database_statement_cache_size,
+            statement_cache_size=settings.statement_cache_size,
             server_settings=None
             if "application_name" in query
             else {"application_name": APPLICATION_NAME},
@@ -167,7 +170,7 @@ class PostgresCluster:
 
     @property
     def timeout(self) -> float:
-        return self._settings.database_timeout_ms / 1000
+        return self._settings.timeout_ms / 1000
 
     @property
     def nodes(self) -> list[Node]:
@@ -181,9 +184,7 @@ class PostgresCluster:
             await node.pool.open()
 
     async def close(self) -> None:
-        await asyncio.gather(
-            *(node.pool.close(self._settings.shutdown_timeout) for node in self.nodes)
-        )
+        await asyncio.gather(*(node.pool.close(self._close_timeout) for node in self.nodes))
 
     # --- the public API ---
 

@@ -49,7 +49,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 
-from server.config import Settings
+from server.config import RedisSettings
 from server.errors import Unavailable
 from server.resilience.breaker import Breaker
 
@@ -73,8 +73,8 @@ def connection_errors() -> tuple[type[BaseException], ...]:
 
 
 class RedisClient:
-    def __init__(self, settings: Settings, breaker: Breaker) -> None:
-        if not settings.redis_configured:
+    def __init__(self, settings: RedisSettings, breaker: Breaker) -> None:
+        if not settings.configured:
             raise ValueError("RedisClient needs REDIS_URL or REDIS_SENTINEL_HOSTS")
         self.settings = settings
         self.breaker = breaker
@@ -83,35 +83,35 @@ class RedisClient:
         self._tracking_pool: ConnectionPool | None = None
         # Calls beyond the pool's size wait here rather than fail in redis-py with "Too many
         # connections", which would count against the breaker as if Redis were down.
-        self._slots = asyncio.Semaphore(settings.redis_max_connections)
+        self._slots = asyncio.Semaphore(settings.max_connections)
         self.master_address: tuple[str, int] | None = None  # Sentinel mode, once known
         self.master_changes = 0
         self._master_listeners: list[MasterListener] = []
         options = self._options(settings)
         self.raw: aioredis.Redis | RedisCluster
-        if settings.redis_sentinel_hosts:
+        if settings.sentinel_hosts:
             self.mode = "sentinel"
-            hosts = [(h.host, h.port) for h in settings.redis_sentinel_hosts]
+            hosts = [(h.host, h.port) for h in settings.sentinel_hosts]
             self._sentinel = Sentinel(hosts, sentinel_kwargs=options, **options)  # type: ignore[no-untyped-call]
-            self.raw = self._sentinel.master_for(settings.redis_master_name)
-        elif settings.redis_cluster_enabled:
+            self.raw = self._sentinel.master_for(settings.master_name)
+        elif settings.cluster_enabled:
             self.mode = "cluster"
-            assert settings.redis_url is not None
-            self.raw = RedisCluster.from_url(settings.redis_url, **options)
+            assert settings.url is not None
+            self.raw = RedisCluster.from_url(settings.url, **options)
         else:
-            assert settings.redis_url is not None
-            self.raw = aioredis.Redis.from_url(settings.redis_url, **options)
+            assert settings.url is not None
+            self.raw = aioredis.Redis.from_url(settings.url, **options)
 
     @staticmethod
-    def _options(settings: Settings) -> dict[str, Any]:
+    def _options(settings: RedisSettings) -> dict[str, Any]:
         return {
-            "socket_connect_timeout": settings.redis_connect_timeout_ms / 1000,
-            "socket_timeout": settings.redis_command_timeout_ms / 1000,
-            "health_check_interval": settings.redis_health_check_interval,
-            "max_connections": settings.redis_max_connections,
+            "socket_connect_timeout": settings.connect_timeout_ms / 1000,
+            "socket_timeout": settings.command_timeout_ms / 1000,
+            "health_check_interval": settings.health_check_interval,
+            "max_connections": settings.max_connections,
             "retry": Retry(
                 ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE),
-                settings.redis_retries,
+                settings.retries,
             ),
         }
 
@@ -211,7 +211,7 @@ class RedisClient:
         docstring). Rotates to the next sentinel when one cannot be reached."""
         if self._sentinel is None:
             raise ValueError("watch_master needs Sentinel mode")
-        interval = self.settings.redis_health_check_interval or 15.0
+        interval = self.settings.health_check_interval or 15.0
         sentinels = self._sentinel.sentinels
         failures = 0
         while True:
@@ -234,9 +234,7 @@ class RedisClient:
     async def check_master(self) -> tuple[str, int]:
         """Ask Sentinel where the master is; follow it if it moved."""
         assert self._sentinel is not None
-        host, port = await self.execute(
-            self._sentinel.discover_master, self.settings.redis_master_name
-        )
+        host, port = await self.execute(self._sentinel.discover_master, self.settings.master_name)
         address = (str(host), int(port))
         previous, self.master_address = self.master_address, address
         if previous is not None and previous != address:
@@ -275,10 +273,10 @@ class RedisClient:
             # client's lifetime, as a Sentinel connection refers to its pool by weak reference.
             if self._sentinel is not None:
                 self._tracking_pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
-                    self.settings.redis_master_name, self._sentinel, **options
+                    self.settings.master_name, self._sentinel, **options
                 )
             else:
-                assert self.settings.redis_url is not None
-                self._tracking_pool = ConnectionPool.from_url(self.settings.redis_url, **options)
+                assert self.settings.url is not None
+                self._tracking_pool = ConnectionPool.from_url(self.settings.url, **options)
         conn: AbstractConnection = self._tracking_pool.make_connection()  # type: ignore[no-untyped-call]
         return conn

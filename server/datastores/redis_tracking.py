@@ -47,7 +47,7 @@ class TrackingConnection:
         self._prefix = prefix
         self._on_invalidate = on_invalidate
         self._name = name  # its CLIENT SETNAME, so operators can tell it in CLIENT LIST
-        self.probe_interval = client.settings.redis_health_check_interval or math.inf
+        self.probe_interval = client.settings.health_check_interval or math.inf
         self.client_id: int | None = None  # Redis's CLIENT ID of the connection, once open
         self._conn: AbstractConnection | None = None
 

@@ -30,12 +30,12 @@ def catalogue(
     book: AlertBook,
 ) -> list[Procedure]:
     return [
-        *health.procedures(health_checks, read_tokens_required=settings.read_tokens_required),
+        *health.procedures(health_checks, read_tokens_required=settings.auth.read_tokens_required),
         *breakers.procedures(breaker_registry),
         *cache.procedures(procedure_cache, redis),
         *queues.procedures(queue_collector),
         *keys.procedures(RedisGate(redis)),
-        *database.procedures(postgres, partitions, settings),
+        *database.procedures(postgres, partitions, settings.database, settings.partitions),
         *alerts.procedures(book),
-        *unified.procedures(book, settings.section_timeout),
+        *unified.procedures(book, settings.rpc.section_timeout),
     ]

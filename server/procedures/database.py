@@ -25,7 +25,7 @@ from server.collectors.replicas import (
     replica_lag,
     replica_stats,
 )
-from server.config import Settings
+from server.config import DatabaseSettings, PartitionSettings
 from server.datastores.postgres import PostgresCluster
 from server.errors import ErrorCode, Unavailable
 from server.rpc.router import Context, NoInput, Procedure, query
@@ -65,7 +65,8 @@ class PartitionTableStatsInput(BaseModel):
 def procedures(
     postgres: PostgresCluster | None,
     partitions: PartitionWatch | None,
-    settings: Settings,
+    settings: DatabaseSettings,
+    partition_settings: PartitionSettings,
 ) -> list[Procedure]:
     """The database procedures over one app's cluster (``None``: no ``DATABASE_URL``)."""
 
@@ -103,7 +104,7 @@ def procedures(
         return await replica_stats(cluster())
 
     async def database_info_proc(ctx: Context, _: NoInput) -> DatabaseInfo:
-        return await database_info(cluster(), settings)
+        return await database_info(cluster(), settings, partition_settings)
 
     return [
         query(

@@ -57,7 +57,7 @@ from server.resilience.models import (
 from server.resilience.stats import RollingWindow, Totals
 
 if TYPE_CHECKING:
-    from server.config import Settings
+    from server.config import BreakerSettings
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -87,7 +87,7 @@ def is_client_error(exc: BaseException) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class BreakerConfig:
-    """How one breaker trips, waits and times calls out (``Settings`` gives the defaults)."""
+    """How one breaker trips, waits and times calls out (``BreakerSettings`` gives the defaults)."""
 
     failure_threshold: int = 5  # consecutive failures that trip it
     error_rate: float = 50.0  # percent of failed calls in the window that trips it...
@@ -122,14 +122,14 @@ class BreakerConfig:
             raise ValueError("; ".join(problems))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BreakerConfig:
+    def from_settings(cls, settings: BreakerSettings) -> BreakerConfig:
         return cls(
-            failure_threshold=settings.breaker_failure_threshold,
-            error_rate=settings.breaker_error_rate,
-            minimum_calls=settings.breaker_minimum_calls,
-            window_seconds=settings.breaker_window_seconds,
-            reset_timeout=settings.breaker_reset_timeout,
-            call_timeout=settings.breaker_call_timeout_ms / 1000,
+            failure_threshold=settings.failure_threshold,
+            error_rate=settings.error_rate,
+            minimum_calls=settings.minimum_calls,
+            window_seconds=settings.window_seconds,
+            reset_timeout=settings.reset_timeout,
+            call_timeout=settings.call_timeout_ms / 1000,
         )
 
 

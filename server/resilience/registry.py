@@ -1,6 +1,6 @@
-"""``BreakerRegistry``: the named breakers of one app, created on first use from ``Settings``.
+"""``BreakerRegistry``: the named breakers of one app, created on first use from its settings.
 
-One registry per app, built in ``Services`` and never at import, so breaker state cannot
+One registry per app, built in ``create_app`` and never at import, so breaker state cannot
 outlive an app or leak between tests.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from server.config import Settings
+from server.config import BreakerSettings
 from server.errors import ErrorCode, RpcError
 from server.resilience.breaker import Breaker, BreakerConfig, Listener
 
@@ -21,7 +21,7 @@ class BreakerRegistry:
         self._listeners: list[Listener] = []
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BreakerRegistry:
+    def from_settings(cls, settings: BreakerSettings) -> BreakerRegistry:
         return cls(BreakerConfig.from_settings(settings))
 
     def get(self, name: str, **overrides: Any) -> Breaker:
