@@ -116,9 +116,7 @@ def alerts_ctx(book: AlertBook, evaluator: Evaluator, settings: AlertSettings) -
             yield
         finally:
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await background.stop(task)
             # Rounds queued during an outage: one bounded last try to write them.
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(settings.evaluation_timeout):

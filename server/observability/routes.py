@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import hmac
 from collections.abc import AsyncIterator, Callable
 
 import orjson
 from aiohttp import web
 
+from server import background
 from server.auth import Authenticator
 from server.errors import ErrorCode, RpcError
 from server.observability.breaker_metrics import MERGE as BREAKER_MERGE
@@ -83,9 +83,7 @@ def metrics_sync_ctx(
             task = asyncio.create_task(metrics.sync_forever(interval), name="metrics-sync")
         yield
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await background.stop(task)
 
     return sync
 
