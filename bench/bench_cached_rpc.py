@@ -45,20 +45,18 @@ if str(ROOT) not in sys.path:
 import orjson  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from server.app import create_app  # noqa: E402
-from server.cache.middleware import cached, procedure_key  # noqa: E402
+from server.cache.middleware import CacheMiddleware, procedure_key  # noqa: E402
+from server.cache.policy import CachePolicy  # noqa: E402
 from server.config import Settings  # noqa: E402
-from server.procedures import catalogue  # noqa: E402
 from server.rpc.router import (  # noqa: E402
     ANONYMOUS,
-    CachePolicy,
     Context,
     NoInput,
     Router,
     query,
     validate_input,
 )
-from server.services import Services  # noqa: E402
+from tests.assembly import create_app_with, replacing  # noqa: E402
 from tests.cache_support import running_cache  # noqa: E402
 from tests.stack import RedisServer, free_port, make_workdir, remove_workdir  # noqa: E402
 from tests.stack.ports import HOST, is_listening  # noqa: E402
@@ -121,8 +119,9 @@ def infrawatch_app(redis_url: str, hot_tier: bool) -> web.Application:
         return PAYLOAD
 
     settings = Settings(redis_url=redis_url, cache_hot_tier=hot_tier, log_level="WARNING")
-    cached = query(METHOD, payload, cache=CachePolicy(ttl=3600, namespace="bench"))
-    return create_app(settings, procedures=[*catalogue(), cached])
+    cached = query(METHOD, payload, options=(CachePolicy(ttl=3600, namespace="bench"),))
+    # The real catalogue, over this app's own resources, with the cached procedure beside it.
+    return create_app_with(settings, replacing([cached]))
 
 
 def serve(kind: str, port: int, redis_url: str) -> None:
@@ -259,15 +258,13 @@ async def breakdown(redis_url: str, calls: int = 50_000) -> list[tuple[str, floa
 
     settings = Settings(redis_url=redis_url)
     policy = CachePolicy(ttl=3600, namespace="bench")
-    proc = query(METHOD, payload, cache=policy)
+    proc = query(METHOD, payload, options=(policy,))
     plain = query(METHOD, payload)
     async with running_cache(settings) as cache:
-        services = Services(settings)
-        services.cache = cache
-        with_cache = Router([proc], middleware=[cached(cache)], timeout=30)
+        with_cache = Router([proc], middleware=[CacheMiddleware(cache)], timeout=30)
         bare = Router([plain], timeout=None)
         while cache.near.hits == 0:  # until a hit comes from the hot tier
-            await with_cache.call(METHOD, None, Context(services=services))
+            await with_cache.call(METHOD, None, Context())
             await asyncio.sleep(0.01)
 
         async def timed(fn: Any) -> float:
@@ -288,7 +285,7 @@ async def breakdown(redis_url: str, calls: int = 50_000) -> list[tuple[str, floa
             validate_input(proc, None)
 
         async def context() -> None:
-            Context(services=services, protocol="jsonrpc")
+            Context(protocol="jsonrpc")
 
         async def nothing() -> None:
             return None
@@ -296,11 +293,11 @@ async def breakdown(redis_url: str, calls: int = 50_000) -> list[tuple[str, floa
         return [
             (
                 "router.call, cached hit (hot tier), 30 s timeout",
-                await timed(lambda: with_cache.call(METHOD, None, Context(services=services))),
+                await timed(lambda: with_cache.call(METHOD, None, Context())),
             ),
             (
                 "router.call, same handler, no cache, no timeout",
-                await timed(lambda: bare.call(METHOD, None, Context(services=services))),
+                await timed(lambda: bare.call(METHOD, None, Context())),
             ),
             ("procedure key + Cache.peek (lookup, counters, latency)", await timed(key_and_peek)),
             ("validate_input(NoInput)", await timed(validation)),

@@ -8,7 +8,7 @@ operator (so every alert carries its acknowledge form, the heavier page), and re
 ``Server-Timing: total`` (procedures gathered + templates rendered); the round trip seen by the
 client is reported beside it. Budget (issue 6): median <= 30 ms.
 
-The alerts are recorded through the alert store's own API (``services.alerts.record``) when
+The alerts are recorded through the alert store's own API (``app[ALERTS].record``) when
 this build has it; without it there is nothing to hold an alert, and the benchmark fills the
 breaker table with as many rows instead (each a breaker with measured calls), so the page
 still carries that many data rows. The output says which it did.
@@ -33,7 +33,7 @@ import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from server.app import create_app  # noqa: E402
-from server.appkeys import ROUTER, SERVICES  # noqa: E402
+from server.appkeys import ALERTS, BREAKERS, ROUTER  # noqa: E402
 from server.config import Settings  # noqa: E402
 from tests.stack import free_port, make_workdir, remove_workdir  # noqa: E402
 from tests.stack.__main__ import start_stack  # noqa: E402
@@ -49,8 +49,7 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 async def add_alerts(app: web.Application, count: int) -> str:
     """``count`` firing alerts, half critical, through the store; else ``count`` breakers."""
-    services = app[SERVICES]
-    book = getattr(services, "alerts", None)
+    book = app.get(ALERTS)
     if book is not None:
         from server.alerts.models import Condition
 
@@ -67,13 +66,13 @@ async def add_alerts(app: web.Application, count: int) -> str:
         ]
         # "bench_rule" is never evaluated by the service's own rounds, so these stay firing.
         await book.record(conditions, frozenset({"bench_rule"}), datetime.now(UTC))
-        return f"{count} alerts recorded through services.alerts.record"
+        return f"{count} alerts recorded through app[ALERTS].record"
 
     async def ok() -> None:
         return None
 
     for i in range(count):
-        breaker = services.breakers.get(f"bench-breaker-{i:03d}")
+        breaker = app[BREAKERS].get(f"bench-breaker-{i:03d}")
         for _ in range(3):
             await breaker.call(ok)
     return f"no alert store in this build: {count} breakers with calls instead"

@@ -42,8 +42,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 
+from server import appkeys
 from server.app import create_app
-from server.appkeys import ROUTER, SERVICES
+from server.appkeys import METRICS, ROUTER
 from server.config import Settings
 from server.rpc.router import Caller, Context
 
@@ -67,7 +68,7 @@ def build_app() -> web.Application:
 
     async def stock(request: web.Request) -> web.Response:
         # What an unsliced handler does: the whole registry in one call, on the loop.
-        body = generate_latest(request.app[SERVICES].metrics.registry)
+        body = generate_latest(request.app[METRICS].registry)
         return web.Response(body=body, content_type="text/plain")
 
     async def prepare(request: web.Request) -> web.Response:
@@ -84,9 +85,8 @@ def build_app() -> web.Application:
 
 async def traffic(app: web.Application, session: aiohttp.ClientSession, base: str) -> None:
     """Every route, every procedure over both protocols, every breaker: our real label sets."""
-    services = app[SERVICES]
     for name in BREAKERS:
-        services.breakers.get(name)
+        app[appkeys.BREAKERS].get(name)
     for path in ("/health", "/health/live", "/health/ready", "/health/db", "/health/redis"):
         async with session.get(base + path) as resp:
             await resp.read()
@@ -100,14 +100,14 @@ async def traffic(app: web.Application, session: aiohttp.ClientSession, base: st
         async with session.post(base + "/rpc", json=body, headers=headers) as resp:
             await resp.read()
         for protocol in ("trpc", "internal"):  # the tRPC adapter and the dashboard call alike
-            ctx = Context(services=services, caller=Caller("bench"), protocol=protocol)
+            ctx = Context(caller=Caller("bench"), protocol=protocol)
             with contextlib.suppress(Exception):  # an error outcome is a label set too
                 await router.call(path, None, ctx)
 
 
 def pad(app: web.Application, total: int) -> None:
     """Business-metric families until the scrape holds ``total`` samples (series)."""
-    metrics = app[SERVICES].metrics
+    metrics = app[METRICS]
     have = sum(len(f.samples) for f in metrics.registry.collect()) - count_created(app)
     family = 0
     while have < total:
@@ -119,7 +119,7 @@ def pad(app: web.Application, total: int) -> None:
 
 
 def count_created(app: web.Application) -> int:
-    registry = app[SERVICES].metrics.registry
+    registry = app[METRICS].registry
     return sum(1 for f in registry.collect() for s in f.samples if s.name.endswith("_created"))
 
 
@@ -164,13 +164,13 @@ def medians(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 async def stock_render(app: web.Application) -> None:
-    generate_latest(app[SERVICES].metrics.registry)
+    generate_latest(app[METRICS].registry)
 
 
 async def stock_render_in_thread(app: web.Application) -> None:
     # The loop thread is free, but the encoder holds the GIL: the loop gets it back only at
     # the interpreter's switch interval (5 ms) or when the encoder happens to release it.
-    await asyncio.to_thread(generate_latest, app[SERVICES].metrics.registry)
+    await asyncio.to_thread(generate_latest, app[METRICS].registry)
 
 
 async def part1(repeats: int) -> list[dict[str, Any]]:
@@ -181,7 +181,7 @@ async def part1(repeats: int) -> list[dict[str, Any]]:
             await traffic(app, client.session, str(client.make_url("")).rstrip("/"))
             if padded:
                 pad(app, PADDED)
-            metrics = app[SERVICES].metrics
+            metrics = app[METRICS]
             ours = await metrics.expose()
             stock_lines = generate_latest(metrics.registry).count(b"\n")
             for name, work in (
@@ -218,7 +218,7 @@ def mp_worker() -> None:
         async with TestClient(TestServer(app)) as client:
             await traffic(app, client.session, str(client.make_url("")).rstrip("/"))
             pad(app, PADDED)
-            app[SERVICES].metrics.sync()
+            app[METRICS].sync()
 
     asyncio.run(run())
 

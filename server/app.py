@@ -1,4 +1,10 @@
-"""``create_app(settings)``: a pure factory. No I/O here; resources start in cleanup contexts."""
+"""``create_app(settings)``: a pure factory. No I/O here; resources start in cleanup contexts.
+
+Assembly, in one place: each resource is built over its settings and the resources it needs,
+published under its own ``web.AppKey`` (``appkeys.py``), and started and stopped by its own
+cleanup context; the procedure catalogue is built over the resources, the router over the
+catalogue, and the wire adapters, probes and dashboard over the router.
+"""
 
 from __future__ import annotations
 
@@ -8,144 +14,117 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
-from server import background
-from server.alerts import Evaluator, FiringCollector, build_book, default_rules
-from server.appkeys import AUTH, ROUTER, SERVICES, SETTINGS
+from server import appkeys, background
+from server.alerts import AlertBook, Evaluator, FiringCollector, build_book, default_rules
 from server.auth import Authenticator
-from server.cache.metrics import register_cache_metrics
-from server.cache.middleware import Warmer, cached
+from server.cache.cache import Cache
+from server.cache.metrics import CacheCollector
+from server.cache.middleware import CacheMiddleware, Warmer
 from server.collectors import pg_metrics
 from server.collectors.partitions import PartitionWatch
-from server.collectors.queue_metrics import watch_queues
+from server.collectors.queue_metrics import export_queue_depths
+from server.collectors.redis_queues import QueueCollector
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import BREAKER as REDIS_BREAKER
 from server.datastores.redis import RedisClient
+from server.datastores.redis_gate import RedisGate
 from server.observability import routes as observability
+from server.observability.health import Health, database_check, redis_check
+from server.observability.metrics import Metrics
 from server.procedures import catalogue
-from server.rpc.jsonrpc import rpc_handler
+from server.resilience.registry import BreakerRegistry
 from server.rpc.openrpc import discover_procedure
 from server.rpc.router import Procedure, Router
-from server.rpc.trpc import handle_trpc
-from server.services import Services
+from server.wire.jsonrpc import rpc_handler
+from server.wire.trpc import trpc_handler
 from web import setup_dashboard
 
-
-async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
-    services = app[SERVICES]
-    settings = services.settings
-    if settings.database_url is None:
-        yield
-        return
-    cluster = PostgresCluster(settings, services.breakers, services.metrics.registry)
-    await cluster.start()  # opens the pools without connecting: a database down is no failure
-    services.postgres = cluster
-    services.partitions = PartitionWatch(cluster.primary, settings)
-    pg_metrics.register(services.metrics, cluster, services.partitions)
-    try:
-        yield
-    finally:
-        services.postgres = None
-        services.partitions = None
-        await cluster.close()
+Context = Callable[[web.Application], AsyncIterator[None]]
 
 
-async def replica_health_ctx(app: web.Application) -> AsyncIterator[None]:
+def postgres_ctx(cluster: PostgresCluster) -> Context:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        await cluster.start()  # opens the pools without connecting: a database down is no failure
+        try:
+            yield
+        finally:
+            await cluster.close()
+
+    return run
+
+
+def replica_health_ctx(cluster: PostgresCluster, interval: float) -> Context:
     """Checks every replica at once and then every REPLICA_HEALTH_INTERVAL seconds."""
-    services = app[SERVICES]
-    cluster = services.postgres
-    if cluster is None or not cluster.replicas:
-        yield
-        return
-    task = asyncio.create_task(
-        cluster.watch_replicas(services.settings.replica_health_interval),
-        name="replica-health",
-    )
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(cluster.watch_replicas(interval), name="replica-health")
+        try:
+            yield
+        finally:
+            await background.stop(task)
+
+    return run
 
 
-async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    services = app[SERVICES]
-    if not services.settings.redis_configured:
-        yield
-        return
-    # No I/O here: redis-py connects on first use, so a Redis that is down delays nothing.
-    client = RedisClient(services.settings, services.breakers.get(REDIS_BREAKER))
-    services.redis = client
-    watch = None
-    if client.mode == "sentinel":
-        watch = asyncio.create_task(client.watch_master(), name="redis-sentinel-watch")
-    try:
-        yield
-    finally:
-        services.redis = None
-        if watch is not None:
-            await background.stop(watch)
-        await client.close()
+def redis_ctx(client: RedisClient) -> Context:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        # No I/O to start: redis-py connects on first use, so a Redis that is down delays nothing.
+        watch = None
+        if client.mode == "sentinel":
+            watch = asyncio.create_task(client.watch_master(), name="redis-sentinel-watch")
+        try:
+            yield
+        finally:
+            if watch is not None:
+                await background.stop(watch)
+            await client.close()
+
+    return run
 
 
-async def alerts_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The alert store (migrated now if the database answers) and the evaluator task."""
-    services = app[SERVICES]
-    settings = services.settings
-    book = build_book(services)
-    await book.start()
-    evaluator = Evaluator(
-        default_rules(settings),
-        book,
-        app[ROUTER],
-        services,
-        interval=settings.alert_evaluation_interval,
-        timeout=settings.alert_evaluation_timeout,
-        section_timeout=settings.section_timeout,
-    )
-    services.alerts, services.alert_evaluator = book, evaluator
-    services.metrics.add_collector(FiringCollector(book))
-    task = (
-        asyncio.create_task(evaluator.run(), name="alert-evaluator")
-        if settings.alert_evaluation_enabled
-        else None
-    )
-    try:
-        yield
-    finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        # Rounds queued during an outage: one bounded last try to write them.
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(settings.alert_evaluation_timeout):
-                await book.flush()
-
-
-def cache_ctx(warmer: Warmer) -> Callable[[web.Application], AsyncIterator[None]]:
+def cache_ctx(cache: Cache, redis: RedisClient | None, warmer: Warmer) -> Context:
     """The cache's background tasks: the hot tier's tracker and the warmer."""
 
     async def run(app: web.Application) -> AsyncIterator[None]:
-        services = app[SERVICES]
-        tracker = services.cache.attach(services.redis)
+        tracker = cache.attach(redis)
         tasks = []
         if tracker is not None:
             tasks.append(asyncio.create_task(tracker.run(), name="cache-tracking"))
-        if warmer.procedures and services.cache.enabled:
+        if warmer.procedures and cache.enabled:
             tasks.append(asyncio.create_task(warmer.run(), name="cache-warmer"))
         try:
             yield
         finally:
             await asyncio.gather(*(background.stop(task) for task in tasks))
-            services.cache.detach()
+            cache.detach()
 
     return run
 
 
-async def _mark_shutting_down(app: web.Application) -> None:
-    app[SERVICES].shutting_down = True
+def alerts_ctx(book: AlertBook, evaluator: Evaluator, settings: Settings) -> Context:
+    """The alert store (migrated now if the database answers) and the evaluator task."""
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        await book.start()
+        task = (
+            asyncio.create_task(evaluator.run(), name="alert-evaluator")
+            if settings.alert_evaluation_enabled
+            else None
+        )
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            # Rounds queued during an outage: one bounded last try to write them.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(settings.alert_evaluation_timeout):
+                    await book.flush()
+
+    return run
 
 
 def create_app(
@@ -160,32 +139,110 @@ def create_app(
             "max_field_size": settings.max_url_bytes,
         },
     )
-    services = Services(settings)
-    watch_queues(services)
-    app[SETTINGS] = settings
-    app[SERVICES] = services
-    app[AUTH] = Authenticator(settings.auth_tokens)
-    # /metrics, /health*, the HTTP middleware; the router reports each call to rpc_metrics.
-    rpc_metrics = observability.install(app, services)
-    procs = list(catalogue() if procedures is None else procedures)
-    router = app[ROUTER] = Router(
-        [*procs, discover_procedure(procs)],
+    # Resources: built here without I/O, each started by its cleanup context below.
+    metrics = Metrics()
+    breakers = BreakerRegistry.from_settings(settings)
+    auth = Authenticator(settings.auth_tokens)
+    postgres = (
+        PostgresCluster(settings, breakers, metrics.registry) if settings.database_url else None
+    )
+    partitions = PartitionWatch(postgres.primary, settings) if postgres is not None else None
+    redis = (
+        RedisClient(settings, breakers.get(REDIS_BREAKER)) if settings.redis_configured else None
+    )
+    cache = Cache(settings)
+    queues = QueueCollector(RedisGate(redis), settings)
+    book = build_book(postgres, settings)
+    health = Health(
+        [database_check(postgres, settings.database_url), redis_check(redis, settings.redis_url)],
+        timeout=settings.health_check_timeout,
+        store_status=book.status,
+    )
+
+    # Their figures for /metrics, pulled at scrape time.
+    if postgres is not None:
+        pg_metrics.register(metrics, postgres, partitions)
+    export_queue_depths(metrics, queues)
+    cache_figures = CacheCollector(cache, redis)
+    metrics.add_collector(cache_figures)
+    metrics.add_refresh("redis", cache_figures.refresh)
+    metrics.add_collector(FiringCollector(book))
+    # /metrics, /health*, the HTTP response counter; the router reports each call to rpc_metrics.
+    rpc_metrics = observability.install(
+        app,
+        metrics=metrics,
+        breakers=breakers,
+        health=health,
+        auth=auth,
+        metrics_basic_auth=settings.metrics_basic_auth,
+        read_tokens_required=settings.read_tokens_required,
+        metrics_refresh_timeout=settings.metrics_refresh_timeout,
+        metrics_sync_interval=settings.metrics_sync_interval,
+    )
+
+    if procedures is None:
+        procedures = catalogue(
+            settings,
+            health_checks=health,
+            breaker_registry=breakers,
+            procedure_cache=cache,
+            redis=redis,
+            queue_collector=queues,
+            postgres=postgres,
+            partitions=partitions,
+            book=book,
+        )
+    router = Router(
+        [*procedures, discover_procedure(procedures)],
         # Outermost, alone: a cache hit is answered by its synchronous peek (see Router).
-        middleware=[cached(services.cache)],
+        middleware=[CacheMiddleware(cache)],
         timeout=settings.rpc_timeout,
         queries_need_caller=settings.read_tokens_required,
         observer=rpc_metrics.observe,
     )
-    services.router = router
-    register_cache_metrics(services)
-    warmer = Warmer(router, services, settings.cache_warm_interval)
-    # alerts_ctx last: its evaluator stops before the pools and the cache it reads close.
-    app.cleanup_ctx.extend(
-        [postgres_ctx, replica_health_ctx, redis_ctx, cache_ctx(warmer), alerts_ctx]
+    evaluator = Evaluator(
+        default_rules(settings),
+        book,
+        router,
+        interval=settings.alert_evaluation_interval,
+        timeout=settings.alert_evaluation_timeout,
+        section_timeout=settings.section_timeout,
     )
-    app.on_shutdown.append(_mark_shutting_down)
-    app.router.add_post("/rpc", rpc_handler(router, services, app[AUTH]))
+
+    app[appkeys.SETTINGS] = settings
+    app[appkeys.METRICS] = metrics
+    app[appkeys.BREAKERS] = breakers
+    app[appkeys.AUTH] = auth
+    app[appkeys.POSTGRES] = postgres
+    app[appkeys.PARTITIONS] = partitions
+    app[appkeys.REDIS] = redis
+    app[appkeys.CACHE] = cache
+    app[appkeys.QUEUES] = queues
+    app[appkeys.ALERTS] = book
+    app[appkeys.HEALTH] = health
+    app[appkeys.ROUTER] = router
+    app[appkeys.EVALUATOR] = evaluator
+
+    # Started in this order, stopped in reverse: alerts last, so its evaluator stops before the
+    # pools and the cache it reads close.
+    contexts: list[Context] = []
+    if postgres is not None:
+        contexts.append(postgres_ctx(postgres))
+        if postgres.replicas:
+            contexts.append(replica_health_ctx(postgres, settings.replica_health_interval))
+    if redis is not None:
+        contexts.append(redis_ctx(redis))
+    contexts.append(cache_ctx(cache, redis, Warmer(router, settings.cache_warm_interval)))
+    contexts.append(alerts_ctx(book, evaluator, settings))
+    app.cleanup_ctx.extend(contexts)
+
+    async def mark_shutting_down(app: web.Application) -> None:
+        health.shutting_down = True
+
+    app.on_shutdown.append(mark_shutting_down)
+    limits = {"max_body_bytes": settings.max_body_bytes, "max_batch_size": settings.max_batch_size}
+    app.router.add_post("/rpc", rpc_handler(router, auth, **limits))
     # Every method: v11 answers HEAD, refuses the others with its own JSON errors.
-    app.router.add_route("*", "/trpc/{path:.*}", handle_trpc)
+    app.router.add_route("*", "/trpc/{path:.*}", trpc_handler(router, auth, **limits))
     setup_dashboard(app)
     return app

@@ -1,15 +1,38 @@
-"""Every typed key the aiohttp application holds: a str key warns, and tests fail on warnings."""
+"""Every typed key the aiohttp application holds: a str key warns, and tests fail on warnings.
+
+``create_app`` builds each resource (no I/O) and publishes it here; the cleanup context that
+owns it starts and stops it. Only app assembly, the dashboard and tests read these keys: the
+procedures were built over the resources themselves.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from server.alerts import AlertBook, Evaluator
 from server.auth import Authenticator
+from server.cache.cache import Cache
+from server.collectors.partitions import PartitionWatch
+from server.collectors.redis_queues import QueueCollector
 from server.config import Settings
+from server.datastores.postgres import PostgresCluster
+from server.datastores.redis import RedisClient
+from server.observability.health import Health
+from server.observability.metrics import Metrics
+from server.resilience.registry import BreakerRegistry
 from server.rpc.router import Router
-from server.services import Services
 
 SETTINGS = web.AppKey("settings", Settings)
-SERVICES = web.AppKey("services", Services)
 ROUTER = web.AppKey("router", Router)
 AUTH = web.AppKey("auth", Authenticator)
+METRICS = web.AppKey("metrics", Metrics)
+BREAKERS = web.AppKey("breakers", BreakerRegistry)
+HEALTH = web.AppKey("health", Health)
+CACHE = web.AppKey("cache", Cache)
+QUEUES = web.AppKey("queues", QueueCollector)
+ALERTS = web.AppKey("alerts", AlertBook)
+EVALUATOR = web.AppKey("alert_evaluator", Evaluator)
+# None while not configured (no DATABASE_URL, no REDIS_URL).
+POSTGRES: web.AppKey[PostgresCluster | None] = web.AppKey("postgres")
+PARTITIONS: web.AppKey[PartitionWatch | None] = web.AppKey("partitions")
+REDIS: web.AppKey[RedisClient | None] = web.AppKey("redis")

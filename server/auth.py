@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 
-from server.rpc.errors import ErrorCode, RpcError
+from server.errors import ErrorCode, RpcError
 from server.rpc.router import ANONYMOUS, Caller
 
 

@@ -28,8 +28,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from server.rpc.errors import ErrorCode, RpcError
-from server.rpc.trpc import BASE_HEADERS, error_body
+from server.errors import ErrorCode, RpcError
+from server.wire.trpc import BASE_HEADERS, error_body
 
 log = logging.getLogger(__name__)
 

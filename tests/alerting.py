@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from server.alerts import AlertBook, Evaluator
 from server.app import create_app
-from server.appkeys import SERVICES
+from server.appkeys import ALERTS, BREAKERS, EVALUATOR
 from server.config import Settings
-from server.services import Services
+from server.resilience.registry import BreakerRegistry
 from tests.waiting import eventually
 
 BOB_NAME = "bob"
@@ -32,20 +33,22 @@ async def start_app(aiohttp_client: Any, settings: Settings) -> TestClient:
     return client
 
 
-def services(client: TestClient) -> Services:
-    return client.app[SERVICES]
+def app_of(client: TestClient) -> web.Application:
+    app = client.app
+    assert app is not None
+    return app
 
 
 def evaluator(client: TestClient) -> Evaluator:
-    found = services(client).alert_evaluator
-    assert found is not None
-    return found
+    return app_of(client)[EVALUATOR]
 
 
 def book(client: TestClient) -> AlertBook:
-    found = services(client).alerts
-    assert found is not None
-    return found
+    return app_of(client)[ALERTS]
+
+
+def breakers(client: TestClient) -> BreakerRegistry:
+    return app_of(client)[BREAKERS]
 
 
 async def call(

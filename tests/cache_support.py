@@ -9,33 +9,31 @@ from collections.abc import AsyncIterator
 from server.cache.cache import Cache
 from server.config import Settings
 from server.datastores.redis import BREAKER, RedisClient
-from server.services import Services
+from server.resilience.registry import BreakerRegistry
 from tests.waiting import eventually
 
 
 @contextlib.asynccontextmanager
 async def running_cache(settings: Settings, *, wait_tracking: bool = True) -> AsyncIterator[Cache]:
-    """``Services`` with its Redis client attached to the cache and the tracker running, as
-    ``create_app``'s cleanup contexts do; everything is closed on exit."""
-    services = Services(settings)
-    client = (
-        RedisClient(settings, services.breakers.get(BREAKER)) if settings.redis_configured else None
-    )
-    services.redis = client
-    tracker = services.cache.attach(client)
+    """A cache with its Redis client attached and the tracker running, as ``create_app`` builds
+    them and its cleanup contexts start them; everything is closed on exit."""
+    cache = Cache(settings)
+    breakers = BreakerRegistry.from_settings(settings)
+    client = RedisClient(settings, breakers.get(BREAKER)) if settings.redis_configured else None
+    tracker = cache.attach(client)
     tasks = [asyncio.create_task(tracker.run())] if tracker is not None else []
     if client is not None and client.mode == "sentinel":
         tasks.append(asyncio.create_task(client.watch_master()))
     try:
         if tracker is not None and wait_tracking:
-            await eventually(lambda: services.cache.near.active, what="tracking connected")
-        yield services.cache
+            await eventually(lambda: cache.near.active, what="tracking connected")
+        yield cache
     finally:
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        services.cache.detach()
+        cache.detach()
         if client is not None:
             await client.close()
 

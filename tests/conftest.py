@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from server.config import Settings
+from tests.pg_app import AppFactory, Apps
 from tests.stack import (
     PgBouncer,
     PostgresServer,
@@ -166,3 +167,12 @@ def make_settings(pg_dsn: str, redis_url: str) -> Callable[..., Settings]:
 
 
 # --- the application under test (make_app, client) ---
+
+
+@pytest.fixture
+async def make_app(pg_dsn: str) -> AsyncIterator[AppFactory]:
+    """``await make_app(settings)``: the real app, started (see ``tests/pg_app.py``), with
+    procedure calls through its router; every app stops when the test ends."""
+    # pg_dsn first: the apps (and their pools) stop before the test database is dropped.
+    async with Apps() as apps:
+        yield apps.start

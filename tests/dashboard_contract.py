@@ -8,15 +8,15 @@ the real paths, for procedures not yet in the catalogue and for error cases.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from server.procedures import catalogue
-from server.rpc.errors import ErrorCode, RpcError
+from server.errors import ErrorCode, RpcError
 from server.rpc.router import Context, Procedure, mutation, query
+from tests.assembly import Edit, replacing
 
 NOW = datetime.now(UTC)
 
@@ -296,8 +296,7 @@ def slow(path: str, seconds: float) -> Procedure:
     return query(path, handler)
 
 
-def with_catalogue(extra: Iterable[Procedure]) -> list[Procedure]:
-    """The real catalogue, with ``extra`` in place of any procedure of the same path."""
-    extra = list(extra)
-    replaced = {p.path for p in extra}
-    return [p for p in catalogue() if p.path not in replaced] + extra
+def with_catalogue(extra: Iterable[Procedure], *, without: Collection[str] = ()) -> Edit:
+    """The real catalogue, with ``extra`` in place of any procedure of the same path and the
+    paths in ``without`` left out (``tests.assembly.create_app_with`` applies it)."""
+    return replacing(extra, without=without)

@@ -7,15 +7,17 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
-from server.appkeys import ROUTER, SERVICES
+from server.appkeys import BREAKERS, METRICS, POSTGRES, ROUTER
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
+from server.observability.metrics import Metrics
+from server.resilience.registry import BreakerRegistry
 from server.rpc.router import Caller, Context
-from server.services import Services
 
 AppFactory = Callable[[Settings], Awaitable["PgApp"]]
 
@@ -25,25 +27,35 @@ class PgApp:
         self.client = client
 
     @property
-    def services(self) -> Services:
-        return self.client.app[SERVICES]
+    def app(self) -> web.Application:
+        app = self.client.app
+        assert app is not None
+        return app
 
     @property
     def cluster(self) -> PostgresCluster:
-        cluster = self.services.postgres
+        cluster = self.app[POSTGRES]
         assert cluster is not None
         return cluster
 
+    @property
+    def breakers(self) -> BreakerRegistry:
+        return self.app[BREAKERS]
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.app[METRICS]
+
     async def call(self, path: str, inp: Any = None) -> Any:
         """The procedure through the app's router, as the dashboard calls it."""
-        ctx = Context(services=self.services, caller=Caller("tester"))
-        return await self.client.app[ROUTER].call(path, inp, ctx)
+        return await self.app[ROUTER].call(path, inp, Context(caller=Caller("tester")))
 
 
 class Apps:
     """Apps started for one test (``await apps.start(settings)``), all stopped when the block
-    ends. A test module's fixture wraps it and asks for ``pg_dsn`` first, so that the apps
-    (and their pools) stop before the test database is dropped under them."""
+    ends. The ``make_app`` fixture (``tests/conftest.py``) wraps it and asks for ``pg_dsn``
+    first, so that the apps (and their pools) stop before the test database is dropped under
+    them."""
 
     def __init__(self) -> None:
         self._clients: list[TestClient] = []

@@ -17,8 +17,8 @@ from server.alerts.models import AlertQuery, AlertRecord, Condition, Round
 from server.alerts.pg_store import PostgresStore
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
-from server.rpc.errors import ErrorCode, RpcError
-from server.services import Services
+from server.errors import ErrorCode, RpcError
+from server.resilience.registry import BreakerRegistry
 from tests.waiting import until_accepted
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -26,10 +26,9 @@ STALE_AFTER = 60.0
 Store = MemoryStore | PostgresStore
 
 
-async def started(services: Services) -> PostgresCluster:
-    cluster = PostgresCluster(services.settings, services.breakers)
+async def started(settings: Settings) -> PostgresCluster:
+    cluster = PostgresCluster(settings, BreakerRegistry.from_settings(settings))
     await cluster.start()
-    services.postgres = cluster
     return cluster
 
 
@@ -40,10 +39,9 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
         return
     # Synchronous fixtures only from here: a database of this test's own.
     make_settings: Callable[..., Settings] = request.getfixturevalue("make_settings")
-    services = Services(make_settings())
-    cluster = await started(services)
+    cluster = await started(make_settings())
     try:
-        pg = PostgresStore(services)
+        pg = PostgresStore(cluster)
         assert await pg.ensure_schema() == [m.version for m in MIGRATIONS]
         yield pg
     finally:

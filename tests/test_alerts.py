@@ -18,20 +18,20 @@ from prometheus_client import generate_latest
 from server.alerts import AlertBook, Evaluator
 from server.alerts.migrations import MIGRATIONS
 from server.alerts.rules import Rule, Sample
-from server.appkeys import ROUTER
+from server.appkeys import METRICS, ROUTER
 from server.config import Settings
 from server.rpc.reading import read
 from server.rpc.router import Context, NoInput, Router, query
-from server.services import Services
 from tests.alerting import (
     BOB_NAME,
     BOB_TOKEN,
+    app_of,
     book,
+    breakers,
     call,
     error_code,
     evaluator,
     result,
-    services,
     start_app,
 )
 from tests.conftest import OPERATOR_NAME, OPERATOR_TOKEN
@@ -64,6 +64,9 @@ def settings(make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
 
 @pytest.fixture
 def make_app(aiohttp_client: Any, settings: Callable[..., Settings]) -> MakeApp:
+    """``await make_app(**overrides)``: this module's own, in place of the shared one
+    (tests/conftest.py): the whole app, evaluator and cache on, past its first round."""
+
     async def make(**overrides: Any) -> TestClient:
         return await start_app(aiohttp_client, settings(**overrides))
 
@@ -81,7 +84,7 @@ async def firing(client: TestClient) -> list[dict[str, Any]]:
 
 
 async def force(client: TestClient, breaker: str, state: str) -> None:
-    services(client).breakers.get(breaker)  # created on first use, as its datastore would
+    breakers(client).get(breaker)  # created on first use, as its datastore would
     params = {"name": breaker, "state": state}
     result(await call(client, "monitoring.setCircuitBreakerState", params, OPERATOR_TOKEN))
 
@@ -194,17 +197,15 @@ async def test_escalates_from_warning_to_critical_on_one_fingerprint(
     make_app: MakeApp, postgres: PostgresServer
 ) -> None:
     client = await make_app()
-    svc = services(client)
     own = Evaluator(
         [failures_rule("warning", 1), failures_rule("critical", 3)],
         book(client),
-        client.app[ROUTER],
-        svc,
+        app_of(client)[ROUTER],
         interval=3600,
         timeout=30,
         section_timeout=10,
     )
-    flaky = svc.breakers.get("flaky", failure_threshold=100)
+    flaky = breakers(client).get("flaky", failure_threshold=100)
     closed_port = free_port()
 
     async def fail(times: int) -> None:
@@ -243,8 +244,7 @@ async def test_one_failing_rule_does_not_stop_the_others(make_app: MakeApp) -> N
     own = Evaluator(
         rules,
         book(client),
-        client.app[ROUTER],
-        services(client),
+        app_of(client)[ROUTER],
         interval=3600,
         timeout=30,
         section_timeout=10,
@@ -262,11 +262,10 @@ async def test_a_slow_section_is_bounded() -> None:
         await never.wait()
 
     router = Router([query("monitoring.queryStats", hang)])
-    svc = Services(Settings())
-    reading = await read(router, "monitoring.queryStats", Context(services=svc), 0.05)
+    reading = await read(router, "monitoring.queryStats", Context(), 0.05)
     assert reading.outcome == "timeout"
     assert reading.error is not None and reading.error.code == "TIMEOUT"
-    assert (await read(router, "monitoring.none", Context(services=svc), 0.05)).outcome == "absent"
+    assert (await read(router, "monitoring.none", Context(), 0.05)).outcome == "absent"
 
 
 # --- several instances on one database ---
@@ -511,13 +510,11 @@ async def test_rounds_are_bounded_and_a_failed_round_does_not_stop_the_task() ->
     async def hang(_ctx: Context, _: NoInput) -> None:
         await never.wait()
 
-    svc = Services(Settings())
     rule = Rule("slow", "warning", "monitoring.queryStats", lambda out: [], ">", 0, "x", "x")
     own = Evaluator(
         [rule],
         AlertBook(instance="i", stale_after=1),
         Router([query("monitoring.queryStats", hang)]),
-        svc,
         interval=0.05,
         timeout=0.05,  # shorter than the section bound: the round itself times out
         section_timeout=60,
@@ -544,6 +541,6 @@ async def test_the_evaluator_task_ends_with_the_app(make_app: MakeApp) -> None:
 async def test_alerts_firing_gauge(make_app: MakeApp) -> None:
     client = await make_app()
     await _one_firing_alert(client)
-    text = generate_latest(services(client).metrics.registry).decode()
+    text = generate_latest(app_of(client)[METRICS].registry).decode()
     assert 'infrawatch_alerts_firing{level="critical"} 1.0' in text
     assert 'infrawatch_alerts_firing{level="warning"} 0.0' in text

@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 
+from server.app import create_app
+from server.appkeys import BREAKERS
 from server.config import Settings
-from server.procedures.breakers import PROCEDURES
-from server.resilience import BreakerState, CircuitOpen
-from server.rpc.errors import ErrorCode, InvalidInput, RpcError
+from server.errors import CircuitOpen, ErrorCode, InvalidInput, RpcError
+from server.procedures.breakers import procedures
+from server.resilience import BreakerState
+from server.resilience.registry import BreakerRegistry
 from server.rpc.router import ANONYMOUS, Caller, Context, Router
-from server.services import Services
 
 ALICE = Caller("alice")
 
@@ -32,36 +34,34 @@ async def down() -> None:
 
 
 @pytest.fixture
-def services() -> Services:
-    return Services(
-        settings=Settings(
+def breakers() -> BreakerRegistry:
+    return BreakerRegistry.from_settings(
+        Settings(
             breaker_reset_timeout=0.05, breaker_failure_threshold=2, breaker_call_timeout_ms=500
         )
     )
 
 
 @pytest.fixture
-def router() -> Router:
-    return Router(PROCEDURES)
+def router(breakers: BreakerRegistry) -> Router:
+    return Router(procedures(breakers))
 
 
-async def call(
-    router: Router, services: Services, path: str, inp: Any = None, caller: Caller = ALICE
-) -> Any:
-    return await router.call(path, inp, Context(services=services, caller=caller))
+async def call(router: Router, path: str, inp: Any = None, caller: Caller = ALICE) -> Any:
+    return await router.call(path, inp, Context(caller=caller))
 
 
 async def test_status_lists_every_breaker_with_measured_figures(
-    router: Router, services: Services
+    router: Router, breakers: BreakerRegistry
 ) -> None:
-    pg = services.breakers.get("postgres")
-    services.breakers.get("redis", call_timeout=0.1)
+    pg = breakers.get("postgres")
+    breakers.get("redis", call_timeout=0.1)
     await pg.call(ok)
     for _ in range(2):
         with pytest.raises(Down):
             await pg.call(down)
 
-    out = await call(router, services, "monitoring.circuitBreakerStatus", caller=ANONYMOUS)
+    out = await call(router, "monitoring.circuitBreakerStatus", caller=ANONYMOUS)
 
     by_name = {b["name"]: b for b in out["breakers"]}
     assert list(by_name) == ["postgres", "redis"]
@@ -84,7 +84,6 @@ async def test_status_lists_every_breaker_with_measured_figures(
         "timeouts": 0,
         "ignored": 0,
         "rejections": 0,
-        "fallbacks": 0,
         "transitions": 1,
     }
     assert status["policy"]["failure_threshold"] == 2
@@ -94,21 +93,21 @@ async def test_status_lists_every_breaker_with_measured_figures(
     assert by_name["redis"]["reopens_at"] is None
 
 
-async def test_status_with_no_breakers(router: Router, services: Services) -> None:
-    assert await call(router, services, "monitoring.circuitBreakerStatus") == {"breakers": []}
+async def test_status_with_no_breakers(router: Router, breakers: BreakerRegistry) -> None:
+    assert await call(router, "monitoring.circuitBreakerStatus") == {"breakers": []}
 
 
 async def test_reset_closes_and_clears_the_window(
-    router: Router, services: Services, caplog: pytest.LogCaptureFixture
+    router: Router, breakers: BreakerRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pg = services.breakers.get("postgres")
+    pg = breakers.get("postgres")
     for _ in range(2):
         with pytest.raises(Down):
             await pg.call(down)
     assert pg.state is BreakerState.OPEN
     caplog.set_level(logging.INFO)
 
-    out = await call(router, services, "monitoring.resetCircuitBreaker", {"name": "postgres"})
+    out = await call(router, "monitoring.resetCircuitBreaker", {"name": "postgres"})
 
     assert out["state"] == "closed"
     assert out["window"]["calls"] == 0
@@ -119,11 +118,11 @@ async def test_reset_closes_and_clears_the_window(
     assert "open -> closed (reset by operator alice)" in caplog.text
 
 
-async def test_set_state_open_disabled_closed(router: Router, services: Services) -> None:
-    pg = services.breakers.get("postgres")
+async def test_set_state_open_disabled_closed(router: Router, breakers: BreakerRegistry) -> None:
+    pg = breakers.get("postgres")
     path = "monitoring.setCircuitBreakerState"
 
-    out = await call(router, services, path, {"name": "postgres", "state": "open"})
+    out = await call(router, path, {"name": "postgres", "state": "open"})
     assert (out["state"], out["forced_open"], out["disabled"]) == ("forced_open", True, False)
     with pytest.raises(CircuitOpen, match="forced open"):
         await pg.call(ok)
@@ -131,39 +130,38 @@ async def test_set_state_open_disabled_closed(router: Router, services: Services
     with pytest.raises(CircuitOpen):
         await pg.call(ok)
 
-    out = await call(router, services, path, ["postgres", "disabled"])  # JSON-RPC array params
+    out = await call(router, path, ["postgres", "disabled"])  # JSON-RPC array params
     assert (out["state"], out["forced_open"], out["disabled"]) == ("disabled", False, True)
     for _ in range(5):
         with pytest.raises(Down):
             await pg.call(down)
     assert pg.state is BreakerState.DISABLED  # never trips
-    out = await call(router, services, "monitoring.circuitBreakerStatus")
+    out = await call(router, "monitoring.circuitBreakerStatus")
     assert out["breakers"][0]["totals"]["failures"] == 5  # statistics still recorded
 
-    out = await call(router, services, path, {"name": "postgres", "state": "closed"})
+    out = await call(router, path, {"name": "postgres", "state": "closed"})
     assert out["state"] == "closed"
     assert await pg.call(ok) == "ok"
     assert out["totals"]["transitions"] == 3
 
 
-async def test_unknown_breaker_is_not_found(router: Router, services: Services) -> None:
-    services.breakers.get("postgres")
+async def test_unknown_breaker_is_not_found(router: Router, breakers: BreakerRegistry) -> None:
+    breakers.get("postgres")
     for path, inp in [
         ("monitoring.resetCircuitBreaker", {"name": "postgress"}),
         ("monitoring.setCircuitBreakerState", {"name": "postgress", "state": "open"}),
     ]:
         with pytest.raises(RpcError) as info:
-            await call(router, services, path, inp)
+            await call(router, path, inp)
         assert info.value.code is ErrorCode.NOT_FOUND
         assert "postgress" in info.value.message
 
 
-async def test_bad_state_is_invalid_input(router: Router, services: Services) -> None:
-    services.breakers.get("postgres")
+async def test_bad_state_is_invalid_input(router: Router, breakers: BreakerRegistry) -> None:
+    breakers.get("postgres")
     with pytest.raises(InvalidInput, match="state"):
         await call(
             router,
-            services,
             "monitoring.setCircuitBreakerState",
             {"name": "postgres", "state": "half_open"},
         )
@@ -177,17 +175,17 @@ async def test_bad_state_is_invalid_input(router: Router, services: Services) ->
     ],
 )
 async def test_mutations_need_an_operator(
-    router: Router, services: Services, path: str, inp: dict[str, str]
+    router: Router, breakers: BreakerRegistry, path: str, inp: dict[str, str]
 ) -> None:
-    services.breakers.get("postgres")
+    breakers.get("postgres")
     with pytest.raises(RpcError) as info:
-        await call(router, services, path, inp, caller=ANONYMOUS)
+        await call(router, path, inp, caller=ANONYMOUS)
     assert info.value.code is ErrorCode.UNAUTHORIZED
-    assert services.breakers.find("postgres").state is BreakerState.CLOSED
+    assert breakers.find("postgres").state is BreakerState.CLOSED
 
 
-def test_every_services_has_its_own_registry() -> None:
+def test_every_app_has_its_own_registry() -> None:
     settings = Settings(breaker_reset_timeout=3.0)
-    a, b = Services(settings=settings), Services(settings=settings)
-    assert a.breakers is not b.breakers
-    assert a.breakers.get("pg").config.reset_timeout == 3.0
+    a, b = create_app(settings)[BREAKERS], create_app(settings)[BREAKERS]
+    assert a is not b
+    assert a.get("pg").config.reset_timeout == 3.0

@@ -1,4 +1,4 @@
-"""Breaker, registry, rolling window, retry and fallback, with real coroutines and real time.
+"""Breaker, registry and rolling window, with real coroutines and real time.
 
 Timings are kept tiny (reset timeouts of 50 ms, call timeouts of 20 ms) and every wait is
 bounded, so the whole file runs in well under a second.
@@ -14,18 +14,9 @@ from datetime import UTC, datetime
 import pytest
 
 from server.config import Settings
-from server.resilience import (
-    Breaker,
-    BreakerConfig,
-    BreakerRegistry,
-    BreakerState,
-    CallTimeout,
-    CircuitOpen,
-    Retry,
-    call_with_fallback,
-)
+from server.errors import CallTimeout, CircuitOpen, ErrorCode, InvalidInput, RpcError, Unavailable
+from server.resilience import Breaker, BreakerConfig, BreakerRegistry, BreakerState
 from server.resilience.stats import RollingWindow, percentile
-from server.rpc.errors import ErrorCode, InvalidInput, RpcError, Unavailable
 from tests.waiting import eventually
 
 # Tests wait out the reset timeout with ``asyncio.sleep(RESET * 1.2)`` on purpose: the time
@@ -533,96 +524,6 @@ async def test_registry_listeners_reach_present_and_future_breakers() -> None:
         with pytest.raises(Boom):
             await registry.get(name).call(fail)
     assert seen == [("a", "open"), ("b", "open")]
-
-
-# --- retry and fallback ---
-
-
-async def test_retry_retries_given_types_with_bounded_backoff() -> None:
-    attempts = 0
-
-    async def flaky() -> str:
-        nonlocal attempts
-        attempts += 1
-        if attempts < 3:
-            raise Boom("transient")
-        return "done"
-
-    retry = Retry(on=(Boom,), attempts=3, base_delay=0.005, max_delay=0.01)
-    start = time.perf_counter()
-    assert await retry.call(flaky) == "done"
-    assert attempts == 3
-    assert time.perf_counter() - start < 0.005 + 0.01 + 0.1  # two sleeps, each under its cap
-
-
-async def test_retry_gives_up_after_attempts_and_skips_other_errors() -> None:
-    attempts = 0
-
-    async def always(exc: Exception) -> None:
-        nonlocal attempts
-        attempts += 1
-        raise exc
-
-    retry = Retry(on=(Boom,), attempts=4, base_delay=0.001)
-    with pytest.raises(Boom):
-        await retry.call(always, Boom())
-    assert attempts == 4
-    attempts = 0
-    with pytest.raises(KeyError):
-        await retry.call(always, KeyError("not retried"))
-    assert attempts == 1
-
-
-async def test_retry_does_not_retry_an_open_breaker() -> None:
-    breaker = make()
-    await trip(breaker)
-    retry = Retry(on=(Unavailable,), attempts=5, base_delay=0.001)
-    with pytest.raises(CircuitOpen):
-        await retry.call(breaker.call, ok)
-    assert breaker.snapshot().totals.rejections == 1
-
-
-async def test_retry_through_a_breaker_counts_every_attempt() -> None:
-    breaker = make(call_timeout=0.01, failure_threshold=10)
-    retry = Retry(on=(CallTimeout,), attempts=3, base_delay=0.001)
-    with pytest.raises(CallTimeout):
-        await retry.call(breaker.call, slow, 1.0)
-    assert breaker.snapshot().totals.timeouts == 3
-
-
-def test_backoff_is_full_jitter_capped() -> None:
-    retry = Retry(on=(Boom,), base_delay=0.1, max_delay=0.5)
-    for n, cap in [(0, 0.1), (1, 0.2), (2, 0.4), (3, 0.5), (10, 0.5)]:
-        delays = [retry.backoff(n) for _ in range(200)]
-        assert all(0 <= d < cap for d in delays)
-        assert max(delays) > cap / 2  # spread over the range, not fixed
-    with pytest.raises(ValueError, match="attempts"):
-        Retry(on=(Boom,), attempts=0)
-    with pytest.raises(ValueError, match="exception types"):
-        Retry(on=())
-
-
-async def test_fallback_serves_and_counts() -> None:
-    breaker = make(failure_threshold=1)
-    got = await call_with_fallback(breaker, fail, fallback=lambda exc: f"cached ({exc})")
-    assert got == "cached (boom)"
-    assert breaker.state is BreakerState.OPEN
-
-    async def async_fallback(exc: Exception) -> str:
-        return type(exc).__name__
-
-    assert await call_with_fallback(breaker, ok, fallback=async_fallback) == "CircuitOpen"
-    assert await call_with_fallback(breaker, ok, "x", fallback=async_fallback) == "CircuitOpen"
-    snap = breaker.snapshot()
-    assert (snap.totals.fallbacks, snap.window.fallbacks) == (3, 3)
-
-
-async def test_fallback_passes_success_and_client_errors_through() -> None:
-    breaker = make()
-    assert await call_with_fallback(breaker, ok, 5, fallback=lambda exc: 0) == 5
-    with pytest.raises(InvalidInput):
-        await call_with_fallback(breaker, _raise, InvalidInput("bad"), fallback=lambda exc: 0)
-    assert breaker.snapshot().totals.fallbacks == 0
 
 
 async def _raise(exc: BaseException) -> None:

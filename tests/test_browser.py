@@ -20,9 +20,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server.app import create_app
-from server.appkeys import ROUTER, SERVICES
+from server.appkeys import BREAKERS, ROUTER
 from server.config import Settings
 from server.rpc.router import Caller, Context
+from tests.assembly import create_app_with
 from tests.chromium import DevToolsPage, chromium
 from tests.conftest import OPERATOR_NAME, OPERATOR_TOKEN
 from tests.dashboard_contract import standins, with_catalogue
@@ -85,7 +86,7 @@ async def test_every_section_in_the_browser_from_the_contract_shapes(
     make_settings: Callable[..., Settings],
 ) -> None:
     """All nine sections laid out by a real browser, under the real CSP, on a desk and a phone."""
-    app = create_app(make_settings(), procedures=with_catalogue(standins(acknowledged=[])))
+    app = create_app_with(make_settings(), with_catalogue(standins(acknowledged=[])))
     server = await aiohttp_server(app, host=HOST)
     base = str(server.make_url("/")).rstrip("/")
 
@@ -184,9 +185,9 @@ async def _updates_in_place(page: DevToolsPage) -> None:
 
 
 async def _acknowledges_an_alert(page: DevToolsPage, app: web.Application, base: str) -> None:
-    router, services = app[ROUTER], app[SERVICES]
-    ctx = Context(services=services, caller=Caller(OPERATOR_NAME))
-    services.breakers.get("pgbouncer-admin")
+    router = app[ROUTER]
+    ctx = Context(caller=Caller(OPERATOR_NAME))
+    app[BREAKERS].get("pgbouncer-admin")
     await router.call(
         "monitoring.setCircuitBreakerState", {"name": "pgbouncer-admin", "state": "open"}, ctx
     )

@@ -12,7 +12,7 @@ import redis
 
 from server.cache.cache import Cache
 from server.config import Settings
-from server.rpc.errors import ErrorCode, RpcError, Unavailable
+from server.errors import ErrorCode, RpcError, Unavailable
 from tests.cache_support import redis_of, running_cache, settled_write, successes
 from tests.stack import RedisServer
 from tests.waiting import eventually

@@ -10,12 +10,12 @@ from typing import Any
 import orjson
 from aiohttp.test_utils import TestClient
 
-from server.app import create_app
-from server.appkeys import SERVICES
+from server.appkeys import CACHE
+from server.cache.cache import Cache
+from server.cache.policy import CachePolicy, Invalidates
 from server.config import Settings
-from server.procedures import catalogue
-from server.rpc.router import CachePolicy, Context, NoInput, mutation, query
-from server.services import Services
+from server.rpc.router import Context, NoInput, mutation, query
+from tests.assembly import create_app_with, replacing
 from tests.conftest import OPERATOR_TOKEN
 from tests.stack import RedisServer
 from tests.waiting import eventually
@@ -36,9 +36,8 @@ def procedures(version: Version) -> list[Any]:
         return version.value
 
     return [
-        *catalogue(),
-        query("shared.version", current, cache=CachePolicy(ttl=300, namespace="shared")),
-        mutation("shared.bump", bump, invalidates=("shared",)),
+        query("shared.version", current, options=(CachePolicy(ttl=300, namespace="shared"),)),
+        mutation("shared.bump", bump, options=(Invalidates("shared"),)),
     ]
 
 
@@ -55,21 +54,22 @@ async def start_two(
     aiohttp_client: Callable[..., Any], settings: Settings
 ) -> tuple[TestClient, TestClient, Version]:
     version = Version()  # the shared source of truth both instances compute from
-    a = await aiohttp_client(create_app(settings, procedures=procedures(version)))
-    b = await aiohttp_client(create_app(settings, procedures=procedures(version)))
+    # Each with the real catalogue (monitoring.cacheStats) beside the test's own procedures.
+    a = await aiohttp_client(create_app_with(settings, replacing(procedures(version))))
+    b = await aiohttp_client(create_app_with(settings, replacing(procedures(version))))
     for client in (a, b):
-        cache = services(client).cache
+        cache = cache_of(client)
         await eventually(lambda cache=cache: cache.near.active, what="tracking connected")
     return a, b, version
 
 
-def services(client: TestClient) -> Services:
-    return client.server.app[SERVICES]
+def cache_of(client: TestClient) -> Cache:
+    return client.server.app[CACHE]
 
 
 async def until_hot(client: TestClient, expected: Any) -> None:
     """Call until the answer comes from the instance's hot tier (no Redis round trip)."""
-    near = services(client).cache.near
+    near = cache_of(client).near
 
     async def hot() -> bool:
         hits = near.hits
@@ -86,7 +86,7 @@ async def test_invalidation_reaches_the_other_instance_within_100_ms(
     assert await call(a, "shared.version") == ({"version": 1}, "MISS")
     await until_hot(a, {"version": 1})
     await until_hot(b, {"version": 1})
-    b_near = services(b).cache.near
+    b_near = cache_of(b).near
     assert KEY in b_near.store
 
     assert await call(a, "shared.bump", OPERATOR_TOKEN) == (2, None)
@@ -107,7 +107,7 @@ async def test_lost_tracking_connection_flushes_and_bypasses_until_back(
     a, b, version = await start_two(aiohttp_client, make_settings(database_url=None))
     assert await call(b, "shared.version") == ({"version": 1}, "MISS")
     await until_hot(b, {"version": 1})
-    cache = services(b).cache
+    cache = cache_of(b)
     tracker = cache.tracker
     assert tracker is not None and tracker.client_id is not None
     names = redis_server.cli("CLIENT", "LIST", "ID", tracker.client_id)

@@ -10,17 +10,19 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import generate_latest
 from pydantic import BaseModel
 
-from server.app import create_app
-from server.appkeys import SERVICES
+from server.appkeys import CACHE, EVALUATOR, METRICS
+from server.cache.cache import Cache
+from server.cache.middleware import CacheMiddleware
+from server.cache.policy import CachePolicy, Invalidates
 from server.config import Settings
-from server.procedures import catalogue
-from server.rpc.errors import Unavailable
-from server.rpc.router import CachePolicy, Context, NoInput, mutation, query
-from server.services import Services
+from server.errors import Unavailable
+from server.rpc.router import Context, NoInput, Router, mutation, query
+from tests.assembly import create_app_with, replacing
 from tests.conftest import OPERATOR_TOKEN
 from tests.stack import RedisServer
 from tests.waiting import eventually
@@ -65,15 +67,14 @@ def procedures(source: Source, *, warm: bool) -> list[Any]:
     async def bump(_ctx: Context, _: NoInput) -> str:
         return "bumped"
 
-    warmed = query("t.warm", warm_value, cache=CachePolicy(ttl=60, namespace="w", warm=True))
+    warmed = query("t.warm", warm_value, options=(CachePolicy(ttl=60, namespace="w", warm=True),))
     return [
-        *catalogue(),
         *([warmed] if warm else []),
-        query("t.counter", counter, cache=CachePolicy(ttl=60, namespace="t")),
-        query("t.item", item, input=Item, cache=CachePolicy(ttl=60, namespace="t")),
-        query("t.mine", mine, cache=CachePolicy(ttl=60, namespace="t", per_caller=True)),
-        query("t.short", counter, cache=CachePolicy(ttl=0.05, namespace="short")),
-        mutation("t.bump", bump, invalidates=("t",)),
+        query("t.counter", counter, options=(CachePolicy(ttl=60, namespace="t"),)),
+        query("t.item", item, input=Item, options=(CachePolicy(ttl=60, namespace="t"),)),
+        query("t.mine", mine, options=(CachePolicy(ttl=60, namespace="t", per_caller=True),)),
+        query("t.short", counter, options=(CachePolicy(ttl=0.05, namespace="short"),)),
+        mutation("t.bump", bump, options=(Invalidates("t"),)),
     ]
 
 
@@ -114,11 +115,11 @@ def start(
             "alert_evaluation_interval": 3600.0,
         }
         settings = make_settings(**(defaults | overrides))
+        # The real catalogue beside the test's own procedures.
         client: TestClient = await aiohttp_client(
-            create_app(settings, procedures=procedures(source, warm=warm))
+            create_app_with(settings, replacing(procedures(source, warm=warm)))
         )
-        found = services_of(client).alert_evaluator
-        assert found is not None
+        found = app_of(client)[EVALUATOR]
         await eventually(
             lambda: found.rounds + found.failed_rounds >= 1, what="the start-up evaluation round"
         )
@@ -127,8 +128,21 @@ def start(
     return start
 
 
-def services_of(client: TestClient) -> Services:
-    return client.server.app[SERVICES]
+def app_of(client: TestClient) -> web.Application:
+    return client.server.app
+
+
+async def bump_nothing(_ctx: Context, _: NoInput) -> None:
+    return None
+
+
+def test_mutations_cannot_be_cached() -> None:
+    # Checked by the cache middleware when the router is built, not at the first call.
+    with pytest.raises(ValueError, match="cannot be cached"):
+        Router(
+            [mutation("a.b", bump_nothing, options=(CachePolicy(ttl=1),))],
+            middleware=[CacheMiddleware(Cache(Settings()))],
+        )
 
 
 async def test_x_cache_miss_then_hit(start: Callable[..., Any], source: Source) -> None:
@@ -178,7 +192,7 @@ async def test_mutation_invalidates_its_namespaces(
     assert await result(client, "t.bump", token=OPERATOR_TOKEN) == "bumped"
     answer, status = await rpc(client, "t.counter")
     assert (answer["result"], status) == ({"n": 2}, "MISS")
-    assert services_of(client).cache.stats.namespaces["t"].invalidations == 1
+    assert app_of(client)[CACHE].stats.namespaces["t"].invalidations == 1
 
 
 async def test_stale_if_error_serves_the_last_good_answer(
@@ -193,7 +207,7 @@ async def test_stale_if_error_serves_the_last_good_answer(
         return status == "STALE" and answer["result"] == {"n": 1}
 
     await eventually(expired, what="a STALE answer once the TTL has passed")
-    assert services_of(client).cache.stats.namespaces["short"].stale_served >= 1
+    assert app_of(client)[CACHE].stats.namespaces["short"].stale_served >= 1
 
     source.down = False
     answer, status = await rpc(client, "t.short")
@@ -221,7 +235,7 @@ async def test_warm_procedures_are_computed_at_start_and_on_the_interval(
     start: Callable[..., Any], source: Source
 ) -> None:
     client = await start(warm=True, cache_warm_interval=0.2)
-    stats = services_of(client).cache.stats
+    stats = app_of(client)[CACHE].stats
     await eventually(lambda: stats.namespace("w").sets >= 1, what="warmed at start")
     answer, status = await rpc(client, "t.warm")
     assert status == "HIT" and answer["result"]["warmed"] >= 1
@@ -367,7 +381,7 @@ async def test_prometheus_families(start: Callable[..., Any], redis_server: Redi
     await rpc(client, "t.counter")
     await rpc(client, "t.counter")
     await result(client, "monitoring.invalidateCache", ["t"], token=OPERATOR_TOKEN)
-    metrics = services_of(client).metrics
+    metrics = app_of(client)[METRICS]
     await metrics.refresh(2.0)
     text = generate_latest(metrics.registry).decode()
 

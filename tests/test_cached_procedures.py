@@ -15,10 +15,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
+from server.cache.policy import CachePolicy
 from server.config import PartitionPair, Settings, TableName
-from server.procedures import catalogue
 from server.procedures.database import DATABASE_NAMESPACE
 from server.rpc.router import Procedure
+from tests.assembly import create_app_with, real_catalogue
 from tests.conftest import OPERATOR_TOKEN
 from tests.stack import RedisServer
 from tests.waiting import eventually
@@ -116,12 +117,13 @@ def _time(output: dict[str, Any]) -> datetime:
 
 
 def test_the_catalogue_caches_only_slow_changing_figures() -> None:
-    cached = {p.path: p.cache for p in catalogue() if p.cache is not None}
+    catalogue = real_catalogue()
+    cached = {p.path: c for p in catalogue if (c := p.option(CachePolicy)) is not None}
     assert {
         path: (c.ttl, c.namespace, c.stale_if_error, c.warm) for path, c in cached.items()
     } == POLICIES
     assert not any(policy.per_caller for policy in cached.values())
-    assert {p.path for p in catalogue()} >= LIVE  # each one exists, so the check below bites
+    assert {p.path for p in catalogue} >= LIVE  # each one exists, so the check below bites
     assert not LIVE & set(cached)
 
 
@@ -171,19 +173,26 @@ async def test_a_cached_answer_is_the_same_reading_with_its_time(
 
 
 def _short(proc: Procedure, ttl: float) -> Procedure:
-    assert proc.cache is not None
-    return dataclasses.replace(proc, cache=dataclasses.replace(proc.cache, ttl=ttl))
+    policy = proc.option(CachePolicy)
+    assert policy is not None
+    options = tuple(
+        dataclasses.replace(policy, ttl=ttl) if option is policy else option
+        for option in proc.options
+    )
+    return dataclasses.replace(proc, options=options)
 
 
 async def test_with_the_database_failing_a_verdict_is_not_served_stale(
     settings: Settings, aiohttp_client: Any
 ) -> None:
     # The production procedures and policies, with a TTL short enough to outlive in a test.
-    procedures = [
-        _short(p, 0.2) if p.path in POLICIES and p.path != "database.info" else p
-        for p in catalogue()
-    ]
-    client: TestClient = await aiohttp_client(create_app(settings, procedures=procedures))
+    def shortened(catalogue: list[Procedure]) -> list[Procedure]:
+        return [
+            _short(p, 0.2) if p.path in POLICIES and p.path != "database.info" else p
+            for p in catalogue
+        ]
+
+    client: TestClient = await aiohttp_client(create_app_with(settings, shortened))
     verdict, _ = await answer(client, "monitoring.partitionMetrics")
     partitions, _ = await answer(client, "monitoring.partitionTableStats")
 

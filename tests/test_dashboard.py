@@ -21,11 +21,12 @@ from aiohttp.test_utils import TestClient
 
 import web as web_package
 from server.app import create_app
-from server.appkeys import ROUTER, SERVICES
+from server.appkeys import BREAKERS, POSTGRES, ROUTER
 from server.config import Settings
+from server.errors import Unavailable
 from server.resilience import BreakerState
-from server.rpc.errors import Unavailable
 from server.rpc.router import ANONYMOUS, Caller, Context, Procedure, query
+from tests.assembly import Edit, create_app_with
 from tests.conftest import OPERATOR_NAME, OPERATOR_TOKEN, SESSION_SECRET
 from tests.dashboard_contract import (
     CACHE_STATS,
@@ -55,10 +56,12 @@ def make_client(
     aiohttp_client: Callable[..., Awaitable[TestClient]],
     make_settings: Callable[..., Settings],
 ) -> MakeClient:
-    """``await make_client(procedures=None, **settings)``: the whole app on real services."""
+    """``await make_client(catalogue=None, **settings)``: the whole app on real services, its
+    real catalogue edited by ``catalogue`` (``with_catalogue``) if given."""
 
-    async def make(procedures: list[Procedure] | None = None, **overrides: Any) -> TestClient:
-        app = create_app(make_settings(**overrides), procedures=procedures)
+    async def make(catalogue: Edit | None = None, **overrides: Any) -> TestClient:
+        settings = make_settings(**overrides)
+        app = create_app(settings) if catalogue is None else create_app_with(settings, catalogue)
         return await aiohttp_client(app)
 
     return make
@@ -72,7 +75,7 @@ def _app(client: TestClient) -> web.Application:
 
 async def _call(client: TestClient, path: str, caller: Caller = ANONYMOUS) -> Any:
     app = _app(client)
-    return await app[ROUTER].call(path, None, Context(services=app[SERVICES], caller=caller))
+    return await app[ROUTER].call(path, None, Context(caller=caller))
 
 
 def _set_cookie(response: Any) -> SimpleCookie:
@@ -89,13 +92,13 @@ async def test_page_shows_each_section_in_the_catalogue_with_the_procedures_figu
     make_client: MakeClient,
 ) -> None:
     client = await make_client()
-    services = _app(client)[SERVICES]
-    assert services.postgres is not None
+    postgres = _app(client)[POSTGRES]
+    assert postgres is not None
     # A breaker of the test's own (the service's breakers move with its own traffic), called
     # around real round trips to the primary.
-    breaker = services.breakers.get("dashboard-test")
+    breaker = _app(client)[BREAKERS].get("dashboard-test")
     for _ in range(3):
-        await breaker.call(services.postgres.ping)
+        await breaker.call(postgres.ping)
 
     response = await client.get("/")
     assert response.status == 200
@@ -144,8 +147,7 @@ async def test_a_datastore_going_down_degrades_the_page_it_does_not_break_it(
 async def test_data_is_escaped(make_client: MakeClient) -> None:
     client = await make_client()
     hostile = "<script>alert('breaker')</script>"
-    services = _app(client)[SERVICES]
-    services.breakers.get(hostile)
+    _app(client)[BREAKERS].get(hostile)
 
     html = await (await client.get("/")).text()
 
@@ -158,7 +160,7 @@ async def test_data_is_escaped(make_client: MakeClient) -> None:
 
 
 async def test_every_section_renders_the_contract_shapes(make_client: MakeClient) -> None:
-    client = await make_client(procedures=with_catalogue(standins()))
+    client = await make_client(catalogue=with_catalogue(standins()))
     await sign_in(client, OPERATOR_TOKEN)
 
     html = await (await client.get("/")).text()
@@ -219,7 +221,7 @@ async def test_every_section_renders_the_contract_shapes(make_client: MakeClient
 async def test_alerts_critical_first_with_one_form_per_unacknowledged_alert(
     make_client: MakeClient,
 ) -> None:
-    client = await make_client(procedures=with_catalogue(standins(acknowledged=[])))
+    client = await make_client(catalogue=with_catalogue(standins(acknowledged=[])))
     await sign_in(client, OPERATOR_TOKEN)
 
     html = await (await client.get("/")).text()
@@ -243,7 +245,7 @@ async def test_acknowledge_calls_the_procedure_as_the_signed_in_operator(
     make_client: MakeClient,
 ) -> None:
     acknowledged: list[dict[str, Any]] = []
-    client = await make_client(procedures=with_catalogue(standins(acknowledged=acknowledged)))
+    client = await make_client(catalogue=with_catalogue(standins(acknowledged=acknowledged)))
     csrf = await sign_in(client, OPERATOR_TOKEN)
 
     response = await client.post(
@@ -258,7 +260,7 @@ async def test_acknowledge_calls_the_procedure_as_the_signed_in_operator(
 
 
 async def test_acknowledge_error_is_shown_on_the_page(make_client: MakeClient) -> None:
-    client = await make_client(procedures=with_catalogue(standins(acknowledged=[])))
+    client = await make_client(catalogue=with_catalogue(standins(acknowledged=[])))
     csrf = await sign_in(client, OPERATOR_TOKEN)
 
     response = await client.post("/alerts/999/acknowledge", data={"csrf_token": csrf})
@@ -270,8 +272,7 @@ async def test_acknowledge_error_is_shown_on_the_page(make_client: MakeClient) -
 
 
 async def test_acknowledge_without_the_procedure_says_so(make_client: MakeClient) -> None:
-    procedures = [p for p in with_catalogue([]) if p.path != "alerts.acknowledge"]
-    client = await make_client(procedures=procedures)
+    client = await make_client(catalogue=with_catalogue([], without={"alerts.acknowledge"}))
     csrf = await sign_in(client, OPERATOR_TOKEN)
 
     response = await client.post("/alerts/1/acknowledge", data={"csrf_token": csrf})
@@ -290,7 +291,7 @@ async def test_a_failing_slow_or_misshapen_source_shows_its_error_in_its_section
         "monitoring.queryStats",
         "monitoring.partitionMetrics",
     }
-    procedures = with_catalogue(
+    catalogue = with_catalogue(
         [
             *standins({k: v for k, v in OUTPUTS.items() if k not in replaced}),
             *standins({"monitoring.cacheStats": broken_cache}),
@@ -299,7 +300,7 @@ async def test_a_failing_slow_or_misshapen_source_shows_its_error_in_its_section
             slow("monitoring.partitionMetrics", 5.0),
         ]
     )
-    client = await make_client(procedures=procedures, section_timeout=0.3)
+    client = await make_client(catalogue=catalogue, section_timeout=0.3)
 
     started = time.monotonic()
     response = await client.get("/")
@@ -347,19 +348,22 @@ async def test_sections_reuse_the_answers_unified_metrics_already_read(
             },
         },
     }
-    procedures = with_catalogue(
+    edit = with_catalogue(
         [
             *standins({k: v for k, v in OUTPUTS.items() if k != "monitoring.unifiedMetrics"}),
             counted("monitoring.unifiedMetrics", unified),
         ]
     )
-    procedures = [
-        counted(p.path, OUTPUTS[p.path])
-        if p.path in ("monitoring.cacheStats", "monitoring.queueStats", "monitoring.queryStats")
-        else p
-        for p in procedures
-    ]
-    client = await make_client(procedures=procedures)
+
+    def catalogue(real: list[Procedure]) -> list[Procedure]:
+        return [
+            counted(p.path, OUTPUTS[p.path])
+            if p.path in ("monitoring.cacheStats", "monitoring.queueStats", "monitoring.queryStats")
+            else p
+            for p in edit(real)
+        ]
+
+    client = await make_client(catalogue=catalogue)
     await sign_in(client, OPERATOR_TOKEN)
     calls.clear()
 
@@ -476,7 +480,7 @@ async def test_acknowledge_without_a_valid_csrf_token_is_forbidden(
     make_client: MakeClient, token: str | None
 ) -> None:
     acknowledged: list[dict[str, Any]] = []
-    client = await make_client(procedures=with_catalogue(standins(acknowledged=acknowledged)))
+    client = await make_client(catalogue=with_catalogue(standins(acknowledged=acknowledged)))
     await sign_in(client, OPERATOR_TOKEN)
     data = {"note": "x"}
     if token == "other-session":
@@ -493,7 +497,7 @@ async def test_acknowledge_without_a_valid_csrf_token_is_forbidden(
 
 
 async def test_signed_out_visitors_get_a_read_only_page(make_client: MakeClient) -> None:
-    client = await make_client(procedures=with_catalogue(standins(acknowledged=[])))
+    client = await make_client(catalogue=with_catalogue(standins(acknowledged=[])))
 
     html = await (await client.get("/")).text()
 
@@ -515,7 +519,7 @@ async def test_a_signed_out_post_with_a_visitor_session_is_still_forbidden(
     make_client: MakeClient,
 ) -> None:
     acknowledged: list[dict[str, Any]] = []
-    client = await make_client(procedures=with_catalogue(standins(acknowledged=acknowledged)))
+    client = await make_client(catalogue=with_catalogue(standins(acknowledged=acknowledged)))
     csrf = csrf_in(await (await client.get("/login")).text())
 
     response = await client.post("/alerts/2/acknowledge", data={"csrf_token": csrf})

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from server.app import create_app
 from server.config import Settings
-from server.rpc.errors import ErrorCode, RpcError
+from server.errors import ErrorCode, RpcError
 from server.rpc.router import Context, NoInput, Procedure, mutation, query
 
 TOKEN = "alice-token-0123456789"

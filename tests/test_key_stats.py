@@ -11,8 +11,8 @@ import redis
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
-from server.collectors.redis_keys import glob_regex
 from server.config import Settings
+from server.glob import Glob
 from tests.stack import RedisServer
 
 MakeSettings = Callable[..., Settings]
@@ -159,7 +159,7 @@ async def test_our_glob_matches_as_redis_match_does(r: redis.Redis) -> None:
     ]  # fmt: skip
     for pattern in patterns:
         expected = sorted(r.scan_iter(match=pattern, count=1000))
-        ours = sorted(k for k in keys if glob_regex(pattern).fullmatch(k.encode()))
+        ours = sorted(k for k in keys if Glob(pattern).matches(k))
         assert ours == expected, pattern
 
 

@@ -22,12 +22,11 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
-from server.appkeys import SERVICES
+from server.appkeys import BREAKERS, METRICS
 from server.config import Settings
+from server.errors import CircuitOpen, Unavailable
 from server.observability.exposition import CHUNK, Slicer, negotiate, render
 from server.observability.metrics import Metrics, family_name
-from server.resilience import CircuitOpen
-from server.rpc.errors import Unavailable
 
 TOKEN = "alice-token-0123456789"
 OPENMETRICS = "application/openmetrics-text;version=1.0.0"
@@ -123,7 +122,7 @@ async def test_http_route_label_is_the_template(client: TestClient) -> None:
 
 
 async def test_breaker_families_read_the_breakers(client: TestClient) -> None:
-    breakers = client.app[SERVICES].breakers
+    breakers = client.app[BREAKERS]
     db = breakers.get("database-query", failure_threshold=2, call_timeout=0.05)
 
     async def refused() -> None:
@@ -241,7 +240,7 @@ async def test_refresh_hooks_run_before_render_and_are_bounded(
     aiohttp_client: Callable[..., Any],
 ) -> None:
     app = create_app(Settings(metrics_refresh_timeout=0.2))
-    metrics = app[SERVICES].metrics
+    metrics = app[METRICS]
     level = metrics.gauge("test_refreshed_level", "set by a refresh hook")
 
     async def fresh() -> None:
@@ -284,7 +283,7 @@ def test_business_metric_names_are_checked_and_prefixed() -> None:
 
 
 async def test_business_metrics_show_in_the_scrape(client: TestClient) -> None:
-    metrics = client.app[SERVICES].metrics
+    metrics = client.app[METRICS]
     metrics.counter("orders_processed_total", "Orders processed.", ("region",)).labels("eu").inc(3)
     metrics.histogram("order_value_seconds", "x", ()).observe(0.2)
     found = samples(await scrape(client))
@@ -359,7 +358,7 @@ async def test_promtool_check_metrics_is_silent_after_traffic(
     await rpc(client, "monitoring.circuitBreakerStatus", token=TOKEN)
     await client.get("/health/detailed")
     await client.get("/missing")
-    client.app[SERVICES].breakers.get("database-query")
+    client.app[BREAKERS].get("database-query")
     body = (await client.get("/metrics")).content
     text = await body.read()
     assert b"infrawatch_rpc_calls_total" in text and b"infrawatch_breaker_state" in text
@@ -383,7 +382,7 @@ async def test_a_failing_collector_costs_only_its_own_families(client: TestClien
         def collect(self) -> list[Any]:
             raise RuntimeError("lost its datastore")
 
-    client.app[SERVICES].metrics.add_collector(Broken())
+    client.app[METRICS].add_collector(Broken())
     resp = await client.get("/metrics")
     assert resp.status == 200
     found = samples(await resp.text())

@@ -255,7 +255,7 @@ PULLED_WRITER = """
 import sys
 from server.observability.metrics import Metrics
 from server.observability.rpc_metrics import RpcMetrics
-from server.rpc.errors import ErrorCode
+from server.errors import ErrorCode
 
 metrics = Metrics(standard_collectors=False)
 rpc = RpcMetrics(metrics, buckets=(0.01, 0.1, 1.0, 10.0))

@@ -6,15 +6,14 @@ the server reports."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
 
 from server.config import PartitionPair, Settings, TableName
-from server.rpc.errors import ErrorCode, RpcError
-from tests.pg_app import AppFactory, Apps, PgApp, database_of, samples
+from server.errors import ErrorCode, RpcError
+from tests.pg_app import AppFactory, PgApp, database_of, samples
 from tests.stack import PostgresServer
 from tests.waiting import until_accepted
 
@@ -52,13 +51,6 @@ END $$;
 CREATE TRIGGER orders_dual_write AFTER INSERT OR UPDATE OR DELETE ON orders_legacy
     FOR EACH ROW EXECUTE FUNCTION orders_dual_write();
 """
-
-
-@pytest.fixture
-async def make_app(pg_dsn: str) -> AsyncIterator[AppFactory]:
-    # pg_dsn first: the apps stop before the test database is dropped.
-    async with Apps() as apps:
-        yield apps.start
 
 
 def _pairs(*texts: str) -> tuple[PartitionPair, ...]:
@@ -166,8 +158,8 @@ async def test_readiness_follows_the_copies(
     )
     assert f"{pair['legacy_size_bytes']}|{pair['partitioned_size_bytes']}" == sizes
 
-    await app.services.metrics.refresh(10)
-    values = samples(generate_latest(app.services.metrics.registry).decode())
+    await app.metrics.refresh(10)
+    values = samples(generate_latest(app.metrics.registry).decode())
     assert values[("infrawatch_partition_row_delta", frozenset({("pair", PAIR)}))] == 0
     assert ("infrawatch_partition_ready", frozenset({("pair", PAIR)})) in values
 

@@ -5,25 +5,16 @@ console down."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
-import pytest
 
 from server.config import Settings
-from tests.pg_app import AppFactory, Apps, database_of
+from tests.pg_app import AppFactory, database_of
 from tests.stack import PgBouncer
 from tests.waiting import until_accepted
 
 POOL_FIELDS = ("cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used")
-
-
-@pytest.fixture
-async def make_app(pg_dsn: str) -> AsyncIterator[AppFactory]:
-    # pg_dsn first: the apps stop before the test database is dropped.
-    async with Apps() as apps:
-        yield apps.start
 
 
 async def _show(bouncer: PgBouncer, what: str) -> list[dict[str, Any]]:
@@ -167,5 +158,5 @@ async def test_console_down_degrades_only_its_section(
     assert "pgbouncer admin console unreachable" in stats["pgbouncer"]["error"]
     assert stats["pgbouncer"]["pools"] == []
     assert stats["nodes"][0]["server"] is not None  # the database figures still come
-    breaker = app.services.breakers.find("pgbouncer-admin")
+    breaker = app.breakers.find("pgbouncer-admin")
     assert breaker.totals.failures == 1

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
-from server.appkeys import SERVICES
+from server.appkeys import BREAKERS
 from server.config import Settings
 from tests.conftest import OPERATOR_TOKEN
 from tests.stack.ports import free_port
@@ -103,7 +103,7 @@ async def test_prometheus_scrapes_the_service(service: TestClient, prometheus: P
     for _ in range(5):
         assert (await service.post("/rpc", json=call, headers=auth)).status == 200
     await service.post("/rpc", json={**call, "method": "no.such"}, headers=auth)
-    service.app[SERVICES].breakers.get("database-query")
+    service.app[BREAKERS].get("database-query")
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 120

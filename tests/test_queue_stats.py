@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
-from server.appkeys import SERVICES
+from server.appkeys import METRICS
 from server.config import Settings
 from tests.stack import RedisServer
 from tests.stack.redis_workload import (
@@ -340,10 +340,10 @@ async def test_metrics_family_exposes_the_depths(
     make_rq_default(r)
     make_celery(r)
     client = await start(aiohttp_client, make_settings(database_url=None))
-    services = client.app[SERVICES]
+    metrics = client.app[METRICS]
 
-    await services.metrics.refresh(10.0)
-    samples = depth_samples(generate_latest(services.metrics.registry).decode())
+    await metrics.refresh(10.0)
+    samples = depth_samples(generate_latest(metrics.registry).decode())
 
     expected = {("emails", "bullmq", s): float(n) for s, n in BULLMQ_EMAILS.items()}
     expected |= {("default", "rq", s): float(n) for s, n in RQ_DEFAULT.items()}
@@ -351,9 +351,9 @@ async def test_metrics_family_exposes_the_depths(
     assert samples == expected
 
     redis_server.stop()
-    await services.metrics.refresh(10.0)
+    await metrics.refresh(10.0)
     # A depth that cannot be read is dropped, not repeated.
-    assert depth_samples(generate_latest(services.metrics.registry).decode()) == {}
+    assert depth_samples(generate_latest(metrics.registry).decode()) == {}
 
 
 async def test_demo_workload_moves_both_queues(

@@ -13,15 +13,14 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server.app import create_app
-from server.appkeys import SERVICES
+from server.appkeys import BREAKERS, CACHE
+from server.cache.policy import CachePolicy
 from server.config import Settings
 from server.datastores.redis import BREAKER, RedisClient
-from server.procedures import catalogue
-from server.resilience import BreakerRegistry, BreakerState, CircuitOpen
-from server.rpc.errors import Unavailable
-from server.rpc.router import CachePolicy, Context, NoInput, query
-from server.services import Services
+from server.errors import CircuitOpen, Unavailable
+from server.resilience import BreakerRegistry, BreakerState
+from server.rpc.router import Context, NoInput, query
+from tests.assembly import create_app_with, replacing
 from tests.stack import RedisServer
 from tests.waiting import eventually
 
@@ -75,11 +74,12 @@ async def test_breaker_opens_fails_fast_trials_once_and_closes_again(
 
 
 async def test_ping_goes_through_the_breaker(redis_server: RedisServer, redis_url: str) -> None:
-    services = Services(Settings(redis_url=redis_url, **FAST_BREAKER))
-    client = RedisClient(services.settings, services.breakers.get(BREAKER))
+    settings = Settings(redis_url=redis_url, **FAST_BREAKER)
+    breakers = BreakerRegistry.from_settings(settings)
+    client = RedisClient(settings, breakers.get(BREAKER))
     try:
         assert 0 < await client.ping() < 1
-        assert services.breakers.get(BREAKER).totals.successes == 1
+        assert breakers.get(BREAKER).totals.successes == 1
         info = await client.info()
         assert info["redis_version"]
     finally:
@@ -94,7 +94,7 @@ async def demo_value(_ctx: Context, _: NoInput) -> dict[str, int]:
     return {"computed": len(COMPUTED)}
 
 
-DEMO = query("demo.value", demo_value, cache=CachePolicy(ttl=60, namespace="demo"))
+DEMO = query("demo.value", demo_value, options=(CachePolicy(ttl=60, namespace="demo"),))
 
 
 async def rpc(client: TestClient, method: str, params: Any = None) -> tuple[Any, str | None]:
@@ -115,9 +115,9 @@ async def test_cached_procedures_keep_answering_while_redis_is_down(
 ) -> None:
     COMPUTED.clear()
     settings = make_settings(database_url=None, **FAST_BREAKER)
-    client: TestClient = await aiohttp_client(create_app(settings, procedures=[*catalogue(), DEMO]))
-    services = client.server.app[SERVICES]
-    breaker = services.breakers.get(BREAKER)
+    client: TestClient = await aiohttp_client(create_app_with(settings, replacing([DEMO])))
+    cache = client.server.app[CACHE]
+    breaker = client.server.app[BREAKERS].get(BREAKER)
     assert await rpc(client, "demo.value") == ({"computed": 1}, "MISS")
     assert await rpc(client, "demo.value") == ({"computed": 1}, "HIT")
 
@@ -146,16 +146,16 @@ async def test_cached_procedures_keep_answering_while_redis_is_down(
 
     await eventually(back, what="cache back on Redis", timeout=15)
     assert breaker.state is BreakerState.CLOSED
-    await eventually(lambda: services.cache.near.active, what="tracking back", timeout=15)
-    await services.cache.invalidate("demo")
+    await eventually(lambda: cache.near.active, what="tracking back", timeout=15)
+    await cache.invalidate("demo")
     computed = len(COMPUTED)
     result, status = await rpc(client, "demo.value")
     assert (result, status) == ({"computed": computed + 1}, "MISS")
     assert await rpc(client, "demo.value") == (result, "HIT")
 
     async def from_hot_tier() -> bool:
-        hits = services.cache.near.hits
+        hits = cache.near.hits
         assert await rpc(client, "demo.value") == (result, "HIT")
-        return services.cache.near.hits > hits
+        return cache.near.hits > hits
 
     await eventually(from_hot_tier, what="hits served by the hot tier again", timeout=5)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from server.config import HostPort, Settings
-from server.rpc.errors import Unavailable
+from server.errors import Unavailable
 from tests.cache_support import redis_of, running_cache
 from tests.stack import RedisSentinelGroup
 from tests.stack.process import wait_for

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import generate_latest
 
 from server.config import Settings
-from tests.pg_app import AppFactory, Apps, PgApp, database_of, samples
+from tests.pg_app import AppFactory, PgApp, database_of, samples
 from tests.stack import PostgresServer
 from tests.waiting import until_accepted
 
@@ -39,13 +38,6 @@ async def _in_rotation(app: PgApp, expected: bool, within: float = 30.0) -> dict
         within=within,
     )
     return report
-
-
-@pytest.fixture
-async def make_app(pg_dsn: str) -> AsyncIterator[AppFactory]:
-    # pg_dsn first: the apps stop before the test database is dropped.
-    async with Apps() as apps:
-        yield apps.start
 
 
 @pytest.fixture
@@ -77,8 +69,8 @@ async def test_reads_go_round_robin_over_healthy_replicas(
         assert await cluster.fetchval("SELECT pg_is_in_recovery()", readonly=True) is True
     assert await cluster.fetchval("SELECT pg_is_in_recovery()") is False  # writes: primary
     stats = await app.call("database.replicaStats")
-    await app.services.metrics.refresh(5)
-    values = samples(generate_latest(app.services.metrics.registry).decode())
+    await app.metrics.refresh(5)
+    values = samples(generate_latest(app.metrics.registry).decode())
 
     assert [entry["name"] for entry in health["replicas"]] == [first, second]  # type: ignore[index]
     assert stats["reads_routed"] == {"primary": 0, first: 3, second: 3}
@@ -87,7 +79,7 @@ async def test_reads_go_round_robin_over_healthy_replicas(
     assert [r["pool"]["acquires"] >= 3 for r in stats["replicas"]] == [True, True]
     assert values[("infrawatch_replica_up", frozenset({("replica", first)}))] == 1
     assert values[("infrawatch_db_reads_routed_total", frozenset({("node", second)}))] == 3
-    breakers = {b.name for b in app.services.breakers.all()}
+    breakers = {b.name for b in app.breakers.all()}
     assert {f"database-replica-{first}", f"database-replica-{second}"} <= breakers
 
 
@@ -186,8 +178,8 @@ async def test_lag_rises_while_replay_is_paused_and_falls_after(
         what="replica caught up after resume",
     )
     assert caught_up["replicas"][0]["replay_paused"] is False
-    await app.services.metrics.refresh(5)
-    values = samples(generate_latest(app.services.metrics.registry).decode())
+    await app.metrics.refresh(5)
+    values = samples(generate_latest(app.metrics.registry).decode())
     name = caught_up["replicas"][0]["name"]
     assert values[("infrawatch_replica_lag_bytes", frozenset({("replica", name)}))] == 0
 

@@ -1,4 +1,6 @@
-"""The protocol-free router: registration checks, middleware order, timeouts, kinds."""
+"""The protocol-free router: registration checks, middleware order, timeouts, paths, input.
+
+The kind a wire implies (tRPC: GET is a query) is checked by its adapter: tests/test_trpc.py."""
 
 from __future__ import annotations
 
@@ -8,21 +10,17 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from server.config import Settings
-from server.rpc.errors import ErrorCode, InvalidInput, ProcedureNotFound, RpcError
+from server.errors import ErrorCode, InvalidInput, ProcedureNotFound, RpcError
 from server.rpc.router import (
     ANONYMOUS,
-    CachePolicy,
     Caller,
     Context,
     Next,
     NoInput,
     Procedure,
     Router,
-    mutation,
     query,
 )
-from server.services import Services
 
 
 class Echo(BaseModel):
@@ -39,7 +37,7 @@ async def slow(_ctx: Context, _: NoInput) -> None:
 
 
 def ctx(caller: Caller = ANONYMOUS) -> Context:
-    return Context(services=Services(Settings()), caller=caller)
+    return Context(caller=caller)
 
 
 def test_duplicate_paths_are_refused() -> None:
@@ -51,11 +49,6 @@ def test_duplicate_paths_are_refused() -> None:
 def test_paths_must_be_dotted_names(path: str) -> None:
     with pytest.raises(ValueError, match="not a dotted name"):
         Router([query(path, echo)])
-
-
-def test_mutations_cannot_be_cached() -> None:
-    with pytest.raises(ValueError, match="cannot be cached"):
-        Router([mutation("a.b", echo, cache=CachePolicy(ttl=1))])
 
 
 async def test_middleware_runs_outermost_first() -> None:
@@ -83,13 +76,6 @@ async def test_timeout_becomes_timeout_error() -> None:
     with pytest.raises(RpcError) as info:
         await router.call("s.low", None, ctx())
     assert info.value.code is ErrorCode.TIMEOUT
-
-
-async def test_kind_mismatch_is_method_not_supported() -> None:
-    router = Router([mutation("m.do", echo, input=Echo)])
-    with pytest.raises(RpcError) as info:
-        await router.call("m.do", {"text": "x"}, ctx(Caller("alice")), kind="query")
-    assert info.value.code is ErrorCode.METHOD_NOT_SUPPORTED
 
 
 async def test_unknown_and_protocol_restricted_paths() -> None:

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from server.config import Settings
-from server.rpc.errors import ErrorCode, RpcError
+from server.errors import ErrorCode, RpcError
 from server.rpc.router import (
     NO_ANSWER,
     Context,
@@ -23,7 +22,6 @@ from server.rpc.router import (
     mutation,
     query,
 )
-from server.services import Services
 
 
 async def sleeper(_ctx: Context, _: NoInput) -> str:
@@ -51,7 +49,7 @@ def router() -> Router:
 
 
 def ctx() -> Context:
-    return Context(services=Services(Settings()))
+    return Context()
 
 
 async def test_slow_calls_time_out_and_fast_ones_finish(router: Router) -> None:
@@ -77,17 +75,24 @@ async def test_a_handler_that_swallows_the_deadline_returns_normally(router: Rou
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
-def peeking(answers: dict[str, str], seen: list[str]) -> Middleware:
-    async def middleware(ctx: Context, proc: Procedure, inp: BaseModel, nxt: Next) -> Any:
-        seen.append(f"chain {proc.path}")
+class Peeking:
+    """A middleware with a synchronous fast path (a ``FastPath``) that says what it was asked."""
+
+    def __init__(self, answers: dict[str, str], seen: list[str]) -> None:
+        self.answers = answers
+        self.seen = seen
+
+    async def __call__(self, ctx: Context, proc: Procedure, inp: BaseModel, nxt: Next) -> Any:
+        self.seen.append(f"chain {proc.path}")
         return await nxt(ctx, inp)
 
-    def peek(ctx: Context, proc: Procedure, inp: BaseModel) -> Any:
-        seen.append(f"peek {proc.path}")
-        return answers.get(proc.path, NO_ANSWER)
+    def peek(self, ctx: Context, proc: Procedure, inp: BaseModel) -> Any:
+        self.seen.append(f"peek {proc.path}")
+        return self.answers.get(proc.path, NO_ANSWER)
 
-    middleware.peek = peek  # type: ignore[attr-defined]
-    return middleware
+
+def peeking(answers: dict[str, str], seen: list[str]) -> Middleware:
+    return Peeking(answers, seen)
 
 
 async def test_outermost_peek_answers_before_the_chain() -> None:

@@ -1,5 +1,5 @@
 """The tRPC HTTP protocol at /trpc/{path}, case by case against @trpc/server v11's behaviour
-(server/rpc/trpc.py names the v11 files each rule comes from), plus long URLs and the real
+(server/wire/trpc.py names the v11 files each rule comes from), plus long URLs and the real
 catalogue on real Postgres and Redis."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import BaseModel
 
 from server.app import create_app
-from server.appkeys import SERVICES
+from server.appkeys import BREAKERS
 from server.config import Settings
-from server.rpc.errors import ErrorCode, RpcError
+from server.errors import ErrorCode, RpcError
 from server.rpc.router import Context, NoInput, Procedure, mutation, query
 from server.runner import AppRunner
 
@@ -628,7 +628,7 @@ async def test_real_unified_health(real: TestClient) -> None:
 
 async def test_real_reset_circuit_breaker(real: TestClient, operator_token: str) -> None:
     # An operator's scene: the Redis breaker was forced open and must be closed again.
-    real.app[SERVICES].breakers.get("redis-cache").force_open("test: forced open")
+    real.app[BREAKERS].get("redis-cache").force_open("test: forced open")
     _, payload, _ = await send(real, "GET", url("monitoring.circuitBreakerStatus"))
     states = {b["name"]: b["state"] for b in payload["result"]["data"]["breakers"]}
     assert states["redis-cache"] == "forced_open"
@@ -636,7 +636,7 @@ async def test_real_reset_circuit_breaker(real: TestClient, operator_token: str)
     target = "/trpc/monitoring.resetCircuitBreaker"
     status, payload, _ = await send(real, "POST", target, body, JSON)
     assert (status, payload["error"]["data"]["code"]) == (401, "UNAUTHORIZED")
-    assert real.app[SERVICES].breakers.get("redis-cache").state.value == "forced_open"
+    assert real.app[BREAKERS].get("redis-cache").state.value == "forced_open"
     bearer = {"Authorization": f"Bearer {operator_token}"}
     status, payload, _ = await send(real, "POST", target, body, JSON | bearer)
     assert status == 200

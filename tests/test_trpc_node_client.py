@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from server.app import create_app
-from server.appkeys import SERVICES
+from server.appkeys import BREAKERS
 from server.config import Settings
 from server.runner import AppRunner
 
@@ -78,7 +78,7 @@ async def run_check(directory: Path, base_url: str, token: str) -> dict[str, Any
 async def serve_and_check(settings: Settings, directory: Path, token: str) -> dict[str, Any]:
     app = create_app(settings)
     # What the operator's reset is for: a breaker someone forced open.
-    app[SERVICES].breakers.get(BREAKER).force_open("test: forced open")
+    app[BREAKERS].get(BREAKER).force_open("test: forced open")
     runner = AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -86,7 +86,7 @@ async def serve_and_check(settings: Settings, directory: Path, token: str) -> di
         await site.start()
         host, port = runner.addresses[0][:2]
         result = await run_check(directory, f"http://{host}:{port}", token)
-        result["breakerStateAfter"] = app[SERVICES].breakers.get(BREAKER).state.value
+        result["breakerStateAfter"] = app[BREAKERS].get(BREAKER).state.value
         return result
     finally:
         await runner.cleanup()

@@ -9,12 +9,13 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from server.alerts import build_book
+from server.appkeys import ROUTER
 from server.config import Settings
+from server.errors import Unavailable
 from server.procedures import unified
-from server.rpc.errors import Unavailable
 from server.rpc.router import Caller, Context, NoInput, Router, query
-from server.services import Services
-from tests.alerting import call, error_code, evaluator, result, services, start_app
+from tests.alerting import app_of, breakers, call, error_code, evaluator, result, start_app
 from tests.conftest import OPERATOR_TOKEN
 from tests.stack import PostgresServer, RedisServer
 
@@ -34,8 +35,7 @@ async def test_healthy_with_every_section_this_build_has(
     client = await app(aiohttp_client, make_settings(alert_evaluation_interval=3600))
     out = await metrics(client)
     assert out["status"] == "healthy" and out["reasons"] == []
-    router = services(client).router
-    assert router is not None
+    router = app_of(client)[ROUTER]
     installed = {p.path for p in router.procedures}
     assert set(out["sections"]) == set(unified.SECTIONS) & installed
     health = out["sections"]["monitoring.unifiedHealth"]
@@ -101,7 +101,7 @@ async def test_read_tokens_required_applies_to_the_caller_not_the_evaluator(
     out = await metrics(client, OPERATOR_TOKEN)
     assert out["sections"]["monitoring.circuitBreakerStatus"]["status"] == "ok"
     # The evaluator reads as the system caller, which READ_TOKENS_REQUIRED lets through.
-    services(client).breakers.get("pgbouncer-admin").force_open("test")
+    breakers(client).get("pgbouncer-admin").force_open("test")
     verdict = await evaluator(client).run_once()
     assert [c.fingerprint for c in verdict.conditions] == ["breaker_open:pgbouncer-admin"]
 
@@ -117,16 +117,15 @@ async def test_failing_and_slow_sections_are_reported_not_raised() -> None:
     async def hang(_ctx: Context, _: NoInput) -> None:
         await never.wait()
 
-    svc = Services(Settings(section_timeout=0.1))
+    settings = Settings(section_timeout=0.1)
     router = Router(
         [
             query("monitoring.queueStats", down),
             query("monitoring.queryStats", hang),
-            *unified.PROCEDURES,
+            *unified.procedures(build_book(None, settings), settings.section_timeout),
         ]
     )
-    svc.router = router
-    ctx = Context(services=svc, caller=Caller("alice"))
+    ctx = Context(caller=Caller("alice"))
     out = await router.call("monitoring.unifiedMetrics", None, ctx)
     assert out["status"] == "degraded"
     assert set(out["sections"]) == {"monitoring.queueStats", "monitoring.queryStats"}
@@ -138,4 +137,6 @@ async def test_failing_and_slow_sections_are_reported_not_raised() -> None:
         "monitoring.queueStats unavailable: redis unreachable",
         "monitoring.queryStats timeout: no answer within 0.1s",
     ]
-    assert out["alerts"] is None  # alerting not started in this bare service
+    # Alerting not started in this bare service: the summary of its empty in-memory book.
+    assert (out["alerts"]["firing"], out["alerts"]["recent"]) == (0, [])
+    assert out["alerts"]["source"] == "memory" and out["alerts"]["store"]["durable"] is False

@@ -23,10 +23,9 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from server.rpc.errors import ProcedureNotFound
+from server.errors import ProcedureNotFound
 from server.rpc.reading import read
 from server.rpc.router import Caller, Context, Router
-from server.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +135,6 @@ class Gathered:
 
 async def gather(
     router: Router,
-    services: Services,
     caller: Caller,
     *,
     per_call_seconds: float,
@@ -154,7 +152,7 @@ async def gather(
     async def run(batch: list[Source]) -> dict[str, Outcome]:
         async def one(source: Source) -> Outcome:
             async with limit:
-                return await _call(router, services, caller, source, per_call_seconds)
+                return await _call(router, caller, source, per_call_seconds)
 
         results = await asyncio.gather(*(one(s) for s in batch))
         return {s.key: outcome for s, outcome in zip(batch, results, strict=True)}
@@ -190,10 +188,8 @@ def _from_unified(unified: Outcome, source: Source) -> Outcome | None:
     )
 
 
-async def _call(
-    router: Router, services: Services, caller: Caller, source: Source, limit_seconds: float
-) -> Outcome:
-    ctx = Context(services=services, caller=caller, protocol="internal")
+async def _call(router: Router, caller: Caller, source: Source, limit_seconds: float) -> Outcome:
+    ctx = Context(caller=caller, protocol="internal")
     reading = await read(router, source.path, ctx, limit_seconds, source.input)
     if reading.error is not None:
         return Outcome(error=reading.error.message, code=reading.error.code)

@@ -17,8 +17,8 @@ import aiohttp_jinja2
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from server.appkeys import AUTH, ROUTER, SERVICES, SETTINGS
-from server.rpc.errors import RpcError
+from server.appkeys import AUTH, ROUTER, SETTINGS
+from server.errors import RpcError
 from server.rpc.router import ANONYMOUS, Caller, Context
 from web import sections
 from web.appkeys import SESSIONS
@@ -73,12 +73,7 @@ async def _page(request: web.Request, session: Session | None, *, watch: bool) -
     router = request.app[ROUTER]
     operator = session.operator if session is not None else None
     caller = Caller(operator) if operator is not None else ANONYMOUS
-    gathered = await sections.gather(
-        router,
-        request.app[SERVICES],
-        caller,
-        per_call_seconds=settings.section_timeout,
-    )
+    gathered = await sections.gather(router, caller, per_call_seconds=settings.section_timeout)
     interactive = operator is not None and not watch
     context = _common(request, session) | {
         "interactive": interactive,
@@ -108,9 +103,7 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
     payload: dict[str, Any] = {"id": alert_id}
     if isinstance(note, str) and note.strip():
         payload["note"] = note.strip()
-    ctx = Context(
-        services=request.app[SERVICES], caller=Caller(session.operator), protocol="internal"
-    )
+    ctx = Context(caller=Caller(session.operator), protocol="internal")
     try:
         await request.app[ROUTER].call(ACKNOWLEDGE, payload, ctx)
     except RpcError as exc:

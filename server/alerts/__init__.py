@@ -13,7 +13,6 @@ alerts fire, resolve and are acknowledged (PostgreSQL, or memory without ``DATAB
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
 
 from server.alerts.book import AlertBook
 from server.alerts.evaluator import Evaluator
@@ -21,21 +20,19 @@ from server.alerts.exposition import FiringCollector
 from server.alerts.memory_store import MemoryStore
 from server.alerts.pg_store import PostgresStore
 from server.alerts.rules import default_rules
+from server.config import Settings
+from server.datastores.postgres import PostgresCluster
 
 __all__ = ["AlertBook", "Evaluator", "FiringCollector", "build_book", "default_rules"]
 
-if TYPE_CHECKING:
-    from server.services import Services
 
-
-def build_book(services: Services) -> AlertBook:
+def build_book(postgres: PostgresCluster | None, settings: Settings) -> AlertBook:
     """The book for this app: durable when ``DATABASE_URL`` is set."""
-    settings = services.settings
     # Long enough that a live instance always reports again in time (one round late at most).
     stale_after = 3 * settings.alert_evaluation_interval + settings.alert_evaluation_timeout
     return AlertBook(
         instance=uuid.uuid4().hex,
         stale_after=stale_after,
-        durable=PostgresStore(services) if settings.database_url else None,
+        durable=PostgresStore(postgres) if postgres is not None else None,
         memory=MemoryStore(),
     )

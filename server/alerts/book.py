@@ -32,8 +32,8 @@ from server.alerts.models import (
     Source,
     StoreStatus,
 )
-from server.alerts.pg_store import PostgresStore, StoreRejected
-from server.rpc.errors import Unavailable
+from server.alerts.pg_store import PostgresStore
+from server.errors import StoreRejected, Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -14,15 +14,11 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from server.alerts.book import AlertBook
 from server.alerts.rules import Rule, Verdict, evaluate
 from server.rpc.reading import Reading, read_all
 from server.rpc.router import Caller, Context, Router
-
-if TYPE_CHECKING:
-    from server.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +33,6 @@ class Evaluator:
         rules: Sequence[Rule],
         book: AlertBook,
         router: Router,
-        services: Services,
         *,
         interval: float,
         timeout: float,
@@ -46,7 +41,6 @@ class Evaluator:
         self.rules = tuple(rules)
         self.book = book
         self._router = router
-        self._services = services
         self.interval = interval
         self._timeout = timeout
         self._section_timeout = section_timeout
@@ -57,7 +51,7 @@ class Evaluator:
 
     async def run_once(self) -> Verdict:
         """One round: read, evaluate, record. Raises ``TimeoutError`` past the round bound."""
-        ctx = Context(services=self._services, caller=SYSTEM_CALLER)
+        ctx = Context(caller=SYSTEM_CALLER)
         async with asyncio.timeout(self._timeout):
             readings = await read_all(self._router, self._sources, ctx, self._section_timeout)
             verdict = evaluate(self.rules, readings)

@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from server.alerts.models import AlertQuery, AlertRecord, Round
-from server.rpc.errors import ErrorCode, RpcError
+from server.errors import ErrorCode, RpcError
 
 
 class MemoryStore:

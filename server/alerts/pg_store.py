@@ -1,12 +1,13 @@
 """``PostgresStore``: alerts in ``infrawatch.alerts`` on the primary. Every database call of
 alerting is in this module.
 
-Every call goes through the ``database-write`` breaker on the primary's pool;
-connection-level failures become ``Unavailable`` (the book keeps evaluating in memory and
-catches up), SQL-level ones ``StoreRejected`` (a bug or a schema drift: retrying the same
-statement will not help). Firing, resolving and acknowledging are single statements that are
-safe to repeat and safe to race (see ``models.Round`` for how resolution treats several
-instances).
+Every call is a ``Node.run`` on the primary through the ``database-write`` breaker, as every
+other write: timed into the query statistics, foreign errors mapped at the datastore's edge.
+Connection-level failures and serialization conflicts are ``Unavailable`` (the book keeps
+evaluating in memory and catches up); any other statement error becomes ``StoreRejected`` (a
+bug or a schema drift: retrying the same statement will not help). Firing, resolving and
+acknowledging are single statements that are safe to repeat and safe to race (see
+``models.Round`` for how resolution treats several instances).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -22,26 +23,13 @@ import orjson
 from server.alerts.memory_store import not_found
 from server.alerts.migrations import RECONCILE_LOCK, migrate
 from server.alerts.models import AlertQuery, AlertRecord, Round
-from server.rpc.errors import RpcError, Unavailable
-
-if TYPE_CHECKING:
-    from server.services import Services
+from server.datastores.postgres import PostgresCluster
+from server.errors import SqlError, StoreRejected, Unavailable
 
 T = TypeVar("T")
 
-BREAKER = "database-write"
-
-# Worth retrying later: the server or the path to it, not the statement.
-RETRYABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
-    asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.SerializationError,
-)
+# SQLSTATE class 40: a deadlock or serialization failure; the same statement may pass later.
+_TRANSIENT_CLASS = "40"
 
 _FIRE = """
 INSERT INTO infrawatch.alerts AS a
@@ -113,69 +101,55 @@ RETURNING *
 _GET = "SELECT * FROM infrawatch.alerts WHERE id = $1"
 
 
-class StoreRejected(Unavailable):
-    """PostgreSQL refused a statement (not a connection problem): retrying will not help."""
-
-
 class PostgresStore:
     durable = True
 
-    def __init__(self, services: Services) -> None:
-        self._services = services
+    def __init__(self, cluster: PostgresCluster) -> None:
+        self._cluster = cluster
         self._schema_ready = False
 
     async def ensure_schema(self) -> list[int]:
         """Apply pending migrations (once per process; again after a failed attempt)."""
         if self._schema_ready:
             return []
-        applied = await self._call(_migrate)
+        applied = await self._call("-- alert store: migrate", migrate)
         self._schema_ready = True
         return applied
 
     async def reconcile(self, round_: Round) -> list[AlertRecord]:
         await self.ensure_schema()
-        return await self._call(_reconcile, round_)
+        return await self._call(_FIRE, _reconcile, round_)
 
     async def firing(self) -> list[AlertRecord]:
         await self.ensure_schema()
-        return await self._call(_firing)
+        return await self._call(_FIRING, _firing)
 
     async def page(self, query: AlertQuery) -> tuple[list[AlertRecord], int]:
         await self.ensure_schema()
-        return await self._call(_list, query)
+        return await self._call(_LIST, _list, query)
 
     async def acknowledge(
         self, alert_id: str, by: str, at: datetime, note: str | None
     ) -> AlertRecord:
         await self.ensure_schema()
-        return await self._call(_acknowledge, alert_id, by, at, note)
+        return await self._call(_ACKNOWLEDGE, _acknowledge, alert_id, by, at, note)
 
-    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        cluster = self._services.postgres
-        # The primary's instrumented pool: acquire waits and timeouts are counted with every
-        # other caller's, and a pool timeout is already Unavailable.
-        pool = cluster.primary.pool if cluster is not None else None
-        if pool is None:
-            raise Unavailable("alert store: the primary database is not connected")
-        breaker = self._services.breakers.get(BREAKER)
+    async def _call(self, sql: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``fn(connection, *args)`` on the primary; ``sql`` names it in the statistics."""
+        cluster = self._cluster
         try:
-            return await breaker.call(fn, pool, *args)
-        except RpcError:
-            raise
-        except RETRYABLE as exc:
-            raise Unavailable(f"alert store unreachable: {type(exc).__name__}: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise StoreRejected(f"alert store refused: {type(exc).__name__}: {exc}") from exc
+            return await cluster.primary.run(
+                sql, lambda conn: fn(conn, *args), breaker=cluster.write_breaker
+            )
+        except SqlError as exc:
+            if exc.sqlstate.startswith(_TRANSIENT_CLASS):
+                raise Unavailable(f"alert store: {exc.message}") from exc
+            raise StoreRejected(f"alert store refused: {exc.message}") from exc
 
 
-async def _migrate(pool: asyncpg.Pool) -> list[int]:
-    async with pool.acquire() as conn:
-        return await migrate(conn)
-
-
-async def _reconcile(pool: asyncpg.Pool, round_: Round) -> list[AlertRecord]:
+async def _reconcile(conn: asyncpg.Connection, round_: Round) -> list[AlertRecord]:
     conditions = sorted(round_.conditions, key=lambda c: c.fingerprint)
-    async with pool.acquire() as conn, conn.transaction():
+    async with conn.transaction():
         # One round at a time across instances: no deadlock between one's inserts and
         # another's resolutions, and every round sees the last one's reporters.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", RECONCILE_LOCK)
@@ -207,30 +181,28 @@ async def _reconcile(pool: asyncpg.Pool, round_: Round) -> list[AlertRecord]:
     return [_record(row) for row in rows]
 
 
-async def _firing(pool: asyncpg.Pool) -> list[AlertRecord]:
-    async with pool.acquire() as conn:
-        return [_record(row) for row in await conn.fetch(_FIRING)]
+async def _firing(conn: asyncpg.Connection) -> list[AlertRecord]:
+    return [_record(row) for row in await conn.fetch(_FIRING)]
 
 
-async def _list(pool: asyncpg.Pool, query: AlertQuery) -> tuple[list[AlertRecord], int]:
+async def _list(conn: asyncpg.Connection, query: AlertQuery) -> tuple[list[AlertRecord], int]:
     args = (query.state, query.level, query.acknowledged)
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
         rows = await conn.fetch(_LIST, *args, query.limit, query.offset)
         total = await conn.fetchval(_COUNT, *args)
     return [_record(row) for row in rows], total
 
 
 async def _acknowledge(
-    pool: asyncpg.Pool, alert_id: str, by: str, at: datetime, note: str | None
+    conn: asyncpg.Connection, alert_id: str, by: str, at: datetime, note: str | None
 ) -> AlertRecord:
     try:
         key = uuid.UUID(alert_id)
     except ValueError:
         raise not_found(alert_id) from None
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow(_ACKNOWLEDGE, key, by, at, note)
-        if row is None:  # acknowledged before (the first stands), or no such alert
-            row = await conn.fetchrow(_GET, key)
+    row = await conn.fetchrow(_ACKNOWLEDGE, key, by, at, note)
+    if row is None:  # acknowledged before (the first stands), or no such alert
+        row = await conn.fetchrow(_GET, key)
     if row is None:
         raise not_found(alert_id)
     return _record(row)

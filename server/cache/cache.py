@@ -37,13 +37,14 @@ from typing import Any, Literal, TypeVar
 
 from server.cache.entry import Entry, clock
 from server.cache.flight import SingleFlight
-from server.cache.memory import MemoryStore, glob_regex
+from server.cache.memory import MemoryStore
 from server.cache.near import NearTier
 from server.cache.stats import ALL_NAMESPACES, CacheStats, NamespaceStats
 from server.cache.tracking import Tracker
 from server.config import Settings
 from server.datastores.redis import RedisClient
-from server.rpc.errors import Unavailable
+from server.errors import Unavailable
+from server.glob import Glob
 
 log = logging.getLogger(__name__)
 
@@ -453,9 +454,9 @@ class Cache:
         label = ALL_NAMESPACES if namespace is None else namespace
         stats = self.stats.namespace(label) if namespace is None else self.namespace_stats(label)
         match = self.prefix + (pattern if namespace is None else f"{namespace}:{pattern}")
-        regex = glob_regex(match)
-        self.near.delete_matching(regex)
-        in_memory = self.memory.delete_matching(regex)
+        glob = Glob(match)
+        self.near.delete_matching(glob)
+        in_memory = self.memory.delete_matching(glob)
         redis = self.redis
         if redis is None:
             stats.invalidations += 1

@@ -1,4 +1,4 @@
-"""``MemoryStore``: a bounded least-recently-used map of entries, and Redis glob matching.
+"""``MemoryStore``: a bounded least-recently-used map of entries.
 
 Used twice by the cache: as the in-process hot tier in front of Redis, and as the whole cache
 when Redis is absent or failing. Expired entries are dropped when met; the bound evicts the
@@ -7,10 +7,10 @@ least recently used entry.
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 
 from server.cache.entry import Entry
+from server.glob import Glob
 
 
 class MemoryStore:
@@ -56,43 +56,11 @@ class MemoryStore:
     def pop(self, key: str) -> bool:
         return self._data.pop(key, None) is not None
 
-    def delete_matching(self, pattern: re.Pattern[str]) -> int:
-        doomed = [key for key in self._data if pattern.fullmatch(key)]
+    def delete_matching(self, pattern: Glob) -> int:
+        doomed = [key for key in self._data if pattern.matches(key)]
         for key in doomed:
             del self._data[key]
         return len(doomed)
 
     def clear(self) -> None:
         self._data.clear()
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """Redis's glob (``*``, ``?``, ``[abc]``, ``[^a-z]``, ``\\x``) as a regex for fullmatch,
-    so the memory tiers drop exactly the keys ``SCAN MATCH`` finds in Redis."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        char = pattern[i]
-        if char == "\\" and i + 1 < n:
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        if char == "*":
-            out.append(".*")
-        elif char == "?":
-            out.append(".")
-        elif char == "[":
-            end = pattern.find("]", i + 2)
-            if end == -1:
-                out.append(re.escape(char))
-            else:
-                body = pattern[i + 1 : end]
-                negate = body.startswith("^")
-                body = body[1:] if negate else body
-                escaped = "".join("\\" + c if c in "\\]^[" else c for c in body)
-                out.append(f"[{'^' if negate else ''}{escaped}]")
-                i = end
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)

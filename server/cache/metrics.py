@@ -10,7 +10,6 @@ absent when Redis is not configured), refreshed by one PING before each scrape.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -20,11 +19,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from server.cache.cache import Cache
 from server.cache.stats import OPERATIONS
-from server.rpc.errors import Unavailable
-
-if TYPE_CHECKING:
-    from server.services import Services
+from server.datastores.redis import RedisClient
+from server.errors import Unavailable
 
 _COUNTERS = (
     ("hits", "infrawatch_cache_hits", "Cache lookups that found a fresh value."),
@@ -39,12 +37,15 @@ _COUNTERS = (
 
 
 class CacheCollector(Collector):
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    """Register it on the app's ``Metrics`` with its ``refresh`` (one PING before a scrape)."""
+
+    def __init__(self, cache: Cache, redis: RedisClient | None) -> None:
+        self.cache = cache
+        self.redis = redis
         self.redis_up: bool | None = None
 
     async def refresh(self) -> None:
-        redis = self.services.redis
+        redis = self.redis
         if redis is None:
             self.redis_up = None
             return
@@ -56,7 +57,7 @@ class CacheCollector(Collector):
             self.redis_up = True
 
     def collect(self) -> Iterator[Metric]:
-        namespaces = list(self.services.cache.stats.namespaces.values())
+        namespaces = list(self.cache.stats.namespaces.values())
         for field, name, doc in _COUNTERS:
             family = CounterMetricFamily(name, doc, labels=["namespace"])
             for ns in namespaces:
@@ -74,18 +75,11 @@ class CacheCollector(Collector):
                     [ns.name, op], histogram.cumulative(), sum_value=histogram.total
                 )
         yield durations
-        if self.services.redis is not None:
+        if self.redis is not None:
             up = GaugeMetricFamily("infrawatch_redis_up", "1 when Redis answered PING at scrape.")
             # Before any refresh ran, the cache's own view of its last Redis call.
             answered = self.redis_up
             if answered is None:
-                answered = not self.services.cache.degraded
+                answered = not self.cache.degraded
             up.add_metric([], 1.0 if answered else 0.0)
             yield up
-
-
-def register_cache_metrics(services: Services) -> CacheCollector:
-    collector = CacheCollector(services)
-    services.metrics.add_collector(collector)
-    services.metrics.add_refresh("redis", collector.refresh)
-    return collector

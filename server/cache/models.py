@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from server.cache.cache import NAMESPACE, Cache
 from server.cache.stats import NamespaceStats, rate
 from server.collectors.redis_info import RedisInfo
+from server.glob import Glob
 from server.resilience.models import LatencyStats
 
 
@@ -109,6 +110,13 @@ class InvalidateCacheInput(BaseModel):
 
     namespace: str | None = Field(default=None, pattern=f"^{NAMESPACE.pattern}$")
     pattern: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @field_validator("pattern")
+    @classmethod
+    def _glob_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            Glob(value)  # raises ValueError with the reason: invalid params, not a 500
+        return value
 
     @model_validator(mode="after")
     def _something(self) -> InvalidateCacheInput:

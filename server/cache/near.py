@@ -13,11 +13,11 @@ may overtake the reply of a read that returned the old value: ``begin`` before t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from server.cache.entry import Entry
 from server.cache.memory import MemoryStore
+from server.glob import Glob
 
 
 class NearTier:
@@ -68,7 +68,7 @@ class NearTier:
             if key in reading:
                 self._dirty.add(key)
 
-    def delete_matching(self, pattern: re.Pattern[str]) -> int:
+    def delete_matching(self, pattern: Glob) -> int:
         # In-flight reads of matching keys cannot be found by pattern cheaply: refuse them all.
         self._epoch += 1
         return self.store.delete_matching(pattern)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from server.config import Settings
 from server.datastores.node import Node
 from server.datastores.postgres import PostgresCluster
-from server.rpc.errors import RpcError
+from server.errors import RpcError
 
 _INFO_SQL = """
 SELECT version() AS version,

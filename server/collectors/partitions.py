@@ -35,8 +35,7 @@ from pydantic import BaseModel, Field
 
 from server.config import PartitionPair, Settings, TableName
 from server.datastores.node import Node
-from server.datastores.sqlstate import QueryTimeout, SqlError
-from server.rpc.errors import ErrorCode, RpcError
+from server.errors import ErrorCode, QueryTimeout, RpcError, SqlError
 
 READY_MAX_DELTA = 10
 _ENABLED = {"O", "A"}  # fires in origin mode / always; "R" replica-only, "D" disabled

@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 from server.datastores.node import Node
 from server.datastores.pgbouncer import PgBouncerAdmin
 from server.datastores.postgres import PostgresCluster
+from server.errors import RpcError
 from server.resilience.models import LatencyStats
-from server.rpc.errors import RpcError
 
 _ACTIVITY_SQL = """
 SELECT coalesce(a.state, 'unknown') AS state,

@@ -8,17 +8,13 @@ not repeated: a stale figure would look like a healthy, unchanging queue.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from server.collectors.queue_layout import BULLMQ_PREFIX
 from server.collectors.redis_queues import QueueCollector, QueueStats
-from server.observability.metrics import PREFIX
-
-if TYPE_CHECKING:
-    from server.services import Services
+from server.observability.metrics import PREFIX, Metrics
 
 NAME = f"{PREFIX}_queue_depth"
 HELP = "Jobs per state of a Redis-backed job queue (BullMQ, RQ, Celery), read at scrape time."
@@ -50,10 +46,8 @@ class QueueDepthGauges(Collector):
         yield family
 
 
-def watch_queues(services: Services) -> QueueCollector:
-    """Give ``services`` its queue collector and export its depths (no I/O until a scrape)."""
-    collector = QueueCollector(services)
-    services.queues = collector
+def export_queue_depths(metrics: Metrics, collector: QueueCollector) -> None:
+    """Export the collector's depths to ``metrics`` (no I/O until a scrape)."""
     gauges = QueueDepthGauges()
 
     async def refresh() -> None:
@@ -64,9 +58,8 @@ def watch_queues(services: Services) -> QueueCollector:
             raise
         gauges.update(stats)
 
-    services.metrics.add_collector(gauges)
-    services.metrics.add_refresh("queues", refresh)
-    return collector
+    metrics.add_collector(gauges)
+    metrics.add_refresh("queues", refresh)
 
 
 def _label(name: str, prefix: str | None) -> str:

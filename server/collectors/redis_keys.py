@@ -15,12 +15,12 @@ Per sampled key, PTTL says whether it expires; MEMORY USAGE runs on the first
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from server.collectors.redis_gate import BATCH, RedisGate
+from server.datastores.redis_gate import BATCH, RedisGate
+from server.glob import Glob
 
 MAX_SAMPLE = 100_000
 Z95 = 1.96
@@ -63,7 +63,7 @@ class KeyStatsInput(BaseModel):
     @classmethod
     def _glob_compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            glob_regex(value)  # raises ValueError with the reason
+            Glob(value)  # raises ValueError with the reason
         return value
 
 
@@ -131,7 +131,7 @@ async def key_stats(gate: RedisGate, inp: KeyStatsInput) -> KeyStats:
     dbsize = await gate.dbsize()
     keys, exact = await _sample(gate, inp.sample)
     if inp.pattern is not None:
-        match = glob_regex(inp.pattern).fullmatch
+        match = Glob(inp.pattern).matches
         matched = [k for k in keys if match(k)]
     else:
         matched = keys
@@ -258,59 +258,6 @@ def _name(raw: bytes | None) -> str | None:
 
 def _percent(part: int, whole: int) -> float | None:
     return round(100 * part / whole, 2) if whole else None
-
-
-def glob_regex(pattern: str) -> re.Pattern[bytes]:
-    """Redis's glob (``stringmatchlen``: ``*``, ``?``, ``[...]`` with ``^`` and ranges, ``\\``
-    escapes) as a regex over key bytes. An unterminated ``[`` is refused: Redis reads it in a
-    way nobody means."""
-    src = pattern.encode()
-    out: list[bytes] = []
-    i = 0
-    while i < len(src):
-        c = src[i : i + 1]
-        if c == b"*":
-            out.append(b".*")
-        elif c == b"?":
-            out.append(b".")
-        elif c == b"[":
-            regex, i = _glob_class(src, i + 1, pattern)
-            out.append(regex)
-            continue
-        elif c == b"\\" and i + 1 < len(src):
-            i += 1
-            out.append(re.escape(src[i : i + 1]))
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile(b"".join(out), re.DOTALL)
-
-
-def _glob_class(src: bytes, i: int, pattern: str) -> tuple[bytes, int]:
-    """``[...]`` from just after the ``[``; returns the regex and the index after ``]``."""
-    negate = src[i : i + 1] == b"^"
-    i += negate
-    parts: list[bytes] = []
-    while True:
-        if i >= len(src):
-            raise ValueError(f"pattern {pattern!r} has an unterminated [")
-        c = src[i : i + 1]
-        if c == b"]":
-            break
-        if c == b"\\" and i + 1 < len(src):
-            parts.append(re.escape(src[i + 1 : i + 2]))
-            i += 2
-        elif i + 2 < len(src) and src[i + 1 : i + 2] == b"-":
-            low, high = sorted((src[i], src[i + 2]))
-            parts.append(re.escape(bytes([low])) + b"-" + re.escape(bytes([high])))
-            i += 3
-        else:
-            parts.append(re.escape(c))
-            i += 1
-    body = b"".join(parts)
-    if not body:
-        return (b"." if negate else b"(?!)"), i + 1  # Redis: [] matches nothing, [^] anything
-    return b"[" + (b"^" if negate else b"") + body + b"]", i + 1
 
 
 def _empty(inp: KeyStatsInput) -> KeyStats:

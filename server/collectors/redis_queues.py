@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,11 +35,8 @@ from server.collectors.queue_layout import (
     parse_binding,
     state_keys,
 )
-from server.collectors.redis_gate import BATCH, RedisGate
-from server.config import QueueName
-
-if TYPE_CHECKING:
-    from server.services import Services
+from server.config import QueueName, Settings
+from server.datastores.redis_gate import BATCH, RedisGate
 
 # Each queue is a few Prometheus series per state: bound how many one answer (and one scrape)
 # may carry.
@@ -141,11 +138,11 @@ class _Plan:
 
 
 class QueueCollector:
-    """One per app (``Services.queues``): holds the last discovery."""
+    """One per app: holds the last discovery."""
 
-    def __init__(self, services: Services) -> None:
-        self._gate = RedisGate(services)
-        self._settings = services.settings
+    def __init__(self, gate: RedisGate, settings: Settings) -> None:
+        self._gate = gate
+        self._settings = settings
         self._discovery: Discovery | None = None
         self._discovering = asyncio.Lock()
 

@@ -14,10 +14,11 @@ from typing import Any, Literal, TypeVar
 
 import asyncpg
 
-from server.datastores.pool import InstrumentedPool, PoolTimeout
+from server.datastores.pool import InstrumentedPool
 from server.datastores.query_stats import Status
-from server.datastores.sqlstate import QueryTimeout, map_error
-from server.resilience.breaker import Breaker, CallTimeout, CircuitOpen
+from server.datastores.sqlstate import map_error
+from server.errors import CallTimeout, CircuitOpen, PoolTimeout, QueryTimeout
+from server.resilience.breaker import Breaker
 
 T = TypeVar("T")
 Role = Literal["primary", "replica"]

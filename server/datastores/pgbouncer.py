@@ -16,8 +16,8 @@ from typing import Any, LiteralString
 import psycopg
 
 from server.config import mask_url
+from server.errors import Unavailable
 from server.resilience.breaker import Breaker
-from server.rpc.errors import Unavailable
 
 # The console commands we send: a fixed set, never text from a caller.
 QUERIES = {

@@ -22,15 +22,11 @@ from dataclasses import dataclass
 import asyncpg
 
 from server.datastores.sqlstate import map_connect_error
+from server.errors import PoolTimeout, Unavailable
 from server.resilience.models import LatencyStats
 from server.resilience.stats import RollingWindow
-from server.rpc.errors import Unavailable
 
 ACQUIRE_WINDOW_SECONDS = 60.0
-
-
-class PoolTimeout(Unavailable):
-    """No connection could be had within the acquire timeout."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,14 +50,21 @@ from prometheus_client import CollectorRegistry
 from server.config import Settings, mask_url
 from server.datastores.node import Node, Role, Statement
 from server.datastores.pgbouncer import PgBouncerAdmin
-from server.datastores.pool import InstrumentedPool, PoolTimeout
+from server.datastores.pool import InstrumentedPool
 from server.datastores.query_metrics import QueryMetrics
 from server.datastores.query_stats import QueryStats, Status, operation_of
 from server.datastores.replicas import Replica, ReplicaLag, ReplicaSet, replica_name
-from server.datastores.sqlstate import QueryTimeout, SqlError
-from server.resilience.breaker import Breaker, CallTimeout, CircuitOpen
+from server.errors import (
+    CallTimeout,
+    CircuitOpen,
+    PoolTimeout,
+    QueryTimeout,
+    RpcError,
+    SqlError,
+    Unavailable,
+)
+from server.resilience.breaker import Breaker
 from server.resilience.registry import BreakerRegistry
-from server.rpc.errors import RpcError, Unavailable
 
 T = TypeVar("T")
 log = logging.getLogger("server.datastores.postgres")

@@ -25,7 +25,7 @@ Every call goes through the ``redis-cache`` breaker and comes out as our own err
     async for keys in client.scan_pages(match="bull:*"):     # SCAN, page by page
         ...
 
-``execute`` raises ``server.rpc.errors.Unavailable`` when Redis fails (connection, timeout,
+``execute`` raises ``server.errors.Unavailable`` when Redis fails (connection, timeout,
 error reply), when the breaker rejects the call (``CircuitOpen``) or when it runs past the
 breaker's call timeout (``CallTimeout``). ``client.raw`` is the redis-py client
 (``redis.asyncio.Redis`` or ``RedisCluster``) and ``client.breaker`` the breaker, for code that
@@ -50,8 +50,8 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 
 from server.config import Settings
+from server.errors import Unavailable
 from server.resilience.breaker import Breaker
-from server.rpc.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,13 @@ class RedisClient:
         try:
             async with self._slots:
                 return await self.breaker.call(fn, *args, **kwargs)
-        except (RedisError, OSError) as exc:
-            raise Unavailable(f"redis ({self.mode}): {type(exc).__name__}: {exc}") from exc
+        except connection_errors() as exc:
+            raise self.unavailable(exc) from exc
+
+    def unavailable(self, exc: BaseException) -> Unavailable:
+        """Redis's own failure (one of ``connection_errors()``) as ours: this datastore's one
+        mapping, used by ``execute`` and by the tracking connection, which lives outside it."""
+        return Unavailable(f"redis ({self.mode}): {type(exc).__name__}: {exc}")
 
     async def command(self, *args: Any) -> Any:
         """One raw command, e.g. ``await client.command("LLEN", "rq:queue:default")``."""
@@ -249,8 +254,9 @@ class RedisClient:
 
     def tracking_connection(self, name: str) -> AbstractConnection | None:
         """A new, unconnected RESP3 connection to the master, outside the pool, for a
-        long-lived ``CLIENT TRACKING`` listener; ``None`` in Cluster mode (tracking is per
-        node there). Its ``connect()`` is not retried: the listener has its own backoff.
+        long-lived ``CLIENT TRACKING`` listener (``redis_tracking.TrackingConnection``); ``None``
+        in Cluster mode (tracking is per node there). Its ``connect()`` is not retried: the
+        listener's owner has its own backoff.
 
         In Sentinel mode the master is looked up when it connects, so a reconnect after a
         failover reaches the new master.

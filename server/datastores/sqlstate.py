@@ -20,26 +20,13 @@ from __future__ import annotations
 
 import asyncpg
 
-from server.rpc.errors import ErrorCode, RpcError, Unavailable
+from server.errors import ErrorCode, QueryTimeout, RpcError, SqlError, Unavailable
 
 # SQLSTATE classes that say the server (not the statement) is the problem.
 _UNAVAILABLE_CLASSES = frozenset({"08", "53", "57", "58", "XX", "3D", "28", "F0", "HV", "55"})
 _CONFLICT_CLASSES = frozenset({"23", "40"})
 _QUERY_CANCELED = "57014"
 _READ_ONLY_TRANSACTION = "25006"
-
-
-class QueryTimeout(Unavailable):
-    """A statement was cancelled for running too long."""
-
-
-class SqlError(RpcError):
-    """The statement failed for a reason of its own; ``sqlstate`` says which."""
-
-    def __init__(self, code: ErrorCode, message: str, *, sqlstate: str, condition: str) -> None:
-        super().__init__(code, message, details={"sqlstate": sqlstate, "condition": condition})
-        self.sqlstate = sqlstate
-        self.condition = condition
 
 
 def map_error(node: str, exc: BaseException) -> RpcError:

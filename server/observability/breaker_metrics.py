@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from server.observability.multiprocess import Merge
 from server.resilience.models import BreakerState
 from server.resilience.registry import BreakerRegistry
 
@@ -23,7 +24,7 @@ STATE_VALUE = {
     BreakerState.DISABLED: 0.0,
 }
 # Over --workers, the highest state of any worker: a breaker open anywhere shows.
-MERGE = "livemax"
+MERGE: Merge = "livemax"
 
 
 class BreakerCollector:

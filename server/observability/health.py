@@ -28,19 +28,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
 from server import __version__
 from server.alerts.models import StoreStatus
+from server.datastores.pool import InstrumentedPool, PoolSnapshot
+from server.datastores.postgres import PostgresCluster
+from server.datastores.redis import RedisClient
 
-if TYPE_CHECKING:
-    from server.datastores.pool import InstrumentedPool, PoolSnapshot
-    from server.services import Services
-
-T = TypeVar("T")
 Status = Literal["healthy", "degraded", "unhealthy"]
 ComponentStatus = Literal["up", "down", "not_configured"]
 _RANK: dict[Status, int] = {"healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -105,8 +103,8 @@ class Probed:
     details: dict[str, Any] | None = None
 
 
-# probe(services, show_details) -> None when the component is not configured.
-Probe = Callable[["Services", bool], Awaitable[Probed | None]]
+# probe(show_details) -> None when the component is not configured; raises when it is down.
+Probe = Callable[[bool], Awaitable[Probed | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,18 +114,29 @@ class Check:
     critical: bool = False
 
 
-class HealthChecks:
-    """The components a health report can cover, in report order. ``add`` lets a part
-    contribute one (a replica, PgBouncer) as Spring's ``HealthContributor`` does."""
+class Health:
+    """One app's health: the components a report can cover (in report order), how long a probe
+    may take, and the process's own state (since when it runs, whether it is shutting down).
 
-    def __init__(self, checks: Sequence[Check] = ()) -> None:
+    ``add`` lets a part contribute a component (a replica, PgBouncer) as Spring's
+    ``HealthContributor`` does.
+    """
+
+    def __init__(
+        self,
+        checks: Sequence[Check] = (),
+        *,
+        timeout: float,
+        store_status: Callable[[], StoreStatus] | None = None,
+    ) -> None:
         self._checks: dict[str, Check] = {}
         for check in checks:
             self.add(check)
-
-    @classmethod
-    def standard(cls) -> HealthChecks:
-        return cls([Check("database", probe_database, critical=True), Check("redis", probe_redis)])
+        self.timeout = timeout
+        self._store_status = store_status
+        self.started_at = time.time()
+        # True from the first shutdown signal on: /health/ready turns 503.
+        self.shutting_down = False
 
     def add(self, check: Check) -> None:
         if check.name in self._checks:
@@ -140,17 +149,67 @@ class HealthChecks:
     def get(self, name: str) -> Check:
         return self._checks[name]
 
+    async def report(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        show_details: bool = False,
+        with_process: bool = False,
+        scoped: bool = False,
+    ) -> HealthReport:
+        """Probe ``names`` (default: every registered check) concurrently and aggregate.
+
+        ``scoped``: the report answers for exactly these components, each counted critical.
+        """
+        checks = [self._checks[n] for n in (self.names() if names is None else names)]
+        components = list(
+            await asyncio.gather(
+                *(
+                    probe(
+                        c,
+                        bound=self.timeout,
+                        show_details=show_details,
+                        critical=c.critical or scoped,
+                    )
+                    for c in checks
+                )
+            )
+        )
+        status, reasons = overall(components)
+        return self.finish(status, reasons, components, with_process=with_process)
+
+    def finish(
+        self,
+        status: Status,
+        reasons: list[str],
+        components: list[ComponentHealth],
+        *,
+        with_process: bool = False,
+    ) -> HealthReport:
+        now = time.time()
+        store = self._store_status
+        return HealthReport(
+            status=status,
+            reasons=reasons,
+            components=components,
+            checked_at=datetime.fromtimestamp(now, UTC),
+            uptime_seconds=round(now - self.started_at, 3),
+            version=__version__,
+            process=process_health() if with_process else None,
+            alert_store=store() if with_process and store is not None else None,
+        )
+
 
 # --- probing ---
 
 
 async def probe(
-    check: Check, services: Services, *, bound: float, show_details: bool, critical: bool
+    check: Check, *, bound: float, show_details: bool, critical: bool
 ) -> ComponentHealth:
     started = time.perf_counter()
     try:
         async with asyncio.timeout(bound):
-            probed = await check.probe(services, show_details)
+            probed = await check.probe(show_details)
     except TimeoutError:
         error = f"no answer within {bound:g}s"
         return ComponentHealth(name=check.name, status="down", critical=critical, error=error)
@@ -196,85 +255,25 @@ def overall(components: Sequence[ComponentHealth]) -> tuple[Status, list[str]]:
     return status, reasons
 
 
-async def report(
-    services: Services,
-    names: Sequence[str] | None = None,
-    *,
-    show_details: bool = False,
-    with_process: bool = False,
-    scoped: bool = False,
-) -> HealthReport:
-    """Probe ``names`` (default: every registered check) concurrently and aggregate.
-
-    ``scoped``: the report answers for exactly these components, each counted critical.
-    """
-    checks = [services.health.get(n) for n in (services.health.names() if names is None else names)]
-    bound = services.settings.health_check_timeout
-    components = list(
-        await asyncio.gather(
-            *(
-                probe(
-                    c,
-                    services,
-                    bound=bound,
-                    show_details=show_details,
-                    critical=c.critical or scoped,
-                )
-                for c in checks
-            )
-        )
-    )
-    status, reasons = overall(components)
-    return finish(services, status, reasons, components, with_process=with_process)
-
-
-def finish(
-    services: Services,
-    status: Status,
-    reasons: list[str],
-    components: list[ComponentHealth],
-    *,
-    with_process: bool = False,
-) -> HealthReport:
-    now = time.time()
-    return HealthReport(
-        status=status,
-        reasons=reasons,
-        components=components,
-        checked_at=datetime.fromtimestamp(now, UTC),
-        uptime_seconds=round(now - services.started_at, 3),
-        version=__version__,
-        process=process_health() if with_process else None,
-        alert_store=services.alerts.status() if with_process and services.alerts else None,
-    )
-
-
 # --- the standard probes ---
 
 
-async def probe_database(services: Services, show_details: bool) -> Probed | None:
-    pg = services.postgres
-    if pg is None:
-        return None
-    seconds = await pg.ping()
-    pool = pg.primary.pool
-    details = None
-    if show_details:
-        details = {**_address(services.settings.database_url)}
-        version = await _guarded(services, "database-query", _server_version, pool)
-        details["server_version"] = version
-    return Probed(seconds, pool_figures(pool.snapshot()), details)
+def database_check(postgres: PostgresCluster | None, url: str | None) -> Check:
+    """The primary: critical, since without it nothing durable works."""
 
+    async def probe_database(show_details: bool) -> Probed | None:
+        if postgres is None:
+            return None
+        seconds = await postgres.ping()
+        pool = postgres.primary.pool
+        details = None
+        if show_details:
+            details = {**_address(url)}
+            # Through the primary's own breaker, as every statement to it goes.
+            details["server_version"] = await postgres.primary.breaker.call(_server_version, pool)
+        return Probed(seconds, pool_figures(pool.snapshot()), details)
 
-async def _guarded(
-    services: Services, breaker: str, fn: Callable[..., Awaitable[T]], *args: Any
-) -> T:
-    """Through the component's breaker once its owner has created it (with the owner's
-    tuning: creating it here first would fix the defaults); before that, directly, still
-    bounded by the probe's timeout."""
-    if breaker in services.breakers:
-        return await services.breakers.get(breaker).call(fn, *args)
-    return await fn(*args)
+    return Check("database", probe_database, critical=True)
 
 
 async def _server_version(pool: InstrumentedPool) -> str:
@@ -295,20 +294,24 @@ def pool_figures(pool: PoolSnapshot) -> PoolFigures:
     )
 
 
-async def probe_redis(services: Services, show_details: bool) -> Probed | None:
-    redis = services.redis
-    if redis is None:
-        return None
-    seconds = await redis.ping()
-    details = None
-    if show_details:
-        info = await _guarded(services, "redis-cache", redis.raw.info, "server")
-        details = {
-            **_address(services.settings.redis_url),
-            "server_version": info.get("redis_version"),
-            "mode": info.get("redis_mode"),
-        }
-    return Probed(seconds, None, details)
+def redis_check(redis: RedisClient | None, url: str | None) -> Check:
+    """Redis: not critical, since the cache falls back to memory without it."""
+
+    async def probe_redis(show_details: bool) -> Probed | None:
+        if redis is None:
+            return None
+        seconds = await redis.ping()
+        details = None
+        if show_details:
+            info = await redis.execute(redis.raw.info, "server")
+            details = {
+                **_address(url),
+                "server_version": info.get("redis_version"),
+                "mode": info.get("redis_mode"),
+            }
+        return Probed(seconds, None, details)
+
+    return Check("redis", probe_redis)
 
 
 def _address(url: str | None) -> dict[str, Any]:

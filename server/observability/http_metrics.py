@@ -45,13 +45,15 @@ class HttpMetrics:
         self._counts[(method, request.match_info.route.resource, response.status)] += 1
 
     def describe(self) -> list[Metric]:
-        return [
-            CounterMetricFamily(
-                REQUESTS,
-                "HTTP responses, by method, route template and status.",
-                labels=("method", "route", "status"),
-            )
-        ]
+        return [self._family()]
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            REQUESTS,
+            "HTTP responses, by method, route template and status.",
+            labels=("method", "route", "status"),
+        )
 
     def collect(self) -> Iterator[Metric]:
         # Two resources may share a template (one path added twice apart): one series each.
@@ -59,7 +61,7 @@ class HttpMetrics:
         for (method, resource, status), count in list(self._counts.items()):
             labels = (method, route_label(resource), str(status))
             series[labels] = series.get(labels, 0) + count
-        (family,) = self.describe()
+        family = self._family()
         for labels, count in series.items():
             family.add_metric(labels, count)
         yield family

@@ -92,7 +92,7 @@ def worker_directory() -> Iterator[str]:
 
 def worker_exited(pid: int, path: str) -> None:
     """Drop the ``live*`` gauges of a worker that ended: they describe a process that is gone."""
-    mark_process_dead(pid, path)
+    mark_process_dead(pid, path)  # type: ignore[no-untyped-call]  # untyped upstream
 
 
 async def merged(path: str, slicer: Slicer) -> list[Metric]:
@@ -110,7 +110,7 @@ async def merged(path: str, slicer: Slicer) -> list[Metric]:
         parts = os.path.basename(path_).split("_")
         kind = parts[0]
         try:
-            entries = MmapedDict.read_all_values_from_file(path_)
+            entries = MmapedDict.read_all_values_from_file(path_)  # type: ignore[no-untyped-call]
         except FileNotFoundError:
             if kind == "gauge" and parts[1].startswith("live"):
                 continue  # a worker that ended: its live gauges were removed meanwhile
@@ -137,7 +137,9 @@ async def merged(path: str, slicer: Slicer) -> list[Metric]:
                 await slicer.pause()
     out: list[Metric] = []
     for metric_name, family in families.items():
-        accumulated: Any = MultiProcessCollector._accumulate_metrics({metric_name: family}, True)
+        accumulated: Any = MultiProcessCollector._accumulate_metrics(  # type: ignore[no-untyped-call]
+            {metric_name: family}, True
+        )
         out.extend(accumulated)
         if slicer.due():
             await slicer.pause()

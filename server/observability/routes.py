@@ -18,98 +18,129 @@ import base64
 import binascii
 import contextlib
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from aiohttp import web
 
-from server.appkeys import AUTH, SERVICES
-from server.observability import health
+from server.auth import Authenticator
+from server.errors import ErrorCode, RpcError
 from server.observability.breaker_metrics import MERGE as BREAKER_MERGE
 from server.observability.breaker_metrics import BreakerCollector
+from server.observability.health import Health, HealthReport
 from server.observability.http_metrics import HttpMetrics
+from server.observability.metrics import Metrics
 from server.observability.rpc_metrics import RpcMetrics
-from server.rpc.errors import RpcError
-from server.services import Services
+from server.resilience.registry import BreakerRegistry
+from server.wire.http import error_response
 
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
-def install(app: web.Application, services: Services) -> RpcMetrics:
+def install(
+    app: web.Application,
+    *,
+    metrics: Metrics,
+    breakers: BreakerRegistry,
+    health: Health,
+    auth: Authenticator,
+    metrics_basic_auth: tuple[str, str] | None,
+    read_tokens_required: bool,
+    metrics_refresh_timeout: float,
+    metrics_sync_interval: float,
+) -> RpcMetrics:
     """Add the HTTP response counter, the breaker collector, the routes and the ``--workers`` sync
     task to ``app``; returns the RPC observer for the router."""
-    metrics = services.metrics
     http = HttpMetrics(metrics)
     rpc = RpcMetrics(metrics)
     metrics.add_collector(
-        BreakerCollector(services.breakers), merge={"infrawatch_breaker_state": BREAKER_MERGE}
+        BreakerCollector(breakers), merge={"infrawatch_breaker_state": BREAKER_MERGE}
     )
     app.on_response_prepare.append(http.on_response_prepare)
-    app.cleanup_ctx.append(metrics_sync_ctx)
-    app.router.add_get("/metrics", handle_metrics)
-    app.router.add_get("/health", handle_health)
-    app.router.add_get("/health/live", handle_live)
-    app.router.add_get("/health/ready", handle_ready)
-    app.router.add_get("/health/db", handle_db)
-    app.router.add_get("/health/redis", handle_redis)
-    app.router.add_get("/health/detailed", handle_detailed)
+    app.cleanup_ctx.append(metrics_sync_ctx(metrics, metrics_sync_interval))
+    scrape = Scrape(
+        metrics, auth, metrics_basic_auth, read_tokens_required, metrics_refresh_timeout
+    )
+    probes = Probes(health, auth, read_tokens_required)
+    app.router.add_get("/metrics", scrape.handle)
+    app.router.add_get("/health", probes.health)
+    app.router.add_get("/health/live", probes.live)
+    app.router.add_get("/health/ready", probes.ready)
+    app.router.add_get("/health/db", probes.db)
+    app.router.add_get("/health/redis", probes.redis)
+    app.router.add_get("/health/detailed", probes.detailed)
     return rpc
 
 
-async def metrics_sync_ctx(app: web.Application) -> AsyncIterator[None]:
+def metrics_sync_ctx(
+    metrics: Metrics, interval: float
+) -> Callable[[web.Application], AsyncIterator[None]]:
     """With ``--workers``, copy this worker's pulled figures to the shared files on an interval."""
-    services = app[SERVICES]
-    task = None
-    if services.metrics.multiprocess:
-        interval = services.settings.metrics_sync_interval
-        task = asyncio.create_task(services.metrics.sync_forever(interval))
-    yield
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+
+    async def sync(app: web.Application) -> AsyncIterator[None]:
+        task = None
+        if metrics.multiprocess:
+            task = asyncio.create_task(metrics.sync_forever(interval), name="metrics-sync")
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return sync
 
 
-# --- /metrics ---
+class Scrape:
+    """``/metrics``."""
 
+    def __init__(
+        self,
+        metrics: Metrics,
+        auth: Authenticator,
+        basic_auth: tuple[str, str] | None,
+        read_tokens_required: bool,
+        refresh_timeout: float,
+    ) -> None:
+        self.metrics = metrics
+        self.auth = auth
+        self.basic_auth = basic_auth
+        self.read_tokens_required = read_tokens_required
+        self.refresh_timeout = refresh_timeout
 
-async def handle_metrics(request: web.Request) -> web.StreamResponse:
-    services = request.app[SERVICES]
-    settings = services.settings
-    if not _may_scrape(request):
-        scheme = "Basic" if settings.metrics_basic_auth is not None else "Bearer"
-        return web.Response(
-            status=401,
-            text="credentials required\n",
-            headers={"WWW-Authenticate": f'{scheme} realm="infrawatch metrics"'},
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if not self._may_scrape(request):
+            scheme = "Basic" if self.basic_auth is not None else "Bearer"
+            # Plain text, as Prometheus shows a failed scrape's body.
+            return web.Response(
+                status=401,
+                text="credentials required\n",
+                headers={"WWW-Authenticate": f'{scheme} realm="infrawatch metrics"'},
+            )
+        exposition = await self.metrics.expose(
+            request.headers.get("Accept"),
+            request.headers.get("Accept-Encoding"),
+            refresh_timeout=self.refresh_timeout,
         )
-    exposition = await services.metrics.expose(
-        request.headers.get("Accept"),
-        request.headers.get("Accept-Encoding"),
-        refresh_timeout=settings.metrics_refresh_timeout,
-    )
-    headers = {
-        "Content-Type": exposition.content_type,
-        "Vary": "Accept, Accept-Encoding",
-        **_NO_STORE,
-    }
-    if exposition.content_encoding:
-        headers["Content-Encoding"] = exposition.content_encoding
-    return web.Response(body=exposition.body, headers=headers)
+        headers = {
+            "Content-Type": exposition.content_type,
+            "Vary": "Accept, Accept-Encoding",
+            **_NO_STORE,
+        }
+        if exposition.content_encoding:
+            headers["Content-Encoding"] = exposition.content_encoding
+        return web.Response(body=exposition.body, headers=headers)
 
-
-def _may_scrape(request: web.Request) -> bool:
-    settings = request.app[SERVICES].settings
-    basic = settings.metrics_basic_auth
-    if basic is None and not settings.read_tokens_required:
-        return True
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    scheme = scheme.lower()
-    if basic is not None and scheme == "basic":
-        return basic_auth_matches(credentials.strip(), basic)
-    if settings.read_tokens_required and scheme == "bearer" and credentials.strip():
-        return request.app[AUTH].caller_for_token(credentials.strip()) is not None
-    return False
+    def _may_scrape(self, request: web.Request) -> bool:
+        basic = self.basic_auth
+        if basic is None and not self.read_tokens_required:
+            return True
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        scheme = scheme.lower()
+        if basic is not None and scheme == "basic":
+            return basic_auth_matches(credentials.strip(), basic)
+        if self.read_tokens_required and scheme == "bearer" and credentials.strip():
+            return self.auth.caller_for_token(credentials.strip()) is not None
+        return False
 
 
 def basic_auth_matches(credentials: str, expected: tuple[str, str]) -> bool:
@@ -124,10 +155,7 @@ def basic_auth_matches(credentials: str, expected: tuple[str, str]) -> bool:
     return bool(sep) & user_ok & password_ok
 
 
-# --- /health* ---
-
-
-def _answer(report: health.HealthReport) -> web.Response:
+def _answer(report: HealthReport) -> web.Response:
     return web.Response(
         body=orjson.dumps(report.model_dump(mode="json")),
         status=report.http_status,
@@ -136,55 +164,52 @@ def _answer(report: health.HealthReport) -> web.Response:
     )
 
 
-async def handle_health(request: web.Request) -> web.StreamResponse:
-    return _answer(await health.report(request.app[SERVICES]))
+class Probes:
+    """``/health*``."""
 
+    def __init__(self, health: Health, auth: Authenticator, read_tokens_required: bool) -> None:
+        self._health = health
+        self._auth = auth
+        self._operators_only = read_tokens_required
 
-async def handle_live(request: web.Request) -> web.StreamResponse:
-    # Liveness: the process answers. Never a dependency: a database outage must not get
-    # every instance restarted.
-    return _answer(health.finish(request.app[SERVICES], "healthy", [], []))
+    async def health(self, request: web.Request) -> web.StreamResponse:
+        return _answer(await self._health.report())
 
+    async def live(self, request: web.Request) -> web.StreamResponse:
+        # Liveness: the process answers. Never a dependency: a database outage must not get
+        # every instance restarted.
+        return _answer(self._health.finish("healthy", [], []))
 
-async def handle_ready(request: web.Request) -> web.StreamResponse:
-    services = request.app[SERVICES]
-    if services.shutting_down:
-        return _answer(health.finish(services, "unhealthy", ["shutting down"], []))
-    return _answer(await health.report(services, ["database"]))
+    async def ready(self, request: web.Request) -> web.StreamResponse:
+        if self._health.shutting_down:
+            return _answer(self._health.finish("unhealthy", ["shutting down"], []))
+        return _answer(await self._health.report(["database"]))
 
+    async def db(self, request: web.Request) -> web.StreamResponse:
+        return _answer(await self._health.report(["database"], scoped=True))
 
-async def handle_db(request: web.Request) -> web.StreamResponse:
-    return _answer(await health.report(request.app[SERVICES], ["database"], scoped=True))
+    async def redis(self, request: web.Request) -> web.StreamResponse:
+        return _answer(await self._health.report(["redis"], scoped=True))
 
+    async def detailed(self, request: web.Request) -> web.StreamResponse:
+        if self._operators_only:
+            refusal = self._refuse_without_token(request)
+            if refusal is not None:
+                return refusal
+        report = await self._health.report(show_details=self._operators_only, with_process=True)
+        return _answer(report)
 
-async def handle_redis(request: web.Request) -> web.StreamResponse:
-    return _answer(await health.report(request.app[SERVICES], ["redis"], scoped=True))
-
-
-async def handle_detailed(request: web.Request) -> web.StreamResponse:
-    services = request.app[SERVICES]
-    operators_only = services.settings.read_tokens_required
-    if operators_only:
-        refusal = _refuse_without_token(request)
-        if refusal is not None:
-            return refusal
-    report = await health.report(services, show_details=operators_only, with_process=True)
-    return _answer(report)
-
-
-def _refuse_without_token(request: web.Request) -> web.Response | None:
-    header = request.headers.get("Authorization")
-    try:
-        caller = request.app[AUTH].caller_for_header(header)
-    except RpcError as exc:
-        message = exc.message
-    else:
-        if caller.authenticated:
-            return None
-        message = "this endpoint needs an operator's Bearer token"
-    return web.Response(
-        body=orjson.dumps({"error": {"code": "UNAUTHORIZED", "message": message}}),
-        status=401,
-        content_type="application/json",
-        headers={"WWW-Authenticate": 'Bearer realm="infrawatch"', **_NO_STORE},
-    )
+    def _refuse_without_token(self, request: web.Request) -> web.Response | None:
+        try:
+            caller = self._auth.caller_for_header(request.headers.get("Authorization"))
+        except RpcError as exc:
+            refusal = exc
+        else:
+            if caller.authenticated:
+                return None
+            refusal = RpcError(
+                ErrorCode.UNAUTHORIZED, "this endpoint needs an operator's Bearer token"
+            )
+        return error_response(
+            refusal, headers={"WWW-Authenticate": 'Bearer realm="infrawatch"', **_NO_STORE}
+        )

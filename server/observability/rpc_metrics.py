@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from server.errors import ErrorCode
 from server.observability.metrics import LATENCY_BUCKETS, Metrics, family_name
-from server.rpc.errors import ErrorCode
-from server.rpc.router import Protocol
+from server.rpc.router import Transport
 
 OK = "OK"
 CALLS = family_name("rpc_calls_total", "counter")
@@ -34,13 +34,14 @@ ERRORS = family_name("rpc_errors_total", "counter")
 class RpcMetrics:
     def __init__(self, metrics: Metrics, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self._bounds = buckets
-        self._les = [floatToGoString(b) for b in buckets] + ["+Inf"]
+        # prometheus-client leaves floatToGoString untyped; it returns the label text.
+        self._les: list[str] = [floatToGoString(b) for b in buckets] + ["+Inf"]  # type: ignore[no-untyped-call]
         # key -> [seconds summed, count in bucket 0, ..., count above the last bound]
-        self._table: dict[tuple[str, Protocol, ErrorCode | None], list[float]] = {}
+        self._table: dict[tuple[str, Transport, ErrorCode | None], list[float]] = {}
         metrics.add_collector(self)
 
     def observe(
-        self, procedure: str, protocol: Protocol, code: ErrorCode | None, seconds: float
+        self, procedure: str, protocol: Transport, code: ErrorCode | None, seconds: float
     ) -> None:
         key = (procedure, protocol, code)
         row = self._table.get(key)
@@ -50,14 +51,18 @@ class RpcMetrics:
         row[bisect_left(self._bounds, seconds) + 1] += 1
 
     def describe(self) -> list[Metric]:
-        return [
+        return list(self._families())
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, HistogramMetricFamily, CounterMetricFamily]:
+        return (
             CounterMetricFamily(CALLS, _CALLS_HELP, labels=("procedure", "protocol", "code")),
             HistogramMetricFamily(DURATION, _DURATION_HELP, labels=("procedure", "protocol")),
             CounterMetricFamily(ERRORS, _ERRORS_HELP, labels=("procedure", "protocol", "code")),
-        ]
+        )
 
     def collect(self) -> Iterator[Metric]:
-        calls, duration, errors = self.describe()
+        calls, duration, errors = self._families()
         # A histogram child is per (procedure, protocol): the codes' buckets add up.
         merged: dict[tuple[str, str], list[float]] = {}
         for (procedure, protocol, code), row in list(self._table.items()):

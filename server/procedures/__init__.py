@@ -1,19 +1,41 @@
-"""The procedure catalogue: every procedure the service offers, registered in one place."""
+"""The procedure catalogue: every procedure the service offers, registered in one place, each
+built over the resources it uses."""
 
 from __future__ import annotations
 
+from server.alerts.book import AlertBook
+from server.cache.cache import Cache
+from server.collectors.partitions import PartitionWatch
+from server.collectors.redis_queues import QueueCollector
+from server.config import Settings
+from server.datastores.postgres import PostgresCluster
+from server.datastores.redis import RedisClient
+from server.datastores.redis_gate import RedisGate
+from server.observability.health import Health
 from server.procedures import alerts, breakers, cache, database, health, keys, queues, unified
+from server.resilience.registry import BreakerRegistry
 from server.rpc.router import Procedure
 
 
-def catalogue() -> list[Procedure]:
+def catalogue(
+    settings: Settings,
+    *,
+    health_checks: Health,
+    breaker_registry: BreakerRegistry,
+    procedure_cache: Cache,
+    redis: RedisClient | None,
+    queue_collector: QueueCollector,
+    postgres: PostgresCluster | None,
+    partitions: PartitionWatch | None,
+    book: AlertBook,
+) -> list[Procedure]:
     return [
-        *health.PROCEDURES,
-        *breakers.PROCEDURES,
-        *cache.PROCEDURES,
-        *queues.PROCEDURES,
-        *keys.PROCEDURES,
-        *database.PROCEDURES,
-        *alerts.PROCEDURES,
-        *unified.PROCEDURES,
+        *health.procedures(health_checks, read_tokens_required=settings.read_tokens_required),
+        *breakers.procedures(breaker_registry),
+        *cache.procedures(procedure_cache, redis),
+        *queues.procedures(queue_collector),
+        *keys.procedures(RedisGate(redis)),
+        *database.procedures(postgres, partitions, settings),
+        *alerts.procedures(book),
+        *unified.procedures(book, settings.section_timeout),
     ]

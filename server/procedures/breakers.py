@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from server.errors import ErrorCode
 from server.resilience.breaker import Breaker
 from server.resilience.models import (
     BreakerName,
@@ -15,36 +16,67 @@ from server.resilience.models import (
     BreakerStatusList,
     SetBreakerState,
 )
-from server.rpc.errors import ErrorCode
+from server.resilience.registry import BreakerRegistry
 from server.rpc.router import Context, NoInput, Procedure, mutation, query
 
 log = logging.getLogger(__name__)
 
 
-async def circuit_breaker_status(ctx: Context, _: NoInput) -> BreakerStatusList:
-    return BreakerStatusList(breakers=[b.snapshot() for b in ctx.services.breakers.all()])
+def procedures(breakers: BreakerRegistry) -> list[Procedure]:
+    """The breaker procedures over one app's registry."""
 
+    async def circuit_breaker_status(ctx: Context, _: NoInput) -> BreakerStatusList:
+        return BreakerStatusList(breakers=[b.snapshot() for b in breakers.all()])
 
-async def reset_circuit_breaker(ctx: Context, inp: BreakerName) -> BreakerStatus:
-    breaker = ctx.services.breakers.find(inp.name)
-    who = ctx.caller.name
-    log.warning("circuit breaker %s: reset by %s (was %s)", breaker.name, who, breaker.state.value)
-    breaker.reset(f"reset by operator {who}")
-    return breaker.snapshot()
+    async def reset_circuit_breaker(ctx: Context, inp: BreakerName) -> BreakerStatus:
+        breaker = breakers.find(inp.name)
+        who = ctx.caller.name
+        log.warning(
+            "circuit breaker %s: reset by %s (was %s)", breaker.name, who, breaker.state.value
+        )
+        breaker.reset(f"reset by operator {who}")
+        return breaker.snapshot()
 
+    async def set_circuit_breaker_state(ctx: Context, inp: SetBreakerState) -> BreakerStatus:
+        breaker = breakers.find(inp.name)
+        who = ctx.caller.name
+        log.warning(
+            "circuit breaker %s: set to %s by %s (was %s)",
+            breaker.name,
+            inp.state,
+            who,
+            breaker.state.value,
+        )
+        _apply(breaker, inp.state, f"set to {inp.state} by operator {who}")
+        return breaker.snapshot()
 
-async def set_circuit_breaker_state(ctx: Context, inp: SetBreakerState) -> BreakerStatus:
-    breaker = ctx.services.breakers.find(inp.name)
-    who = ctx.caller.name
-    log.warning(
-        "circuit breaker %s: set to %s by %s (was %s)",
-        breaker.name,
-        inp.state,
-        who,
-        breaker.state.value,
-    )
-    _apply(breaker, inp.state, f"set to {inp.state} by operator {who}")
-    return breaker.snapshot()
+    return [
+        query(
+            "monitoring.circuitBreakerStatus",
+            circuit_breaker_status,
+            output=BreakerStatusList,
+            summary="Every circuit breaker: state, rolling counts, error rate, latency, last "
+            "failure, when it reopens, and cumulative totals.",
+        ),
+        mutation(
+            "monitoring.resetCircuitBreaker",
+            reset_circuit_breaker,
+            input=BreakerName,
+            output=BreakerStatus,
+            summary="Close one breaker by name and clear its rolling window.",
+            errors=(ErrorCode.NOT_FOUND,),
+            positional=("name",),
+        ),
+        mutation(
+            "monitoring.setCircuitBreakerState",
+            set_circuit_breaker_state,
+            input=SetBreakerState,
+            output=BreakerStatus,
+            summary="Force one breaker open, disable it (calls pass, statistics kept) or close it.",
+            errors=(ErrorCode.NOT_FOUND,),
+            positional=("name", "state"),
+        ),
+    ]
 
 
 def _apply(breaker: Breaker, state: str, reason: str) -> None:
@@ -54,32 +86,3 @@ def _apply(breaker: Breaker, state: str, reason: str) -> None:
         breaker.disable(reason)
     else:
         breaker.reset(reason)
-
-
-PROCEDURES: list[Procedure] = [
-    query(
-        "monitoring.circuitBreakerStatus",
-        circuit_breaker_status,
-        output=BreakerStatusList,
-        summary="Every circuit breaker: state, rolling counts, error rate, latency, last "
-        "failure, when it reopens, and cumulative totals.",
-    ),
-    mutation(
-        "monitoring.resetCircuitBreaker",
-        reset_circuit_breaker,
-        input=BreakerName,
-        output=BreakerStatus,
-        summary="Close one breaker by name and clear its rolling window.",
-        errors=(ErrorCode.NOT_FOUND,),
-        positional=("name",),
-    ),
-    mutation(
-        "monitoring.setCircuitBreakerState",
-        set_circuit_breaker_state,
-        input=SetBreakerState,
-        output=BreakerStatus,
-        summary="Force one breaker open, disable it (calls pass, statistics kept) or close it.",
-        errors=(ErrorCode.NOT_FOUND,),
-        positional=("name", "state"),
-    ),
-]

@@ -1,6 +1,6 @@
 """The PostgreSQL procedures: pools, query statistics, partition migration, replicas, info.
 
-Thin: each reads ``ctx.services`` and hands over to a collector. Without ``DATABASE_URL`` every
+Thin: each hands over to a collector. Without ``DATABASE_URL`` every
 one of them answers SERVICE_UNAVAILABLE ("no database configured"), never a 500.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.cache.policy import CachePolicy
 from server.collectors.database import DatabaseInfo, database_info
 from server.collectors.partitions import (
     PartitionMetricsReport,
@@ -24,9 +25,10 @@ from server.collectors.replicas import (
     replica_lag,
     replica_stats,
 )
+from server.config import Settings
 from server.datastores.postgres import PostgresCluster
-from server.rpc.errors import ErrorCode, Unavailable
-from server.rpc.router import CachePolicy, Context, NoInput, Procedure, query
+from server.errors import ErrorCode, Unavailable
+from server.rpc.router import Context, NoInput, Procedure, query
 
 _UNAVAILABLE = (ErrorCode.SERVICE_UNAVAILABLE,)
 
@@ -60,123 +62,117 @@ class PartitionTableStatsInput(BaseModel):
     )
 
 
-def _cluster(ctx: Context) -> PostgresCluster:
-    cluster = ctx.services.postgres
-    if cluster is None:
-        raise Unavailable("no database configured: DATABASE_URL is not set")
-    return cluster
+def procedures(
+    postgres: PostgresCluster | None,
+    partitions: PartitionWatch | None,
+    settings: Settings,
+) -> list[Procedure]:
+    """The database procedures over one app's cluster (``None``: no ``DATABASE_URL``)."""
 
+    def cluster() -> PostgresCluster:
+        if postgres is None:
+            raise Unavailable("no database configured: DATABASE_URL is not set")
+        return postgres
 
-def _partitions(ctx: Context) -> PartitionWatch:
-    _cluster(ctx)
-    watch = ctx.services.partitions
-    if watch is None:
-        raise Unavailable("no database configured: DATABASE_URL is not set")
-    return watch
+    def watch() -> PartitionWatch:
+        if partitions is None:
+            raise Unavailable("no database configured: DATABASE_URL is not set")
+        return partitions
 
+    async def connection_pool_stats_proc(ctx: Context, _: NoInput) -> ConnectionPoolStats:
+        return await connection_pool_stats(cluster())
 
-async def connection_pool_stats_proc(ctx: Context, _: NoInput) -> ConnectionPoolStats:
-    return await connection_pool_stats(_cluster(ctx))
+    async def query_stats_proc(ctx: Context, inp: QueryStatsInput) -> QueryStatsReport:
+        return query_stats_report(cluster().stats, inp.limit)
 
+    async def partition_metrics_proc(ctx: Context, _: NoInput) -> PartitionMetricsReport:
+        return await watch().metrics()
 
-async def query_stats_proc(ctx: Context, inp: QueryStatsInput) -> QueryStatsReport:
-    return query_stats_report(_cluster(ctx).stats, inp.limit)
+    async def partition_table_stats_proc(
+        ctx: Context, inp: PartitionTableStatsInput
+    ) -> PartitionTableStatsReport:
+        return await watch().table_stats(inp.pair)
 
+    async def replica_health_proc(ctx: Context, _: NoInput) -> ReplicaHealthReport:
+        return replica_health(cluster(), settings.replica_health_interval)
 
-async def partition_metrics_proc(ctx: Context, _: NoInput) -> PartitionMetricsReport:
-    return await _partitions(ctx).metrics()
+    async def replica_lag_proc(ctx: Context, _: NoInput) -> ReplicaLagReport:
+        return await replica_lag(cluster())
 
+    async def replica_stats_proc(ctx: Context, _: NoInput) -> ReplicaStatsReport:
+        return await replica_stats(cluster())
 
-async def partition_table_stats_proc(
-    ctx: Context, inp: PartitionTableStatsInput
-) -> PartitionTableStatsReport:
-    return await _partitions(ctx).table_stats(inp.pair)
+    async def database_info_proc(ctx: Context, _: NoInput) -> DatabaseInfo:
+        return await database_info(cluster(), settings)
 
-
-async def replica_health_proc(ctx: Context, _: NoInput) -> ReplicaHealthReport:
-    return replica_health(_cluster(ctx), ctx.services.settings.replica_health_interval)
-
-
-async def replica_lag_proc(ctx: Context, _: NoInput) -> ReplicaLagReport:
-    return await replica_lag(_cluster(ctx))
-
-
-async def replica_stats_proc(ctx: Context, _: NoInput) -> ReplicaStatsReport:
-    return await replica_stats(_cluster(ctx))
-
-
-async def database_info_proc(ctx: Context, _: NoInput) -> DatabaseInfo:
-    return await database_info(_cluster(ctx), ctx.services.settings)
-
-
-PROCEDURES: list[Procedure] = [
-    query(
-        "monitoring.connectionPoolStats",
-        connection_pool_stats_proc,
-        output=ConnectionPoolStats,
-        summary="Per node: pool size, idle, in use, callers waiting, utilization, acquire "
-        "latency, and the server's pg_stat_activity against max_connections; PgBouncer's "
-        "SHOW POOLS, STATS, DATABASES and LISTS.",
-        errors=_UNAVAILABLE,
-    ),
-    query(
-        "monitoring.queryStats",
-        query_stats_proc,
-        input=QueryStatsInput,
-        output=QueryStatsReport,
-        summary="p50/p95/p99 execution time and queries per second over a rolling window, "
-        "and the slowest normalised statements above SLOW_QUERY_MS.",
-        errors=_UNAVAILABLE,
-        positional=("limit",),
-    ),
-    query(
-        "monitoring.partitionMetrics",
-        partition_metrics_proc,
-        output=PartitionMetricsReport,
-        summary="Per PARTITION_PAIRS entry: row counts, delta, partitions and bounds, "
-        "dual-write triggers, writes within PARTITION_WRITES_WINDOW, and the switchover verdict "
-        "with each check.",
-        errors=_UNAVAILABLE,
-        cache=PARTITION_METRICS_CACHE,
-    ),
-    query(
-        "monitoring.partitionTableStats",
-        partition_table_stats_proc,
-        input=PartitionTableStatsInput,
-        output=PartitionTableStatsReport,
-        summary="Per partition of each partitioned table: bounds, rows and size.",
-        errors=(*_UNAVAILABLE, ErrorCode.NOT_FOUND),
-        cache=PARTITION_TABLE_STATS_CACHE,
-        positional=("pair",),
-    ),
-    query(
-        "database.replicaHealth",
-        replica_health_proc,
-        output=ReplicaHealthReport,
-        summary="Each replica: healthy, in the read rotation, last check and why it failed.",
-        errors=_UNAVAILABLE,
-    ),
-    query(
-        "database.replicaLag",
-        replica_lag_proc,
-        output=ReplicaLagReport,
-        summary="Each replica's lag behind the primary in bytes and seconds, measured now.",
-        errors=_UNAVAILABLE,
-    ),
-    query(
-        "database.replicaStats",
-        replica_stats_proc,
-        output=ReplicaStatsReport,
-        summary="Reads routed per node, failovers to the primary, and each replica's pool.",
-        errors=_UNAVAILABLE,
-    ),
-    query(
-        "database.info",
-        database_info_proc,
-        output=DatabaseInfo,
-        summary="Each server's version, role, max_connections and uptime; PgBouncer's "
-        "version; the database settings infrawatch runs with.",
-        errors=_UNAVAILABLE,
-        cache=DATABASE_INFO_CACHE,
-    ),
-]
+    return [
+        query(
+            "monitoring.connectionPoolStats",
+            connection_pool_stats_proc,
+            output=ConnectionPoolStats,
+            summary="Per node: pool size, idle, in use, callers waiting, utilization, acquire "
+            "latency, and the server's pg_stat_activity against max_connections; PgBouncer's "
+            "SHOW POOLS, STATS, DATABASES and LISTS.",
+            errors=_UNAVAILABLE,
+        ),
+        query(
+            "monitoring.queryStats",
+            query_stats_proc,
+            input=QueryStatsInput,
+            output=QueryStatsReport,
+            summary="p50/p95/p99 execution time and queries per second over a rolling window, "
+            "and the slowest normalised statements above SLOW_QUERY_MS.",
+            errors=_UNAVAILABLE,
+            positional=("limit",),
+        ),
+        query(
+            "monitoring.partitionMetrics",
+            partition_metrics_proc,
+            output=PartitionMetricsReport,
+            summary="Per PARTITION_PAIRS entry: row counts, delta, partitions and bounds, "
+            "dual-write triggers, writes within PARTITION_WRITES_WINDOW, and the switchover "
+            "verdict with each check.",
+            errors=_UNAVAILABLE,
+            options=(PARTITION_METRICS_CACHE,),
+        ),
+        query(
+            "monitoring.partitionTableStats",
+            partition_table_stats_proc,
+            input=PartitionTableStatsInput,
+            output=PartitionTableStatsReport,
+            summary="Per partition of each partitioned table: bounds, rows and size.",
+            errors=(*_UNAVAILABLE, ErrorCode.NOT_FOUND),
+            options=(PARTITION_TABLE_STATS_CACHE,),
+            positional=("pair",),
+        ),
+        query(
+            "database.replicaHealth",
+            replica_health_proc,
+            output=ReplicaHealthReport,
+            summary="Each replica: healthy, in the read rotation, last check and why it failed.",
+            errors=_UNAVAILABLE,
+        ),
+        query(
+            "database.replicaLag",
+            replica_lag_proc,
+            output=ReplicaLagReport,
+            summary="Each replica's lag behind the primary in bytes and seconds, measured now.",
+            errors=_UNAVAILABLE,
+        ),
+        query(
+            "database.replicaStats",
+            replica_stats_proc,
+            output=ReplicaStatsReport,
+            summary="Reads routed per node, failovers to the primary, and each replica's pool.",
+            errors=_UNAVAILABLE,
+        ),
+        query(
+            "database.info",
+            database_info_proc,
+            output=DatabaseInfo,
+            summary="Each server's version, role, max_connections and uptime; PgBouncer's "
+            "version; the database settings infrawatch runs with.",
+            errors=_UNAVAILABLE,
+            options=(DATABASE_INFO_CACHE,),
+        ),
+    ]

@@ -6,24 +6,24 @@ configured but unreachable (or its ``redis-cache`` breaker open) is SERVICE_UNAV
 
 from __future__ import annotations
 
-from server.collectors.redis_gate import RedisGate
 from server.collectors.redis_keys import KeyStats, KeyStatsInput, key_stats
-from server.rpc.errors import ErrorCode
+from server.datastores.redis_gate import RedisGate
+from server.errors import ErrorCode
 from server.rpc.router import Context, Procedure, query
 
 
-async def cache_key_stats(ctx: Context, inp: KeyStatsInput) -> KeyStats:
-    return await key_stats(RedisGate(ctx.services), inp)
+def procedures(redis: RedisGate) -> list[Procedure]:
+    async def cache_key_stats(ctx: Context, inp: KeyStatsInput) -> KeyStats:
+        return await key_stats(redis, inp)
 
-
-PROCEDURES: list[Procedure] = [
-    query(
-        "monitoring.cacheKeyStats",
-        cache_key_stats,
-        input=KeyStatsInput,
-        output=KeyStats,
-        summary="Key counts per namespace (SCAN sample, never KEYS): sampled and estimated "
-        "counts, share with an expiry, sampled MEMORY USAGE.",
-        errors=(ErrorCode.BAD_REQUEST, ErrorCode.SERVICE_UNAVAILABLE),
-    ),
-]
+    return [
+        query(
+            "monitoring.cacheKeyStats",
+            cache_key_stats,
+            input=KeyStatsInput,
+            output=KeyStats,
+            summary="Key counts per namespace (SCAN sample, never KEYS): sampled and estimated "
+            "counts, share with an expiry, sampled MEMORY USAGE.",
+            errors=(ErrorCode.BAD_REQUEST, ErrorCode.SERVICE_UNAVAILABLE),
+        ),
+    ]

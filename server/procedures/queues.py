@@ -8,25 +8,22 @@ breaker open) is SERVICE_UNAVAILABLE.
 from __future__ import annotations
 
 from server.collectors.redis_queues import QueueCollector, QueueStats, QueueStatsInput
-from server.rpc.errors import ErrorCode
+from server.errors import ErrorCode
 from server.rpc.router import Context, Procedure, query
 
 
-async def queue_stats(ctx: Context, inp: QueueStatsInput) -> QueueStats:
-    # create_app gives every app its collector; a bare Services (router-level use) gets a
-    # one-off one that keeps no discovery between calls.
-    collector = ctx.services.queues or QueueCollector(ctx.services)
-    return await collector.stats(rediscover=inp.rediscover)
+def procedures(queues: QueueCollector) -> list[Procedure]:
+    async def queue_stats(ctx: Context, inp: QueueStatsInput) -> QueueStats:
+        return await queues.stats(rediscover=inp.rediscover)
 
-
-PROCEDURES: list[Procedure] = [
-    query(
-        "monitoring.queueStats",
-        queue_stats,
-        input=QueueStatsInput,
-        output=QueueStats,
-        summary="Depth and per-state job counts of BullMQ, RQ and Celery queues in Redis, "
-        "named in QUEUE_NAMES or discovered by SCAN.",
-        errors=(ErrorCode.SERVICE_UNAVAILABLE,),
-    ),
-]
+    return [
+        query(
+            "monitoring.queueStats",
+            queue_stats,
+            input=QueueStatsInput,
+            output=QueueStats,
+            summary="Depth and per-state job counts of BullMQ, RQ and Celery queues in Redis, "
+            "named in QUEUE_NAMES or discovered by SCAN.",
+            errors=(ErrorCode.SERVICE_UNAVAILABLE,),
+        ),
+    ]

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from server.alerts.book import AlertBook
 from server.alerts.models import Alert, AlertQuery, Source, StoreStatus, rank
-from server.rpc.errors import Unavailable
 from server.rpc.reading import Reading, SectionError, read_all
 from server.rpc.router import Context, NoInput, Procedure, query
 
@@ -72,35 +72,44 @@ class UnifiedMetrics(BaseModel):
     reasons: list[str]
     checked_at: datetime
     sections: dict[str, Section] = Field(description="by procedure path")
-    alerts: AlertSummary | None = Field(description="null until alerting has started")
+    alerts: AlertSummary
 
 
-async def unified_metrics(ctx: Context, _: NoInput) -> UnifiedMetrics:
-    services = ctx.services
-    router = services.router
-    if router is None:
-        raise Unavailable("the router is not attached to this service")
-    readings, alerts = await asyncio.gather(
-        read_all(router, SECTIONS, ctx, services.settings.section_timeout), _alerts(ctx)
-    )
-    sections = {
-        path: _section(reading) for path, reading in readings.items() if reading.outcome != "absent"
-    }
-    firing = [r.model() for r in services.alerts.firing()] if services.alerts else []
-    status, reasons = _overall(sections, firing)
-    return UnifiedMetrics(
-        status=status,
-        reasons=reasons,
-        checked_at=datetime.now(UTC),
-        sections=sections,
-        alerts=alerts,
-    )
+def procedures(book: AlertBook, section_timeout: float) -> list[Procedure]:
+    """``monitoring.unifiedMetrics`` over the procedures of the router that runs it."""
+
+    async def unified_metrics(ctx: Context, _: NoInput) -> UnifiedMetrics:
+        assert ctx.router is not None  # set by the router that runs this call
+        readings, alerts = await asyncio.gather(
+            read_all(ctx.router, SECTIONS, ctx, section_timeout), _alerts(book)
+        )
+        sections = {
+            path: _section(reading)
+            for path, reading in readings.items()
+            if reading.outcome != "absent"
+        }
+        status, reasons = _overall(sections, [r.model() for r in book.firing()])
+        return UnifiedMetrics(
+            status=status,
+            reasons=reasons,
+            checked_at=datetime.now(UTC),
+            sections=sections,
+            alerts=alerts,
+        )
+
+    return [
+        query(
+            "monitoring.unifiedMetrics",
+            unified_metrics,
+            output=UnifiedMetrics,
+            summary="Overall status (healthy, degraded, unhealthy) with its reasons, every "
+            "monitoring section (each procedure's output or its error), alert counts by level "
+            "and the most recent alerts.",
+        )
+    ]
 
 
-async def _alerts(ctx: Context) -> AlertSummary | None:
-    book = ctx.services.alerts
-    if book is None:
-        return None
+async def _alerts(book: AlertBook) -> AlertSummary:
     page = await book.page(AlertQuery(limit=RECENT_ALERTS))
     firing = book.firing()
     counts = book.firing_counts()
@@ -150,15 +159,3 @@ def _overall(sections: dict[str, Section], firing: list[Alert]) -> tuple[Status,
         if len(firing) > len(named):
             reasons.append(f"{len(firing) - len(named)} more alerts firing")
     return status, reasons
-
-
-PROCEDURES: list[Procedure] = [
-    query(
-        "monitoring.unifiedMetrics",
-        unified_metrics,
-        output=UnifiedMetrics,
-        summary="Overall status (healthy, degraded, unhealthy) with its reasons, every "
-        "monitoring section (each procedure's output or its error), alert counts by level "
-        "and the most recent alerts.",
-    ),
-]

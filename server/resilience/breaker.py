@@ -27,14 +27,10 @@ Also ours: the call timeout, the error-rate rule over a rolling window, the oper
 
 The call timeout
 ----------------
-``asyncio.timeout`` costs 4.4-5 µs per call on Python 3.11 (a ``Timeout`` object, two coroutines
-for ``__aenter__``/``__aexit__``, a ``TimerHandle`` pushed on and cancelled from the loop's
-heap) against a budget of 5 µs for the whole breaker (``bench/bench_breaker.py`` prints both).
-Every call of one breaker has the same timeout, so deadlines expire in the order calls start:
-``_Deadlines`` keeps the in-flight calls oldest first under a single timer and follows
-``asyncio.timeout``'s cancellation protocol: ``Task.cancel()`` at the deadline, ``uncancel()``
-on the way out, and ``TimeoutError`` (here ``CallTimeout``) only when no other cancellation is
-pending, so an outer ``asyncio.timeout`` or task cancellation still wins.
+Every call of one breaker has the same timeout, so one timer serves them all:
+``server.deadlines.Deadlines`` (shared with the router's call deadline) costs a dict insert and
+pop per call, against 4.4-5 µs for ``asyncio.timeout`` and a budget of 5 µs for the whole
+breaker (``bench/bench_breaker.py`` prints both). A call that overruns raises ``CallTimeout``.
 """
 
 from __future__ import annotations
@@ -50,6 +46,8 @@ from typing import TYPE_CHECKING, NoReturn, ParamSpec, TypeAlias, TypeVar
 from aiobreaker import CircuitBreaker, CircuitBreakerState
 from aiobreaker.storage.memory import CircuitMemoryStorage
 
+from server.deadlines import Deadlines, uncancel
+from server.errors import CallTimeout, CircuitOpen, RpcError, Unavailable
 from server.resilience.models import (
     BreakerPolicy,
     BreakerState,
@@ -57,7 +55,6 @@ from server.resilience.models import (
     LastFailure,
 )
 from server.resilience.stats import RollingWindow, Totals
-from server.rpc.errors import RpcError, Unavailable
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -81,43 +78,6 @@ monotonic = time.monotonic
 
 # An exception type, or a predicate, naming errors that do not count as failures.
 ErrorFilter: TypeAlias = "type[BaseException] | Callable[[BaseException], bool]"
-
-
-class CircuitOpen(Unavailable):
-    """Rejected at once: the breaker is open, forced open, or busy with its half-open trial."""
-
-    def __init__(self, name: str, state: BreakerState, reopens_at: datetime | None) -> None:
-        if state is BreakerState.FORCED_OPEN:
-            why = "is forced open by an operator"
-        elif state is BreakerState.HALF_OPEN:
-            why = "is half-open and its one trial call is in flight"
-        elif reopens_at is not None:
-            why = f"is open until {reopens_at.isoformat(timespec='milliseconds')}"
-        else:
-            why = "is open"
-        super().__init__(
-            f"circuit breaker {name!r} {why}",
-            details={
-                "breaker": name,
-                "state": state.value,
-                "reopens_at": reopens_at.isoformat() if reopens_at else None,
-            },
-        )
-        self.breaker = name
-        self.state = state
-        self.reopens_at = reopens_at
-
-
-class CallTimeout(Unavailable):
-    """The call did not finish within the breaker's call timeout (it counts as a failure)."""
-
-    def __init__(self, name: str, timeout: float) -> None:
-        super().__init__(
-            f"call through circuit breaker {name!r} exceeded its {timeout:g}s timeout",
-            details={"breaker": name, "timeout": timeout},
-        )
-        self.breaker = name
-        self.timeout = timeout
 
 
 def is_client_error(exc: BaseException) -> bool:
@@ -196,7 +156,7 @@ class Breaker:
             name=name,
         )
         self._window = RollingWindow(config.window_seconds, config.buckets, config.reservoir)
-        self._deadlines = _Deadlines(config.call_timeout) if config.call_timeout else None
+        self._deadlines = Deadlines(config.call_timeout) if config.call_timeout else None
         self.totals = Totals()
         self.last_failure: LastFailure | None = None
         self._override: BreakerState | None = None  # FORCED_OPEN or DISABLED, set by operators
@@ -232,7 +192,7 @@ class Breaker:
             self._errored(exc, start, trial)
             raise
         if deadlines is not None and deadlines.leave(token):
-            _uncancel()  # fn swallowed our cancellation and returned: undo it, as asyncio does
+            uncancel()  # fn swallowed our cancellation and returned: undo it, as asyncio does
         now = monotonic()
         self._window.success(now, now - start)
         self.totals.successes += 1
@@ -244,11 +204,6 @@ class Breaker:
     def is_failure(self, exc: BaseException) -> bool:
         """Does this error count against the dependency (not a client error, not ignored)?"""
         return isinstance(exc, Exception) and self._machine.is_system_error(exc)
-
-    def record_fallback(self) -> None:
-        """Count a fallback served in place of this breaker's call (see ``call_with_fallback``)."""
-        self._window.fallback(monotonic())
-        self.totals.fallbacks += 1
 
     def _admit(self) -> int:
         """Admit a call when not plainly closed; returns the trial token, or 0 for no trial."""
@@ -273,7 +228,7 @@ class Breaker:
 
     def _deadline_passed(self, exc: BaseException, start: float, trial: int) -> None:
         """Our deadline cancelled the call: ``CallTimeout``, unless someone else cancelled too."""
-        if _uncancel() == 0 and isinstance(exc, asyncio.CancelledError):
+        if uncancel() == 0 and isinstance(exc, asyncio.CancelledError):
             assert self.config.call_timeout is not None
             err = CallTimeout(self.name, self.config.call_timeout)
             now = monotonic()
@@ -435,63 +390,3 @@ class Breaker:
                 call_timeout=cfg.call_timeout,
             ),
         )
-
-
-def _uncancel() -> int:
-    task = asyncio.current_task()
-    return task.uncancel() if task is not None else 0
-
-
-class _Deadlines:
-    """The in-flight calls of one breaker, oldest first, under one timer (see module docstring).
-
-    ``enter`` registers a call, ``leave`` forgets it and says whether the deadline had passed
-    and cancelled its task. The timer fires at the oldest call's deadline, cancels every call
-    past its own and re-arms for the next; calls that finish first cost one dict insert and pop.
-    A breaker serves one event loop at a time; meeting a new loop drops the old loop's timer.
-    """
-
-    __slots__ = ("_calls", "_loop", "_seq", "_timer", "timeout")
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._calls: dict[int, tuple[asyncio.Task[object], float]] = {}
-        self._seq = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def enter(self, start: float) -> int:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task(loop)
-        if task is None:
-            raise RuntimeError("a breaker call with a timeout must run inside a task")
-        if loop is not self._loop:
-            self._bind(loop)  # a new loop (tests, a second app): the old timer is gone with it
-        self._seq = token = self._seq + 1
-        self._calls[token] = (task, start + self.timeout)
-        if self._timer is None:
-            self._timer = loop.call_later(self.timeout, self._fire)
-        return token
-
-    def leave(self, token: int) -> bool:
-        """Forget a finished call; True if its deadline passed (the timer dropped it)."""
-        return self._calls.pop(token, None) is None
-
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._calls.clear()
-        self._timer = None
-
-    def _fire(self) -> None:
-        self._timer = None
-        now = monotonic()
-        calls = self._calls
-        while calls:
-            token = next(iter(calls))
-            task, deadline = calls[token]
-            if deadline > now:
-                assert self._loop is not None
-                self._timer = self._loop.call_later(deadline - now, self._fire)
-                return
-            del calls[token]
-            task.cancel()

@@ -32,7 +32,6 @@ class WindowStats(BaseModel):
     failures: int = Field(description="failed calls, timeouts not included")
     timeouts: int
     rejections: int
-    fallbacks: int
     error_rate: float | None = Field(
         description="(failures + timeouts) / calls in percent; null without calls"
     )
@@ -59,7 +58,6 @@ class BreakerTotals(BaseModel):
     timeouts: int
     ignored: int = Field(description="calls that raised an error not counted as a failure")
     rejections: int
-    fallbacks: int
     transitions: int
 
 

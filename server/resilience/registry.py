@@ -10,8 +10,8 @@ import dataclasses
 from typing import Any
 
 from server.config import Settings
+from server.errors import ErrorCode, RpcError
 from server.resilience.breaker import Breaker, BreakerConfig, Listener
-from server.rpc.errors import ErrorCode, RpcError
 
 
 class BreakerRegistry:

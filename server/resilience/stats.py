@@ -18,7 +18,6 @@ class Bucket:
     __slots__ = (
         "epoch",
         "failures",
-        "fallbacks",
         "latencies",
         "latency_sum",
         "rejections",
@@ -34,7 +33,7 @@ class Bucket:
     def reset(self, epoch: int) -> None:
         self.epoch = epoch
         self.successes = self.failures = self.timeouts = 0
-        self.rejections = self.fallbacks = 0
+        self.rejections = 0
         self.samples = 0
         self.latency_sum = 0.0
         self.latencies.clear()  # reuse the list: no allocation when a bucket turns over
@@ -46,7 +45,6 @@ class Counts:
     failures: int = 0
     timeouts: int = 0
     rejections: int = 0
-    fallbacks: int = 0
 
     @property
     def calls(self) -> int:
@@ -108,9 +106,6 @@ class RollingWindow:
     def rejection(self, now: float) -> None:
         self._bucket(now).rejections += 1
 
-    def fallback(self, now: float) -> None:
-        self._bucket(now).fallbacks += 1
-
     def clear(self) -> None:
         for bucket in self._buckets:
             bucket.reset(-1)
@@ -127,7 +122,6 @@ class RollingWindow:
             failures=sum(b.failures for b in live),
             timeouts=sum(b.timeouts for b in live),
             rejections=sum(b.rejections for b in live),
-            fallbacks=sum(b.fallbacks for b in live),
         )
 
     def window_stats(self, now: float) -> WindowStats:
@@ -140,7 +134,6 @@ class RollingWindow:
             failures=c.failures,
             timeouts=c.timeouts,
             rejections=c.rejections,
-            fallbacks=c.fallbacks,
             error_rate=None if rate is None else round(rate, 2),
         )
 
@@ -179,7 +172,6 @@ class Totals:
     timeouts: int = 0
     ignored: int = 0
     rejections: int = 0
-    fallbacks: int = 0
     transitions: int = 0
 
     @property
@@ -195,6 +187,5 @@ class Totals:
             timeouts=self.timeouts,
             ignored=self.ignored,
             rejections=self.rejections,
-            fallbacks=self.fallbacks,
             transitions=self.transitions,
         )

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 import server
-from server.rpc.errors import CODES, ErrorCode
+from server.errors import CODES, ErrorCode
 from server.rpc.router import Context, NoInput, Procedure, query
 
 _REF_PREFIX = "#/components/schemas/"

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from server.rpc.errors import ErrorCode, ProcedureNotFound, RpcError
+from server.errors import ErrorCode, ProcedureNotFound, RpcError
 from server.rpc.router import Context, Router
 
 Outcome = Literal["ok", "absent", "unavailable", "error", "timeout"]
@@ -44,15 +44,15 @@ async def read(
 ) -> Reading:
     """Call ``path`` with ``raw_input`` as ``ctx.caller``, in-process, within ``bound`` seconds."""
     try:
-        router.lookup(path, "internal")
+        proc = router.lookup(path, "internal")
     except ProcedureNotFound:
         return Reading(path, "absent")
     # A context of its own: middleware writes ``meta``, and reads run side by side.
-    own = Context(services=ctx.services, caller=ctx.caller, protocol="internal")
+    own = Context(caller=ctx.caller, protocol="internal")
     started = time.perf_counter()
     try:
         async with asyncio.timeout(bound):
-            output = await router.call(path, raw_input, own)
+            output = await router.run(proc, raw_input, own)
     except TimeoutError:
         error = SectionError(code=ErrorCode.TIMEOUT.value, message=f"no answer within {bound:g}s")
         return Reading(path, "timeout", error=error, seconds=time.perf_counter() - started)

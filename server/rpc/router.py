@@ -1,8 +1,9 @@
 """The protocol-free core: procedures under dotted paths, input validation, middleware.
 
-The wire adapters (``jsonrpc.py``, ``trpc.py``) parse a request into (path, raw input, caller),
-call ``Router.call`` and encode what comes back; the dashboard calls the same method
-in-process. Nothing here knows about HTTP.
+The wire adapters (``server/wire``) parse a request into (path, raw input, caller), call
+``Router.call`` and encode what comes back; the dashboard, the alert evaluator and
+``monitoring.unifiedMetrics`` call the same method in-process. Nothing here knows about HTTP,
+and nothing here knows what a middleware does: the cache is one (``server/cache/middleware.py``).
 """
 
 from __future__ import annotations
@@ -12,20 +13,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from server.resilience.breaker import _Deadlines, _uncancel
-from server.rpc.errors import ErrorCode, InvalidInput, ProcedureNotFound, RpcError
-
-if TYPE_CHECKING:
-    from server.services import Services
+from server.deadlines import Deadlines, uncancel
+from server.errors import ErrorCode, InvalidInput, ProcedureNotFound, RpcError
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Kind = Literal["query", "mutation"]
-Protocol = Literal["jsonrpc", "trpc", "internal"]
+# The wire a call came over; "internal" for in-process calls.
+Transport = Literal["jsonrpc", "trpc", "internal"]
 
 
 class NoInput(BaseModel):
@@ -50,11 +50,13 @@ ANONYMOUS = Caller()
 
 @dataclass(slots=True)
 class Context:
-    """What a procedure sees besides its input."""
+    """What a procedure sees besides its input: who calls, over what, and the middleware's
+    notes for the adapter. Resources are not here: each procedure was built over its own."""
 
-    services: Services
     caller: Caller = ANONYMOUS
-    protocol: Protocol = "internal"
+    protocol: Transport = "internal"
+    # The router running the call, for a procedure that reads others in-process; set by it.
+    router: Router | None = None
     # Set by middleware for the adapter to surface (e.g. "cache": "HIT" -> X-Cache).
     meta: dict[str, str] = field(default_factory=dict)
 
@@ -63,24 +65,39 @@ Handler = Callable[[Context, Any], Awaitable[Any]]
 # Told about every call once it ends: (procedure label, protocol, error code or None for OK,
 # seconds). The label is the procedure's path, or UNKNOWN_PROCEDURE for a path no procedure
 # has, so a client cannot mint label values. Runs on the call path: quick, no I/O.
-Observer = Callable[[str, Protocol, ErrorCode | None, float], None]
+Observer = Callable[[str, Transport, ErrorCode | None, float], None]
 UNKNOWN_PROCEDURE = "unknown"
 Next = Callable[[Context, BaseModel], Awaitable[Any]]
-Middleware = Callable[[Context, "Procedure", BaseModel, Next], Awaitable[Any]]
-# A synchronous answer an outermost middleware may offer before the chain runs (see Router).
-Peek = Callable[[Context, "Procedure", BaseModel], Any]
+# What a fast path answers when it has no answer (a cache miss): the chain runs.
 NO_ANSWER: Any = type("NoAnswer", (), {"__repr__": lambda _self: "NO_ANSWER"})()
 
 
-@dataclass(frozen=True, slots=True)
-class CachePolicy:
-    """How the cache middleware may keep a query's answer."""
+class Middleware(Protocol):
+    """Wraps a procedure's handler: ``await nxt(ctx, inp)`` runs the rest of the chain."""
 
-    ttl: float | None = None  # seconds; None: CACHE_DEFAULT_TTL
-    namespace: str = "rpc"
-    per_caller: bool = False  # the answer depends on who asks: the key includes the caller
-    warm: bool = False  # computed at start-up and on an interval
-    stale_if_error: bool = True
+    def __call__(
+        self, ctx: Context, proc: Procedure, inp: BaseModel, nxt: Next, /
+    ) -> Awaitable[Any]: ...
+
+
+@runtime_checkable
+class FastPath(Protocol):
+    """A middleware that may answer synchronously (a cache hit) before the chain runs.
+
+    ``peek`` returns the answer or ``NO_ANSWER``. The router asks it after authorization and
+    validation, before the deadline and the chain, which such an answer does not need: it
+    cannot overrun. Only the outermost middleware is asked, so no middleware is skipped.
+    """
+
+    def peek(self, ctx: Context, proc: Procedure, inp: BaseModel, /) -> Any: ...
+
+
+@runtime_checkable
+class Checks(Protocol):
+    """A middleware that vets each procedure when the router is built (a cached mutation is a
+    mistake its author should hear of at start-up, not at the first call)."""
+
+    def check(self, proc: Procedure, /) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +109,18 @@ class Procedure:
     output: type[BaseModel] | None = None
     summary: str = ""
     middleware: tuple[Middleware, ...] = ()
-    cache: CachePolicy | None = None
-    invalidates: tuple[str, ...] = ()  # cache namespaces a mutation makes stale
+    # Declarations for middleware, one per type, read with ``option`` (a cache policy, ...).
+    options: tuple[object, ...] = ()
     errors: tuple[ErrorCode, ...] = ()  # codes worth documenting in OpenRPC
-    protocols: frozenset[Protocol] = frozenset({"jsonrpc", "trpc", "internal"})
+    protocols: frozenset[Transport] = frozenset({"jsonrpc", "trpc", "internal"})
     positional: tuple[str, ...] = ()  # field order when JSON-RPC params come as an array
+
+    def option(self, kind: type[T]) -> T | None:
+        """The declaration of type ``kind`` among ``options``, if any."""
+        for item in self.options:
+            if isinstance(item, kind):
+                return item
+        return None
 
 
 def query(path: str, handler: Handler, **kwargs: Any) -> Procedure:
@@ -115,10 +139,8 @@ class Router:
     ``READ_TOKENS_REQUIRED``; ``observer`` sees every call's outcome (metrics), whichever
     adapter made it.
 
-    The outermost middleware may carry a ``peek(ctx, proc, inp)`` attribute: a synchronous
-    answer (a cache hit), or ``NO_ANSWER``. It is tried after authorization and validation,
-    before the deadline and the chain, which a hit does not need: it cannot overrun, and no
-    middleware sits outside it to be skipped. Only the outermost one is asked, for that reason.
+    The outermost middleware may be a ``FastPath``: its ``peek`` is asked first. Every
+    middleware that ``Checks`` vets each procedure here.
     """
 
     def __init__(
@@ -136,13 +158,14 @@ class Router:
                 raise ValueError(f"duplicate procedure path {proc.path!r}")
             if not proc.path or any(not part for part in proc.path.split(".")):
                 raise ValueError(f"procedure path {proc.path!r} is not a dotted name")
-            if proc.kind == "mutation" and proc.cache is not None:
-                raise ValueError(f"mutation {proc.path!r} cannot be cached")
             self._procedures[proc.path] = proc
         self._middleware = tuple(middleware)
-        self._peek: Peek | None = (
-            getattr(self._middleware[0], "peek", None) if self._middleware else None
-        )
+        for mw in self._middleware:
+            if isinstance(mw, Checks):
+                for proc in self._procedures.values():
+                    mw.check(proc)
+        outermost = self._middleware[0] if self._middleware else None
+        self._peek = outermost.peek if isinstance(outermost, FastPath) else None
         # Chains are built once: a call allocates no closures on the hot path.
         self._chains = {path: self._chain(proc) for path, proc in self._procedures.items()}
         self._timeout = timeout
@@ -150,7 +173,7 @@ class Router:
         # 4-5 µs a call (a Timeout object, a TimerHandle on the loop's heap), a fifth of what a
         # cached call through POST /rpc may cost in all. Every call here has the same timeout,
         # so deadlines expire in start order and one timer serves them all.
-        self._deadlines = _Deadlines(timeout) if timeout else None
+        self._deadlines = Deadlines(timeout) if timeout else None
         self._queries_need_caller = queries_need_caller
         self._observer = observer
 
@@ -158,11 +181,22 @@ class Router:
     def procedures(self) -> tuple[Procedure, ...]:
         return tuple(self._procedures.values())
 
-    def lookup(self, path: str, protocol: Protocol = "internal") -> Procedure:
+    def lookup(self, path: str, protocol: Transport = "internal") -> Procedure:
+        """The procedure at ``path`` offered over ``protocol``; ``ProcedureNotFound`` if none."""
         proc = self._procedures.get(path)
         if proc is None or protocol not in proc.protocols:
             raise ProcedureNotFound(path)
         return proc
+
+    def resolve(self, path: str, protocol: Transport) -> Procedure:
+        """``lookup`` for a call about to be run: a miss is observed as that call's outcome.
+
+        An adapter resolves each call once and hands the procedure to ``run``."""
+        try:
+            return self.lookup(path, protocol)
+        except ProcedureNotFound:
+            self._observe(path, protocol, ErrorCode.NOT_FOUND, time.perf_counter())
+            raise
 
     def authorize(self, proc: Procedure, caller: Caller) -> None:
         if caller.authenticated:
@@ -174,30 +208,22 @@ class Router:
         if self._queries_need_caller:
             raise RpcError(ErrorCode.UNAUTHORIZED, f"{proc.path} needs a token")
 
-    async def call(
-        self, path: str, raw_input: Any, ctx: Context, *, kind: Kind | None = None
-    ) -> Any:
-        """Run one procedure; returns JSON-ready data or raises ``RpcError``.
+    async def call(self, path: str, raw_input: Any, ctx: Context) -> Any:
+        """Resolve and run one procedure (in-process callers; adapters resolve, then run)."""
+        return await self.run(self.resolve(path, ctx.protocol), raw_input, ctx)
+
+    async def run(self, proc: Procedure, raw_input: Any, ctx: Context) -> Any:
+        """Run a resolved procedure; returns JSON-ready data or raises ``RpcError``.
 
         For a wire protocol the data may hold ``orjson.Fragment`` (JSON already encoded, a
         cache hit's): the adapters serialize with orjson, which copies it. ``internal`` calls
         get plain Python values.
-
-        ``kind`` is the kind the wire implies (tRPC: GET is a query, POST a mutation).
         """
-        # Inlined lookup, authorization and observation: a cached hit's whole path is this
-        # method, and each Python call it saves shows in the bench (docs/performance.md).
+        # Inlined authorization and observation: a cached hit's whole path is this method,
+        # and each Python call it saves shows in the bench (docs/performance.md).
         started = time.perf_counter()
+        path = proc.path
         try:
-            proc = self._procedures.get(path)
-            if proc is None or ctx.protocol not in proc.protocols:
-                raise ProcedureNotFound(path)
-            if kind is not None and kind != proc.kind:
-                raise RpcError(
-                    ErrorCode.METHOD_NOT_SUPPORTED,
-                    f"Unsupported {'GET' if kind == 'query' else 'POST'}-request to "
-                    f'{proc.kind} procedure at path "{path}"',
-                )
             if not ctx.caller.authenticated:
                 self.authorize(proc, ctx.caller)
             inp = validate_input(proc, raw_input)
@@ -215,7 +241,7 @@ class Router:
         return result
 
     def _observe(
-        self, path: str, protocol: Protocol, code: ErrorCode | None, started: float
+        self, path: str, protocol: Transport, code: ErrorCode | None, started: float
     ) -> None:
         if self._observer is not None:
             label = path if path in self._procedures else UNKNOWN_PROCEDURE
@@ -223,6 +249,7 @@ class Router:
 
     async def _run(self, path: str, ctx: Context, inp: BaseModel) -> Any:
         """The chain under the call deadline; foreign errors become INTERNAL_SERVER_ERROR."""
+        ctx.router = self
         deadlines = self._deadlines
         token = deadlines.enter(time.monotonic()) if deadlines is not None else 0
         try:
@@ -232,7 +259,7 @@ class Router:
             if (
                 deadlines is not None
                 and deadlines.leave(token)
-                and _uncancel() == 0
+                and uncancel() == 0
                 and isinstance(exc, asyncio.CancelledError)
             ):
                 raise self._timed_out(path) from exc
@@ -245,7 +272,7 @@ class Router:
                 raise RpcError(ErrorCode.INTERNAL_SERVER_ERROR, "Internal server error") from exc
             raise
         if deadlines is not None and deadlines.leave(token):
-            _uncancel()  # the handler swallowed our cancellation and returned: undo it
+            uncancel()  # the handler swallowed our cancellation and returned: undo it
         return result
 
     def _timed_out(self, path: str) -> RpcError:

@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
 
-from server.appkeys import AUTH, ROUTER, SERVICES
-from server.rpc.errors import CODES, ErrorCode, ProcedureNotFound, RpcError
+from server.auth import Authenticator
+from server.errors import CODES, ErrorCode, ProcedureNotFound, RpcError
 from server.rpc.router import ANONYMOUS, Caller, Context, Kind, Procedure, Router
 
 # resolveResponse.ts TYPE_ACCEPTED_METHOD_MAP (no method override: a query is never a POST).
 ACCEPTED_METHOD: dict[Kind, str] = {"query": "GET", "mutation": "POST"}
-KIND_OF_METHOD: dict[str, Kind] = {method: kind for kind, method in ACCEPTED_METHOD.items()}
 # resolveResponse.ts sets these on every answer but the HEAD one.
 BASE_HEADERS = {"Content-Type": "application/json", "Vary": "trpc-accept, accept"}
 _MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -116,7 +117,7 @@ def _find(router: Router, path: str) -> Procedure | None:
     try:
         return router.lookup(path, "trpc")
     except ProcedureNotFound:
-        return None
+        return None  # each such call answers NOT_FOUND on its own (v11 does the same)
 
 
 def _check_single_kind(procedures: list[Procedure | None]) -> None:
@@ -148,7 +149,19 @@ def _check_not_streaming(request: web.Request, batch: bool) -> None:
     )
 
 
-async def _read_inputs(request: web.Request, batch: bool, count: int) -> list[Any]:
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """What ``/trpc`` answers with: bound once per app (see ``trpc_handler``)."""
+
+    router: Router
+    auth: Authenticator
+    max_body_bytes: int
+    max_batch_size: int
+
+
+async def _read_inputs(
+    request: web.Request, batch: bool, count: int, max_body_bytes: int
+) -> list[Any]:
     """The input of each call (contentType.ts ``getInputs``).
 
     A GET carries its input in ``?input=`` and anything else in the body; an empty one of
@@ -161,8 +174,9 @@ async def _read_inputs(request: web.Request, batch: bool, count: int) -> list[An
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            limit = request.app[SERVICES].settings.max_body_bytes
-            raise RpcError(ErrorCode.PAYLOAD_TOO_LARGE, f"The body exceeds {limit} bytes") from None
+            raise RpcError(
+                ErrorCode.PAYLOAD_TOO_LARGE, f"The body exceeds {max_body_bytes} bytes"
+            ) from None
     if not raw:
         return [None] * count
     try:
@@ -180,23 +194,23 @@ async def _read_inputs(request: web.Request, batch: bool, count: int) -> list[An
     return [value.get(str(index)) for index in range(count)]
 
 
-async def _parse(request: web.Request, router: Router) -> tuple[bool, list[_Call]]:
+async def _parse(request: web.Request, endpoint: Endpoint) -> tuple[bool, list[_Call]]:
     """Everything that fails a whole request, in v11's order."""
     path = _procedure_path(request)
     _check_content_type(request)
     batch = _is_batch(request)
     paths = path.split(",") if batch else [path]
-    max_batch = request.app[SERVICES].settings.max_batch_size
+    max_batch = endpoint.max_batch_size
     if batch and len(paths) > max_batch:
         # v11's code and message (contentType.ts, its maxBatchSize option), with our limit.
         raise RpcError(
             ErrorCode.BAD_REQUEST,
             f"Batch call exceeds maximum size ({len(paths)} calls; MAX_BATCH_SIZE={max_batch})",
         )
-    procedures = [_find(router, p) for p in paths]
+    procedures = [_find(endpoint.router, p) for p in paths]
     _check_single_kind(procedures)
     _check_not_streaming(request, batch)
-    inputs = await _read_inputs(request, batch, len(paths))
+    inputs = await _read_inputs(request, batch, len(paths), endpoint.max_body_bytes)
     calls = [_Call(p, proc, inp) for p, proc, inp in zip(paths, procedures, inputs, strict=True)]
     return batch, calls
 
@@ -205,18 +219,17 @@ class _Exchange:
     """One request's calls, run the way resolveResponse.ts runs them: concurrently, each
     checked for existence, then method, then the caller, then handed to the router."""
 
-    def __init__(self, request: web.Request, calls: list[_Call]) -> None:
+    def __init__(self, request: web.Request, calls: list[_Call], endpoint: Endpoint) -> None:
         self.request = request
         self.calls = calls
-        self.router = request.app[ROUTER]
-        self.services = request.app[SERVICES]
+        self.router = endpoint.router
         self.allow: str | None = None
         self.caller: Caller = ANONYMOUS
         # v11 builds the context once (createContext); if that throws, every call that gets
         # past the path and method checks fails with its error.
         self.caller_error: RpcError | None = None
         try:
-            self.caller = request.app[AUTH].caller_for_header(request.headers.get("Authorization"))
+            self.caller = endpoint.auth.caller_for_header(request.headers.get("Authorization"))
         except RpcError as exc:
             self.caller_error = exc
 
@@ -239,8 +252,8 @@ class _Exchange:
                 )
             if self.caller_error is not None:
                 raise self.caller_error
-            ctx = Context(services=self.services, caller=self.caller, protocol="trpc")
-            data = await self.router.call(call.path, call.input, ctx, kind=KIND_OF_METHOD[method])
+            ctx = Context(caller=self.caller, protocol="trpc")
+            data = await self.router.run(call.procedure, call.input, ctx)
         except RpcError as exc:
             return None, exc, ctx  # the cache may have set its verdict before the failure
         return data, None, ctx
@@ -252,15 +265,22 @@ def _status(errors: list[RpcError | None]) -> int:
     return statuses.pop() if len(statuses) == 1 else 207
 
 
-async def handle_trpc(request: web.Request) -> web.StreamResponse:
+def trpc_handler(
+    router: Router, auth: Authenticator, *, max_body_bytes: int, max_batch_size: int
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The ``/trpc/{path}`` handler, bound to its app's parts once."""
+    return partial(handle_trpc, Endpoint(router, auth, max_body_bytes, max_batch_size))
+
+
+async def handle_trpc(endpoint: Endpoint, request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD":
         # resolveResponse.ts: HEAD answers 204 before anything else ("lambda warmup").
         return web.Response(status=204)
     try:
-        batch, calls = await _parse(request, request.app[ROUTER])
+        batch, calls = await _parse(request, endpoint)
     except RpcError as exc:
         return whole_request_error(exc)
-    exchange = _Exchange(request, calls)
+    exchange = _Exchange(request, calls, endpoint)
     outcomes = await exchange.run()
     items = [
         {"result": {"data": data}} if exc is None else {"error": error_shape(exc, call.path)}

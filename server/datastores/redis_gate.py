@@ -1,27 +1,26 @@
-"""``RedisGate``: how the collectors reach Redis.
+"""``RedisGate``: how the collectors reach Redis, in the shapes they need (DBSIZE, SCAN pages,
+pipelines, SSCAN/HSCAN of keys other software owns).
 
-Every round trip goes through the ``redis-cache`` breaker (one breaker call per round trip, so
-each is bounded by the breaker's call timeout and counted on its own), and redis-py's errors,
-``OSError`` and timeouts become ``Unavailable`` here and nowhere else.
+Every round trip is one ``RedisClient.execute``: through the ``redis-cache`` breaker (so each
+is bounded by the breaker's call timeout and counted on its own) and the client's connection
+bound, with redis-py's errors mapped to ``Unavailable`` there. The one redis-py error read here
+is a WRONGTYPE reply to SSCAN or HSCAN, which is an empty answer, not a failure. Callers catch
+``Unavailable`` only; in a pipeline's answer a command's own error is an ``Exception`` value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from server.rpc.errors import Unavailable
-
-if TYPE_CHECKING:
-    from server.services import Services
+from server.datastores.redis import RedisClient
+from server.errors import Unavailable
 
 P = ParamSpec("P")
 T = TypeVar("T")
-BREAKER = "redis-cache"
 # Keys per SCAN call, commands per pipeline: big enough to amortise the round trip, small
 # enough that one reply never holds Redis (or our event loop) for long.
 BATCH = 1000
@@ -29,24 +28,24 @@ WRONGTYPE = "WRONGTYPE"
 
 
 class RedisGate:
-    def __init__(self, services: Services) -> None:
-        # The client is looked up per call: the Redis cleanup context sets and clears it.
-        self._services = services
+    def __init__(self, client: RedisClient | None) -> None:
+        self._client = client
 
     @property
     def configured(self) -> bool:
-        return self._services.redis is not None
+        return self._client is not None
 
     async def run(
         self, op: Callable[Concatenate[Redis, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """``await op(raw_client, *args, **kwargs)`` through the breaker; ``Unavailable`` when
         Redis is not configured, unreachable, too slow, or its breaker is open."""
-        client = self._services.redis
+        client = self._client
         if client is None:
             raise Unavailable("redis is not configured (set REDIS_URL)")
-        breaker = self._services.breakers.get(BREAKER)
-        return await breaker.call(_mapped, partial(op, client.raw, *args, **kwargs))
+        # Typed as the standalone client: every command here is one a Cluster client takes too.
+        raw = cast(Redis, client.raw)
+        return await client.execute(op, raw, *args, **kwargs)
 
     async def dbsize(self) -> int:
         return await self.run(_dbsize)
@@ -67,13 +66,6 @@ class RedisGate:
         for start in range(0, len(commands), BATCH):
             results.extend(await self.run(_execute, commands[start : start + BATCH]))
         return results
-
-
-async def _mapped(call: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await call()
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise Unavailable(f"redis unavailable: {type(exc).__name__}: {exc}") from exc
 
 
 async def _dbsize(raw: Redis) -> int:

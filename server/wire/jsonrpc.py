@@ -1,0 +1,166 @@
+"""JSON-RPC 2.0 over ``POST /rpc``: parse, batch, notify, encode. The router does the rest.
+
+Every answer that is a JSON-RPC response goes out with HTTP 200 (the error is in the body, as
+the spec's transport-agnostic design expects); the exceptions are a body over the size limit
+(413) and an all-notification batch or lone notification (204, no body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from server.auth import Authenticator
+from server.errors import (
+    ErrorCode,
+    InvalidInput,
+    InvalidRequest,
+    ProcedureNotFound,
+    RpcError,
+)
+from server.rpc.router import Caller, Context, Router
+
+log = logging.getLogger(__name__)
+
+_MISSING = object()
+JSON = "application/json"
+
+
+def error_object(exc: RpcError) -> dict[str, Any]:
+    """The ``error`` member: the spec's own numbers and titles where it has them (the message
+    then goes to ``data.message``), tRPC's number and the message elsewhere."""
+    if isinstance(exc, ProcedureNotFound):
+        number, title = -32601, "Method not found"
+    elif isinstance(exc, InvalidInput):
+        number, title = -32602, "Invalid params"
+    elif isinstance(exc, InvalidRequest):
+        number, title = -32600, "Invalid Request"
+    elif exc.code is ErrorCode.PARSE_ERROR:
+        number, title = -32700, "Parse error"
+    elif exc.code is ErrorCode.PAYLOAD_TOO_LARGE:
+        number, title = exc.info.jsonrpc, "Payload too large"
+    else:
+        number, title = exc.info.jsonrpc, exc.message
+    data: dict[str, Any] = {"code": exc.code.value, "httpStatus": exc.info.http_status}
+    if title != exc.message:
+        data["message"] = exc.message
+    if exc.details:
+        data.update(exc.details)
+    return {"code": number, "message": title, "data": data}
+
+
+def _response(
+    request_id: Any, *, result: Any = _MISSING, error: RpcError | None = None
+) -> dict[str, Any]:
+    if error is not None:
+        return {"jsonrpc": "2.0", "error": error_object(error), "id": request_id}
+    return {"jsonrpc": "2.0", "result": result, "id": request_id}
+
+
+def _check_member(member: Any) -> tuple[str, Any, Any]:
+    """-> (method, params, id or _MISSING for a notification); ``InvalidRequest`` otherwise."""
+    if not isinstance(member, dict):
+        raise InvalidRequest("a request must be a JSON object")
+    request_id = member.get("id", _MISSING)
+    if request_id is not _MISSING and not (
+        request_id is None
+        or (isinstance(request_id, str | int | float) and not isinstance(request_id, bool))
+    ):
+        raise InvalidRequest("id must be a string, a number or null")
+    echo = None if request_id is _MISSING else request_id
+    if member.get("jsonrpc") != "2.0":
+        raise InvalidRequest('"jsonrpc" must be exactly "2.0"', request_id=echo)
+    method = member.get("method")
+    if not isinstance(method, str):
+        raise InvalidRequest('"method" must be a string', request_id=echo)
+    params = member.get("params")
+    if "params" in member and not isinstance(params, dict | list):
+        raise InvalidRequest('"params" must be an object or an array', request_id=echo)
+    return method, params, request_id
+
+
+async def _call_member(
+    router: Router, member: Any, caller: Caller
+) -> tuple[dict[str, Any] | None, Context | None]:
+    try:
+        method, params, request_id = _check_member(member)
+    except InvalidRequest as exc:
+        return _response(exc.request_id, error=exc), None
+    ctx = Context(caller=caller, protocol="jsonrpc")
+    try:
+        result = await router.run(router.resolve(method, "jsonrpc"), params, ctx)
+    except RpcError as exc:
+        if request_id is _MISSING:
+            log.info("notification %s failed: %s", method, exc.message)
+            return None, ctx
+        return _response(request_id, error=exc), ctx
+    if request_id is _MISSING:
+        return None, ctx
+    return _response(request_id, result=result), ctx
+
+
+def _encode(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload), status=status, content_type=JSON, headers=headers
+    )
+
+
+def _refusal(exc: RpcError, status: int = 200) -> web.Response:
+    return _encode(_response(None, error=exc), status=status)
+
+
+def rpc_handler(
+    router: Router, auth: Authenticator, *, max_body_bytes: int, max_batch_size: int
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The ``POST /rpc`` handler, bound to its app's parts once rather than looked up in the
+    app per request (a cached hit is measured in microseconds)."""
+    return partial(handle_rpc, router, auth, max_body_bytes, max_batch_size)
+
+
+async def handle_rpc(
+    router: Router,
+    auth: Authenticator,
+    max_body_bytes: int,
+    max_batch_size: int,
+    request: web.Request,
+) -> web.StreamResponse:
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        exc = RpcError(ErrorCode.PAYLOAD_TOO_LARGE, f"the body exceeds {max_body_bytes} bytes")
+        return _refusal(exc, status=413)
+    try:
+        caller: Caller = auth.caller_for_header(request.headers.get("Authorization"))
+    except RpcError as exc:
+        return _refusal(exc, status=exc.info.http_status)
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _refusal(RpcError(ErrorCode.PARSE_ERROR, str(exc)))
+
+    if isinstance(payload, list):
+        if not payload:
+            return _refusal(InvalidRequest("empty batch"))
+        if len(payload) > max_batch_size:
+            too_many = InvalidRequest(
+                f"a batch may hold at most {max_batch_size} requests, got {len(payload)}",
+                code=ErrorCode.PAYLOAD_TOO_LARGE,
+            )
+            return _refusal(too_many, status=413)
+        outcomes = await asyncio.gather(*(_call_member(router, m, caller) for m in payload))
+        answers = [answer for answer, _ in outcomes if answer is not None]
+        if not answers:
+            return web.Response(status=204)
+        return _encode(answers)
+
+    answer, ctx = await _call_member(router, payload, caller)
+    if answer is None:
+        return web.Response(status=204)
+    headers = {"X-Cache": ctx.meta["cache"]} if ctx is not None and "cache" in ctx.meta else None
+    return _encode(answer, headers=headers)
