@@ -2,7 +2,7 @@
 
 No browser-automation dependency: ``Chromium`` starts the browser on a free loopback port
 with a fresh profile, ``DevToolsPage`` speaks the protocol (commands by id, events by name)
-to one tab. Every wait has a deadline.
+to one tab. Every wait has a deadline; polling goes through ``tests.waiting``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from tests.stack.ports import HOST, free_port
+from tests.waiting import until_accepted
 
 START_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 30.0
@@ -109,14 +110,10 @@ class DevToolsPage:
 
     async def wait_for(self, expression: str, *, within: float, what: str) -> Any:
         """Poll a JavaScript expression until it is truthy; its value."""
-        try:
-            async with asyncio.timeout(within):
-                # Polling: the page has no event to tell us when its own condition holds.
-                while not (value := await self.evaluate(expression)):  # noqa: ASYNC110
-                    await asyncio.sleep(0.1)
-        except TimeoutError:
-            raise AssertionError(f"not within {within} s: {what}") from None
-        return value
+        # Polling: the page has no event to tell us when its own condition holds.
+        return await until_accepted(
+            lambda: self.evaluate(expression), bool, what=what, within=within, interval=0.1
+        )
 
     async def load(self, action: Callable[[], Any], within: float = COMMAND_TIMEOUT) -> None:
         """Run ``action`` (a navigation, a form submit) and wait for the new page's load."""
@@ -245,18 +242,24 @@ async def _first_page(
     http: aiohttp.ClientSession, process: asyncio.subprocess.Process, port: int
 ) -> dict[str, Any]:
     url = f"http://{HOST}:{port}/json/list"
-    last_error: Exception | None = None
-    async with asyncio.timeout(START_TIMEOUT):
-        while True:
-            if process.returncode is not None:
-                raise DevToolsError(f"chromium exited with {process.returncode} at start")
-            try:
-                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
-                    targets = await response.json(content_type=None)
-                pages: list[dict[str, Any]] = [t for t in targets if t.get("type") == "page"]
-                if pages:
-                    return pages[0]
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                last_error = exc
-            await asyncio.sleep(0.2)
-    raise DevToolsError(f"no DevTools page on port {port}: {last_error}")
+
+    def running() -> None:
+        if process.returncode is not None:
+            raise DevToolsError(f"chromium exited with {process.returncode} at start")
+
+    async def pages() -> list[dict[str, Any]]:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+            targets = await response.json(content_type=None)
+        return [t for t in targets if t.get("type") == "page"]
+
+    found = await until_accepted(
+        pages,
+        bool,
+        what=f"a DevTools page on port {port}",
+        within=START_TIMEOUT,
+        interval=0.2,
+        check=running,
+        retry_on=(aiohttp.ClientError, TimeoutError, ValueError),
+        error=DevToolsError,
+    )
+    return found[0]

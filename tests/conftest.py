@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
@@ -25,8 +25,8 @@ from tests.stack import (
     RedisCluster,
     RedisSentinelGroup,
     RedisServer,
+    StackServer,
     make_workdir,
-    redis_sentinel_group,
     remove_workdir,
 )
 
@@ -35,13 +35,8 @@ OPERATOR_TOKEN = "alice-token-0123456789"
 SESSION_SECRET = "test-session-secret-0123456789"
 
 
-class _Restartable(Protocol):
-    def is_running(self) -> bool: ...
-    def start(self) -> object: ...
-
-
 # Session servers in the order they started, so a primary comes back before its replica.
-_session_servers: list[_Restartable] = []
+_session_servers: list[StackServer] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -55,7 +50,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _ensure_running(server: _Restartable) -> None:
+def _ensure_running(server: StackServer) -> None:
     if not server.is_running():
         server.start()
 
@@ -98,9 +93,9 @@ def redis_server(stack_dir: Path) -> Iterator[RedisServer]:
         yield server
 
 
-@pytest.fixture(scope="session", name="redis_sentinel_group")
-def redis_sentinel_group_fixture(stack_dir: Path) -> Iterator[RedisSentinelGroup]:
-    with redis_sentinel_group(stack_dir) as group:
+@pytest.fixture(scope="session")
+def redis_sentinel_group(stack_dir: Path) -> Iterator[RedisSentinelGroup]:
+    with RedisSentinelGroup(stack_dir) as group:
         # Members, not the group: restarting one must not wait for a sync that a failover
         # may have turned around.
         _session_servers.extend(group.servers)

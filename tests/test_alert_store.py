@@ -19,6 +19,7 @@ from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.errors import ErrorCode, RpcError
 from server.resilience.registry import BreakerRegistry
+from tests.waiting import until_accepted
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 STALE_AFTER = 60.0
@@ -254,10 +255,4 @@ async def test_migrations_wait_for_the_advisory_lock(pg_dsn: str) -> None:
 
 
 async def _poll(conn: asyncpg.Connection, sql: str, until: Callable[[Any], bool]) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while True:
-        value = await conn.fetchval(sql)
-        if until(value) or loop.time() > deadline:
-            return value
-        await asyncio.sleep(0.02)
+    return await until_accepted(lambda: conn.fetchval(sql), until, what=sql, interval=0.02)

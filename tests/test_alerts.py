@@ -135,14 +135,15 @@ async def test_redis_down_fires_resolves_and_fires_anew(
     assert same["first_fired_at"] == alert["first_fired_at"]
 
     redis_server.start()
+
     # Failed calls may have opened the redis-cache breaker (an alert of its own); it lets one
     # trial call through once its reset timeout (0.2 s) has passed, so the round that sees
-    # Redis again may come a little after the restart: bounded rounds.
-    for _ in range(40):
+    # Redis again may come a little after the restart: rounds until none fires.
+    async def round_then_firing() -> list[dict[str, Any]]:
         await evaluator(client).run_once()
-        if await firing(client) == []:
-            break
-        await asyncio.sleep(0.05)
+        return await firing(client)
+
+    await until_accepted(round_then_firing, lambda alerts: alerts == [], what="alerts resolved")
     assert await firing(client) == []
     [resolved] = await redis_alerts("resolved")
     assert resolved["id"] == alert["id"] and resolved["resolved_at"] is not None

@@ -17,7 +17,10 @@ from server.config import Settings
 from server.errors import CallTimeout, CircuitOpen, ErrorCode, InvalidInput, RpcError, Unavailable
 from server.resilience import Breaker, BreakerConfig, BreakerRegistry, BreakerState
 from server.resilience.stats import RollingWindow, percentile
+from tests.waiting import eventually
 
+# Tests wait out the reset timeout with ``asyncio.sleep(RESET * 1.2)`` on purpose: the time
+# passing is what they test, not a guess at when something else has happened.
 RESET = 0.05
 
 
@@ -225,8 +228,14 @@ async def test_outer_timeout_wins_and_is_not_counted() -> None:
 
 async def test_outer_cancellation_propagates_and_is_not_counted() -> None:
     breaker = make(call_timeout=1.0)
-    task = asyncio.create_task(breaker.call(slow, 1.0))
-    await asyncio.sleep(0.01)
+    entered = asyncio.Event()
+
+    async def in_flight() -> object:
+        entered.set()
+        return await slow(1.0)
+
+    task = asyncio.create_task(breaker.call(in_flight))
+    await eventually(entered.is_set, what="the call in flight")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -316,7 +325,7 @@ async def test_cancelled_trial_frees_the_slot() -> None:
     await trip(breaker)
     await asyncio.sleep(RESET * 1.2)
     task = asyncio.create_task(breaker.call(slow, 1.0))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: breaker.state is BreakerState.HALF_OPEN, what="the trial in flight")
     assert breaker.state is BreakerState.HALF_OPEN
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -337,7 +346,7 @@ async def test_a_trial_that_outlives_a_reset_settles_nothing() -> None:
         raise Boom("late")
 
     task = asyncio.create_task(breaker.call(late_failure))
-    await asyncio.sleep(0.005)
+    await eventually(lambda: breaker.state is BreakerState.HALF_OPEN, what="the trial in flight")
     breaker.reset("operator")
     await breaker.call(ok)
     with pytest.raises(Boom):

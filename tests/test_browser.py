@@ -29,6 +29,7 @@ from tests.conftest import OPERATOR_NAME, OPERATOR_TOKEN
 from tests.dashboard_contract import standins, with_catalogue
 from tests.stack import PgBouncer, PostgresServer
 from tests.stack.ports import HOST
+from tests.waiting import until_accepted
 from web.sections import SECTIONS, in_catalogue, present_sections
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -223,13 +224,15 @@ async def _acknowledges_an_alert(page: DevToolsPage, app: web.Application, base:
 
 
 async def _firing_alert(router: Any, ctx: Context) -> dict[str, Any]:
-    try:
-        async with asyncio.timeout(ALERT_TIMEOUT):
-            while True:
-                listed = await router.call("alerts.list", None, ctx)
-                firing = [a for a in listed["alerts"] if a["state"] == "firing"]
-                if firing:
-                    return firing[0]
-                await asyncio.sleep(0.2)
-    except TimeoutError:
-        raise AssertionError("no alert fired for the forced-open breaker") from None
+    async def firing() -> list[dict[str, Any]]:
+        listed = await router.call("alerts.list", None, ctx)
+        return [a for a in listed["alerts"] if a["state"] == "firing"]
+
+    found = await until_accepted(
+        firing,
+        bool,
+        what="an alert fired for the forced-open breaker",
+        within=ALERT_TIMEOUT,
+        interval=0.2,
+    )
+    return found[0]

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import orjson
 import pytest
 
 from server.client import RpcCallError, RpcClient
+from tests.stack.ports import is_listening
+from tests.waiting import wait_until
 
 TOKEN = "ops-token-0123456789abcdef"
 
@@ -41,16 +42,13 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
     try:
+        # Until it listens, or has exited (the test then fails on what it says).
+        wait_until(
+            lambda: is_listening(port, timeout=0.2) or proc.poll() is not None,
+            what="`infrawatch serve` listening",
+            within=30,
+        )
         yield f"http://127.0.0.1:{port}", proc
     finally:
         if proc.poll() is None:

@@ -78,17 +78,19 @@ async def served(tmp_path: Path, pg_dsn: str, redis_url: str) -> AsyncIterator[S
         )
     served = Served(proc, f"http://127.0.0.1:{port}", log)
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        while True:
-            try:
-                if (await served.request("GET", "/health/live"))[0] == 200:
-                    break
-            except aiohttp.ClientError:
-                pass
+
+        def running() -> None:
             assert proc.returncode is None, log.read_text()
-            assert loop.time() < deadline, "the workers never answered"
-            await asyncio.sleep(0.1)
+
+        await until_accepted(
+            lambda: served.request("GET", "/health/live"),
+            lambda answer: answer[0] == 200,
+            what="the workers answering",
+            within=60,
+            interval=0.1,
+            check=running,
+            retry_on=(aiohttp.ClientError,),
+        )
         yield served
     finally:
         if proc.returncode is None:
@@ -137,15 +139,19 @@ async def test_two_workers_one_merged_scrape(served: Served) -> None:
     starts = await asyncio.to_thread(lambda: {pid: start_time(pid) for pid in pids})
     merged_start = await served.sample("process_start_time_seconds")
     assert merged_start == pytest.approx(min(starts.values()), abs=0.02)  # livemin
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
-    while True:  # livesum; memory moves a little between reads, so poll to within 10 %
+
+    async def merged_and_total() -> tuple[float, int]:
         total = sum(await asyncio.to_thread(lambda: [rss_bytes(pid) for pid in pids]))
-        merged_rss = await served.sample("process_resident_memory_bytes") or 0
-        if abs(merged_rss - total) <= 0.1 * total:
-            break
-        assert loop.time() < deadline, (merged_rss, total)
-        await asyncio.sleep(0.2)
+        return await served.sample("process_resident_memory_bytes") or 0, total
+
+    # livesum; memory moves a little between reads, so poll to within 10 %
+    await until_accepted(
+        merged_and_total,
+        lambda found: abs(found[0] - found[1]) <= 0.1 * found[1],
+        what="the merged RSS within 10 % of the workers' sum",
+        within=20,
+        interval=0.2,
+    )
 
     # The parent owns the files' directory: there while the workers run, gone after.
     directory = await asyncio.to_thread(metrics_directory, min(pids))

@@ -18,6 +18,7 @@ from server.appkeys import BREAKERS
 from server.config import Settings
 from tests.conftest import OPERATOR_TOKEN
 from tests.stack.ports import free_port
+from tests.waiting import until_accepted
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -108,27 +109,41 @@ async def test_prometheus_scrapes_the_service(service: TestClient, prometheus: P
     deadline = loop.time() + 120
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        target: dict[str, Any] = {}
-        while target.get("health") != "up":
+
+        async def first_target() -> dict[str, Any]:
             assert prometheus.proc.returncode is None, f"prometheus exited; log: {prometheus.log}"
-            assert loop.time() < deadline, f"target never up: {target}"
             try:
                 targets = await prometheus.api(session, "/api/v1/targets")
             except aiohttp.ClientError:
                 targets = {"activeTargets": []}  # Prometheus still starting
-            target = next(iter(targets["activeTargets"]), {})
-            await asyncio.sleep(0.2)
+            return next(iter(targets["activeTargets"]), {})
+
+        target = await until_accepted(
+            first_target,
+            lambda found: found.get("health") == "up",
+            what="target up",
+            within=deadline - loop.time(),
+            interval=0.2,
+        )
         assert target["labels"]["job"] == "infrawatch"
         assert target["lastError"] == ""
 
         missing = set(FAMILIES)
-        while missing:
-            assert loop.time() < deadline, f"never seen by Prometheus: {sorted(missing)}"
+
+        async def still_missing() -> list[str]:
             for name in sorted(missing):
                 data = await prometheus.api(session, "/api/v1/query", query=name)
                 if data["result"]:
                     missing.discard(name)
-            await asyncio.sleep(0.2)
+            return sorted(missing)
+
+        await until_accepted(
+            still_missing,
+            lambda names: not names,
+            what="every family seen by Prometheus",
+            within=deadline - loop.time(),
+            interval=0.2,
+        )
 
         # protocol named: the alert evaluator's in-process reads are a series of their own.
         ok = (

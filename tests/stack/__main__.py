@@ -19,13 +19,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
 from tests.stack import PgBouncer, PostgresServer, RedisServer, make_workdir, remove_workdir
 from tests.stack.demo import DemoWorkload, create_demo_schema, demo_environment, operator_token
+from tests.stack.process import terminate
 
 # After SIGINT/SIGTERM the command gets this long to exit before it is killed.
 COMMAND_STOP_TIMEOUT = 15.0
@@ -111,16 +111,9 @@ def _run_command(command: Sequence[str], env: dict[str, str], stopping: threadin
     # Polling, so that a signal (which only sets the event) is noticed within 0.2 s.
     while child.poll() is None and not stopping.wait(0.2):
         pass
-    if child.poll() is None:
-        # Ctrl-C in a terminal reached the command too (same process group); SIGTERM covers
-        # a SIGTERM sent to us alone. Either way it gets a bounded time to shut down.
-        child.terminate()
-        deadline = time.monotonic() + COMMAND_STOP_TIMEOUT
-        while child.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if child.poll() is None:
-            child.kill()
-    code = child.wait()
+    # Ctrl-C in a terminal reached the command too (same process group); SIGTERM covers
+    # a SIGTERM sent to us alone. Either way it gets a bounded time to shut down.
+    code = terminate(child, COMMAND_STOP_TIMEOUT)
     return 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
 
 

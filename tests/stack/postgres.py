@@ -6,24 +6,15 @@ level ``replica`` and ``track_commit_timestamp`` let replicas stream and report 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
-from tests.stack.ports import HOST, free_port
-from tests.stack.process import (
-    StackError,
-    find_binary,
-    make_dir,
-    run,
-    stop_at_exit,
-    wait_for,
-    write_file,
-)
+from tests.stack.ports import HOST
+from tests.stack.process import StackError, find_binary, make_dir, run, write_file
+from tests.stack.server import StackServer
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # Unix socket paths are limited to 107 bytes; past that we listen on TCP only.
@@ -54,27 +45,20 @@ def _tool(name: str) -> str:
     return str(pg_bindir() / name)
 
 
-class PostgresServer:
+class PostgresServer(StackServer):
     """One PostgreSQL data directory and the server running on it.
 
     ``start()`` creates the cluster on first use (initdb), and starts the same data directory
-    on the same port again after ``stop()``.
+    on the same port again after ``stop()``. ``pg_ctl`` runs the server: its ``start -w`` is the
+    readiness wait, its ``stop`` the bounded stop.
     """
 
     def __init__(self, tmp_dir: Path | str, *, name: str = "postgres", port: int | None = None):
-        self.port = port or free_port()
-        self.name = f"{name}-{self.port}"
-        self.dir = make_dir(Path(tmp_dir) / self.name)
+        super().__init__(tmp_dir, name=name, port=port, log_name="postgres.log")
         self.data_dir = self.dir / "data"
-        self.log_path = self.dir / "postgres.log"
         self.primary: PostgresServer | None = None
-        self._cancel_exit_stop: Callable[[], None] | None = None
 
     # --- addresses ---
-
-    @property
-    def host(self) -> str:
-        return HOST
 
     def dsn(self, user: str = "postgres", database: str = "postgres") -> str:
         return f"postgresql://{user}@{HOST}:{self.port}/{database}"
@@ -86,22 +70,13 @@ class PostgresServer:
 
     # --- lifecycle ---
 
-    def start(self) -> PostgresServer:
-        if self.is_running():
-            return self
+    def _prepare(self) -> None:
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
         self._write_conf()
-        # Guarded before starting: a start that times out may still leave a postmaster behind.
-        if self._cancel_exit_stop is None:
-            self._cancel_exit_stop = stop_at_exit(functools.partial(self.stop, "immediate"))
-        try:
-            self._pg_ctl("start", "-w", "-t", str(START_TIMEOUT), "-l", str(self.log_path))
-        except StackError as exc:
-            with contextlib.suppress(StackError):
-                self.stop("immediate")
-            raise StackError(f"{exc}\nend of {self.log_path}:\n{self.log_tail()}") from exc
-        return self
+
+    def _launch(self) -> None:
+        self._pg_ctl("start", "-w", "-t", str(START_TIMEOUT), "-l", str(self.log_path))
 
     def stop(self, mode: str = "fast") -> None:
         """``pg_ctl stop -m mode``; an ``immediate`` stop if the requested one hangs."""
@@ -112,9 +87,10 @@ class PostgresServer:
                 if mode == "immediate":
                     raise
                 self._pg_ctl("stop", "-w", "-t", "10", "-m", "immediate")
-        if self._cancel_exit_stop is not None:
-            self._cancel_exit_stop()
-            self._cancel_exit_stop = None
+        self._forget_exit_stop()
+
+    def _abort(self) -> None:
+        self.stop("immediate")
 
     def is_running(self) -> bool:
         # postmaster.pid is removed on a clean stop; after a crash its pid is gone.
@@ -125,22 +101,9 @@ class PostgresServer:
             return False
         return True
 
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def ensure_alive(self) -> None:
+        if not self.is_running():
+            raise self.failure(f"{self.name} is not running")
 
     # --- SQL ---
 
@@ -200,18 +163,18 @@ class PostgresServer:
     def wait_until_streaming(self, timeout: float = REPLICA_TIMEOUT) -> None:
         """Wait until this replica is in recovery and its primary lists it as streaming."""
         primary = self._primary()
-        wait_for(
+        self.wait_until(
             lambda: self.psql("SELECT pg_is_in_recovery()") == "t",
-            what=f"{self.name} in recovery",
+            what="in recovery",
             timeout=timeout,
         )
         streaming = (
             "SELECT count(*) FROM pg_stat_replication "
             "WHERE application_name = :'name' AND state = 'streaming'"
         )
-        wait_for(
+        self.wait_until(
             lambda: primary.psql(streaming, variables={"name": self.name}) == "1",
-            what=f"{self.name} streaming from {primary.name}",
+            what=f"streaming from {primary.name}",
             timeout=timeout,
         )
 
@@ -219,9 +182,9 @@ class PostgresServer:
         """Wait until this replica has replayed everything its primary had written so far."""
         target = self._primary().psql("SELECT pg_current_wal_lsn()")
         replayed = "SELECT pg_last_wal_replay_lsn() >= :'target'::pg_lsn"
-        wait_for(
+        self.wait_until(
             lambda: self.psql(replayed, variables={"target": target}) == "t",
-            what=f"{self.name} replaying up to {target}",
+            what=f"replaying up to {target}",
             timeout=timeout,
         )
 

@@ -3,8 +3,9 @@
 PostgreSQL and PgBouncer refuse to run as root. When we are root every server of the stack runs
 as the ``postgres`` account instead (through ``Popen(user=...)``, so the pid we hold is the
 server's own and not a ``runuser`` wrapper's), and its files live in directories that account
-owns. Every wait here has a deadline; every started process is also stopped at interpreter exit
-in case a fixture's teardown never runs.
+owns. Every wait has a deadline (``wait_for``, the stack's use of ``tests.waiting``); every stop
+is bounded (``terminate``). ``tests/stack/server.py`` builds the servers' common life cycle on
+these.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.waiting import wait_until
 
 SERVICE_ACCOUNT_NAME = "postgres"
 
@@ -174,24 +176,20 @@ def wait_for(
 ) -> None:
     """Poll ``predicate`` until truthy; StackError naming ``what`` after ``timeout`` seconds.
 
-    Exceptions from the predicate count as "not yet" (a server that is still starting refuses
-    connections); the last one is chained to the timeout error. ``check`` runs every round and
-    may raise at once, e.g. when the process we wait on has died.
+    The stack's use of ``tests.waiting.wait_until``: exceptions from the predicate count as
+    "not yet" (a server that is still starting refuses connections); the last one is chained to
+    the timeout error. ``check`` runs every round and may raise at once, e.g. when the process
+    we wait on has died.
     """
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        if check is not None:
-            check()
-        try:
-            if predicate():
-                return
-        except Exception as exc:
-            last_error = exc
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last_error})" if last_error else ""
-            raise StackError(f"{what}: not ready after {timeout:g}s{detail}") from last_error
-        time.sleep(interval)
+    wait_until(
+        predicate,
+        what=what,
+        within=timeout,
+        interval=interval,
+        check=check,
+        retry_on=(Exception,),
+        error=StackError,
+    )
 
 
 def stop_at_exit(stop: Callable[[], object]) -> Callable[[], None]:
@@ -209,25 +207,39 @@ def stop_at_exit(stop: Callable[[], object]) -> Callable[[], None]:
     return lambda: atexit.unregister(guarded)
 
 
-class Process:
-    """One long-running server we spawn and own, logging to a file."""
+def terminate(popen: subprocess.Popen[bytes], timeout: float, sig: int = signal.SIGTERM) -> int:
+    """Send ``sig``, wait at most ``timeout`` seconds, then kill; the exit status."""
+    if popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            popen.send_signal(sig)
+        try:
+            popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+    return popen.wait(5)
 
-    def __init__(self, name: str, argv: Sequence[str], *, cwd: Path, log_path: Path) -> None:
-        self.name = name
+
+class Process:
+    """One long-running server we spawn, in its own process group, logging to a file."""
+
+    def __init__(self, argv: Sequence[str], *, cwd: Path, log_path: Path) -> None:
         self.argv = list(argv)
         self.cwd = cwd
         self.log_path = log_path
         self._popen: subprocess.Popen[bytes] | None = None
-        self._cancel_exit_stop: Callable[[], None] | None = None
 
     @property
     def pid(self) -> int | None:
         return self._popen.pid if self._popen is not None else None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once it has exited; None while running or never started."""
+        return self._popen.poll() if self._popen is not None else None
+
     def start(self) -> None:
         if self.is_running():
             return
-        self._reap()
         # Appending keeps the log of earlier runs when a test restarts the server.
         with self.log_path.open("ab") as log:
             self._popen = subprocess.Popen(
@@ -243,41 +255,12 @@ class Process:
                 **_as_account(),
             )
         _own(self.log_path)
-        self._cancel_exit_stop = stop_at_exit(self.stop)
 
     def is_running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
 
-    def ensure_alive(self) -> None:
-        """StackError with the end of the log if the process has exited."""
-        if self._popen is not None and self._popen.poll() is not None:
-            raise StackError(
-                f"{self.name} exited with {self._popen.returncode}; "
-                f"end of {self.log_path}:\n{self.log_tail()}"
-            )
-
     def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
         """Signal the process and wait at most ``timeout`` seconds, then kill it."""
-        popen = self._popen
-        if popen is not None and popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                popen.send_signal(sig)
-            try:
-                popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait(5)
-        self._reap()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def _reap(self) -> None:
-        if self._cancel_exit_stop is not None:
-            self._cancel_exit_stop()
-            self._cancel_exit_stop = None
+        if self._popen is not None:
+            terminate(self._popen, timeout, sig)
         self._popen = None

@@ -7,42 +7,29 @@ rewrites its own, and ``CONFIG REWRITE`` after a failover must survive a restart
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.stack.ports import HOST, free_port
-from tests.stack.process import Process, find_binary, make_dir, wait_for, write_file
+from tests.stack.ports import HOST
+from tests.stack.process import find_binary
+from tests.stack.server import ChildServer, ServerGroup
 
-START_TIMEOUT = 10.0
 SYNC_TIMEOUT = 20.0
 
 
-class _RedisProcess:
-    """What a Redis server and a Sentinel share: a conf file, a port, a process we own."""
+class _RedisProcess(ChildServer):
+    """What a Redis server and a Sentinel share: ``<binary> <conf>``, ready once it answers
+    PING; the conf is written at the first start only."""
 
     binary_name = "redis-server"
+    readiness = "answering PING"
 
     def __init__(self, tmp_dir: Path | str, *, name: str, port: int | None) -> None:
-        self.port = port or free_port()
-        self.name = f"{name}-{self.port}"
-        self.dir = make_dir(Path(tmp_dir) / self.name)
-        self.conf_path = self.dir / f"{name}.conf"
         binary = find_binary(self.binary_name, f"/usr/bin/{self.binary_name}")
-        self.process = Process(
-            self.name, [binary, str(self.conf_path)], cwd=self.dir, log_path=self.dir / "log"
-        )
-
-    @property
-    def host(self) -> str:
-        return HOST
-
-    @property
-    def address(self) -> str:
-        return f"{HOST}:{self.port}"
+        super().__init__(tmp_dir, name=name, port=port, binary=binary, conf_name=f"{name}.conf")
 
     def conf(self) -> str:
         return (
@@ -50,29 +37,12 @@ class _RedisProcess:
             'daemonize no\nprotected-mode no\nlogfile ""\n'
         )
 
-    def start(self) -> Self:
-        if self.is_running():
-            return self
+    def _prepare(self) -> None:
         if not self.conf_path.exists():
-            write_file(self.conf_path, self.conf())
-        self.process.start()
-        try:
-            wait_for(
-                lambda: self.cli("PING"),
-                what=f"{self.name} answering PING",
-                timeout=START_TIMEOUT,
-                check=self.process.ensure_alive,
-            )
-        except BaseException:
-            self.stop()
-            raise
-        return self
+            self._write_conf()
 
-    def stop(self) -> None:
-        self.process.stop()
-
-    def is_running(self) -> bool:
-        return self.process.is_running()
+    def ready(self) -> object:
+        return self.cli("PING")
 
     def client(self, **kwargs: Any) -> redis.Redis:
         """A synchronous client for the harness (never for the server under test)."""
@@ -95,17 +65,6 @@ class _RedisProcess:
         with self.client() as client:
             info: dict[str, Any] = client.info(section)
             return info
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class RedisServer(_RedisProcess):
@@ -141,11 +100,10 @@ class RedisServer(_RedisProcess):
 
     def wait_for_sync(self, timeout: float = SYNC_TIMEOUT) -> None:
         """Wait until this replica's link to its master is up."""
-        wait_for(
+        self.wait_until(
             lambda: self.info("replication").get("master_link_status") == "up",
-            what=f"{self.name} in sync with its master",
+            what="in sync with its master",
             timeout=timeout,
-            check=self.process.ensure_alive,
         )
 
 
@@ -189,18 +147,17 @@ class RedisSentinel(_RedisProcess):
 
     def wait_for_replicas(self, count: int = 1, timeout: float = SYNC_TIMEOUT) -> None:
         """Wait until this sentinel sees ``count`` replicas that are not down."""
-        wait_for(
+        self.wait_until(
             lambda: (
                 sum(not r["is_disconnected"] and not r["is_sdown"] for r in self.replicas())
                 >= count
             ),
-            what=f"{self.name} seeing {count} replica(s) of {self.master_name}",
+            what=f"seeing {count} replica(s) of {self.master_name}",
             timeout=timeout,
-            check=self.process.ensure_alive,
         )
 
 
-class RedisSentinelGroup:
+class RedisSentinelGroup(ServerGroup):
     """A master, one replica of it, and one sentinel watching them."""
 
     def __init__(self, tmp_dir: Path | str, master_name: str = "mymaster") -> None:
@@ -218,36 +175,11 @@ class RedisSentinelGroup:
     def servers(self) -> tuple[RedisServer, RedisServer, RedisSentinel]:
         return self.master, self.replica, self.sentinel
 
-    def start(self) -> Self:
-        try:
-            self.master.start()
-            self.replica.start()
-            self.replica.wait_for_sync()
-            # Started after the replica is in sync, so the sentinel's first INFO of the master
-            # already lists it and we do not wait for the 10 s refresh.
-            self.sentinel.start()
-            self.sentinel.wait_for_replicas(1)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        for server in reversed(self.servers):
-            server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def redis_sentinel_group(tmp_dir: Path | str, master_name: str = "mymaster") -> RedisSentinelGroup:
-    """A started group: replica in sync, sentinel aware of it. Stop it with ``stop()``."""
-    return RedisSentinelGroup(tmp_dir, master_name).start()
+    def _start(self) -> None:
+        self.master.start()
+        self.replica.start()
+        self.replica.wait_for_sync()
+        # Started after the replica is in sync, so the sentinel's first INFO of the master
+        # already lists it and we do not wait for the 10 s refresh.
+        self.sentinel.start()
+        self.sentinel.wait_for_replicas(1)

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from tests.stack.ports import HOST, free_port
 from tests.stack.process import wait_for
 from tests.stack.redis import RedisServer
+from tests.stack.server import ServerGroup
 
 SLOT_COUNT = 16384
 # Short, so a stopped node is noticed and a restarted one accepted again within seconds; not so
@@ -76,7 +75,7 @@ class RedisClusterNode(RedisServer):
         )
 
 
-class RedisCluster:
+class RedisCluster(ServerGroup):
     """Three cluster masters on free ports; ``seed_url`` is the ``REDIS_URL`` for cluster mode."""
 
     def __init__(self, tmp_dir: Path | str, size: int = 3) -> None:
@@ -87,35 +86,27 @@ class RedisCluster:
         return self._nodes
 
     @property
+    def servers(self) -> tuple[RedisClusterNode, ...]:
+        return self._nodes
+
+    @property
     def seed_url(self) -> str:
         """The first node's URL: a cluster client learns the others from it."""
         return self._nodes[0].url
 
-    def start(self) -> Self:
+    def _start(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
-        try:
-            for node in self._nodes:
-                node.start()
-            for node in self._nodes:
-                # Already owned after a restart: the node read them back from its config file.
-                if not node.owned_slots():
-                    node.cli("CLUSTER", "ADDSLOTSRANGE", *node.slots)
-            seed = self._nodes[0]
-            if seed.cluster_info().get("cluster_known_nodes") != str(len(self._nodes)):
-                for node in self._nodes[1:]:
-                    seed.cli("CLUSTER", "MEET", HOST, node.port, node.bus_port)
-            self.wait_until_ok(timeout=max(deadline - time.monotonic(), 1.0))
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        for node in reversed(self._nodes):
-            node.stop()
-
-    def is_running(self) -> bool:
-        return all(node.is_running() for node in self._nodes)
+        for node in self._nodes:
+            node.start()
+        for node in self._nodes:
+            # Already owned after a restart: the node read them back from its config file.
+            if not node.owned_slots():
+                node.cli("CLUSTER", "ADDSLOTSRANGE", *node.slots)
+        seed = self._nodes[0]
+        if seed.cluster_info().get("cluster_known_nodes") != str(len(self._nodes)):
+            for node in self._nodes[1:]:
+                seed.cli("CLUSTER", "MEET", HOST, node.port, node.bus_port)
+        self.wait_until_ok(timeout=max(deadline - time.monotonic(), 1.0))
 
     def wait_until_ok(self, timeout: float = OK_TIMEOUT) -> None:
         """Wait until every node reports the whole cluster up (e.g. after a node restarted)."""
@@ -124,7 +115,7 @@ class RedisCluster:
             lambda: all(node.is_ok(size) for node in self._nodes),
             what=f"redis cluster {self.addresses} reporting cluster_state:ok on every node",
             timeout=timeout,
-            check=self._ensure_alive,
+            check=self.ensure_alive,
         )
 
     @property
@@ -146,21 +137,6 @@ class RedisCluster:
     def node_for_key(self, key: str) -> RedisClusterNode:
         """The node that holds ``key``, by the server's own hash (``CLUSTER KEYSLOT``)."""
         return self.node_for_slot(int(self._nodes[0].cli("CLUSTER", "KEYSLOT", key)))
-
-    def _ensure_alive(self) -> None:
-        for node in self._nodes:
-            node.process.ensure_alive()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _split_slots(size: int) -> list[tuple[int, int]]:
