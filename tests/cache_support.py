@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from server.cache.cache import Cache
 from server.config import Settings
@@ -40,6 +41,15 @@ async def running_cache(settings: Settings, *, wait_tracking: bool = True) -> As
             await client.close()
 
 
+def returns(value: Any) -> Callable[[], Awaitable[Any]]:
+    """A ``compute`` for ``Cache.fetch`` that answers ``value``."""
+
+    async def compute() -> Any:
+        return value
+
+    return compute
+
+
 def redis_of(cache: Cache) -> RedisClient:
     assert cache.redis is not None
     return cache.redis
@@ -51,12 +61,14 @@ def successes(cache: Cache) -> int:
 
 
 async def settled_write(cache: Cache, namespace: str, key: str, value: object) -> None:
-    """``cache.set`` and wait for Redis's invalidation push of that write to come back: until
+    """Store ``value`` (``fetch`` with ``refresh``: computed and stored without looking, as the
+    warmer stores) and wait for Redis's invalidation push of that write to come back: until
     then, a read may store the key in the hot tier only for the push to drop it again."""
     tracker = cache.tracker
     assert tracker is not None
     before = cache.near.invalidated_keys
-    await cache.set(namespace, key, value, ttl=60)
+    stored = await cache.fetch(namespace, key, returns(value), ttl=60, refresh=True)
+    assert stored.status == "MISS"
     await eventually(
         lambda: cache.near.invalidated_keys > before + 1, what="the write's own push", timeout=2
     )

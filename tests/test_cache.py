@@ -1,19 +1,22 @@
-"""The Cache API against the real Redis: values, TTLs, counters, single flight, pattern
-invalidation, the memory backend and the hot tier's coherence."""
+"""The Cache API production uses (``fetch``, ``peek``, ``invalidate``) against the real Redis:
+values, TTLs, single flight, pattern invalidation, the memory backend and the hot tier's
+coherence. What is stored is read back from Redis through the harness's own client."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
-from server.cache.cache import Cache
+from server.cache.cache import MISSING, Cache
 from server.config import Settings
 from server.errors import ErrorCode, RpcError, Unavailable
-from tests.cache_support import redis_of, running_cache, settled_write, successes
+from tests.cache_support import redis_of, returns, running_cache, settled_write, successes
 from tests.stack import RedisServer
 from tests.waiting import eventually
 
@@ -39,14 +42,27 @@ def harness(redis_server: RedisServer) -> redis.Redis:
     return redis_server.client(decode_responses=False)
 
 
+async def lookup(cache: Cache, namespace: str, key: str) -> tuple[Any, str]:
+    """``fetch``'s answer as (value, status); on a miss it computes and stores ``"computed"``."""
+    found = await cache.fetch(namespace, key, returns("computed"))
+    return found.value, found.status
+
+
+def stored(harness: redis.Redis, key: str) -> Any:
+    """The value the cache keeps in Redis under ``key`` (its envelope's last element)."""
+    raw = harness.get(key)
+    assert raw is not None, key
+    return orjson.loads(raw)[3]
+
+
 async def test_values_round_trip_under_their_namespace(cache: Cache, harness: redis.Redis) -> None:
     value = {"a": [1, 2.5, "x", None, True], "nested": {"k": "v"}}
-    await cache.set("users", "42", value, ttl=30)
+    first = await cache.fetch("users", "42", returns(value), ttl=30)
+    assert (first.value, first.status) == (value, "MISS")
+    assert stored(harness, f"{PREFIX}users:42") == value
 
-    assert await cache.get("users", "42") == value
-    assert await cache.get("users", "43", default="none") == "none"
-    assert await cache.get("orders", "42") is None
-    assert harness.exists(f"{PREFIX}users:42") == 1
+    assert await lookup(cache, "users", "42") == (value, "HIT")
+    assert await lookup(cache, "orders", "42") == ("computed", "MISS")  # another namespace
     stats = cache.stats.namespaces["users"]
     assert (stats.hits, stats.misses, stats.sets) == (1, 1, 1)
 
@@ -56,39 +72,10 @@ async def test_ttl_has_jitter_below_the_declared_ttl(
 ) -> None:
     async with make_cache(cache_ttl_jitter=0.5) as cache:
         for i in range(40):
-            await cache.set("ttl", str(i), i, ttl=100)
+            await cache.fetch("ttl", str(i), returns(i), ttl=100)
     ttls = [harness.pttl(f"{PREFIX}ttl:{i}") for i in range(40)]
     assert all(50_000 <= t <= 100_000 for t in ttls), ttls
     assert len(set(ttls)) > 20  # spread out, not one value
-
-
-async def test_get_many_and_set_many(cache: Cache, harness: redis.Redis) -> None:
-    await cache.set_many("m", {"a": 1, "b": {"x": 2}, "c": [3]}, ttl=30)
-    assert harness.exists(f"{PREFIX}m:a", f"{PREFIX}m:b", f"{PREFIX}m:c") == 3
-
-    assert await cache.get_many("m", ["a", "b", "zz", "c", "a"]) == {
-        "a": 1,
-        "b": {"x": 2},
-        "c": [3],
-    }
-    stats = cache.stats.namespaces["m"]
-    assert (stats.hits, stats.misses) == (3, 1)
-
-
-async def test_delete_counts_what_existed(cache: Cache, harness: redis.Redis) -> None:
-    await cache.set_many("d", {"a": 1, "b": 2}, ttl=30)
-    assert await cache.delete("d", "a", "b", "c") == 2
-    assert harness.exists(f"{PREFIX}d:a", f"{PREFIX}d:b") == 0
-    assert await cache.get("d", "a") is None
-
-
-async def test_incr_counts_and_sets_ttl_once(cache: Cache, harness: redis.Redis) -> None:
-    assert await cache.incr("n", "hits", ttl=60) == 1
-    assert await cache.incr("n", "hits", 5, ttl=60) == 6
-    assert 0 < harness.pttl(f"{PREFIX}n:hits") <= 60_000
-    assert await cache.get("n", "hits") == 6
-    assert await cache.incr("n", "forever") == 1
-    assert harness.pttl(f"{PREFIX}n:forever") == -1
 
 
 async def test_stampede_of_200_misses_computes_once(cache: Cache) -> None:
@@ -101,9 +88,7 @@ async def test_stampede_of_200_misses_computes_once(cache: Cache) -> None:
         await release.wait()
         return {"answer": 42}
 
-    tasks = [
-        asyncio.create_task(cache.get_or_set("stampede", "k", compute, ttl=30)) for _ in range(200)
-    ]
+    tasks = [asyncio.create_task(cache.fetch("stampede", "k", compute, ttl=30)) for _ in range(200)]
     # Every caller has looked, missed and joined the flight before the computation ends.
     await eventually(
         lambda: cache.stats.namespace("stampede").misses == 200, what="200 misses in flight"
@@ -112,11 +97,12 @@ async def test_stampede_of_200_misses_computes_once(cache: Cache) -> None:
     results = await asyncio.gather(*tasks)
 
     assert calls == 1
-    assert results == [{"answer": 42}] * 200
+    assert [(r.value, r.status) for r in results] == [({"answer": 42}, "MISS")] * 200
     stats = cache.stats.namespaces["stampede"]
     assert stats.misses == 200
     assert stats.coalesced == 199
-    assert await cache.get("stampede", "k") == {"answer": 42}
+    assert await lookup(cache, "stampede", "k") == ({"answer": 42}, "HIT")
+    assert calls == 1
 
 
 async def test_single_flight_shares_errors_and_survives_a_cancelled_leader(cache: Cache) -> None:
@@ -129,7 +115,7 @@ async def test_single_flight_shares_errors_and_survives_a_cancelled_leader(cache
         await release.wait()
         raise Unavailable("source down")
 
-    tasks = [asyncio.create_task(cache.get_or_set("sf", "err", fails)) for _ in range(5)]
+    tasks = [asyncio.create_task(cache.fetch("sf", "err", fails)) for _ in range(5)]
     await eventually(lambda: calls == 1, what="the leader computing")
     # Every caller has missed and joined the flight before the leader fails (a latecomer
     # would rightly start a computation of its own).
@@ -148,14 +134,15 @@ async def test_single_flight_shares_errors_and_survives_a_cancelled_leader(cache
         await gate.wait()
         return "done"
 
-    leader = asyncio.create_task(cache.get_or_set("sf", "cancel", slow))
+    leader = asyncio.create_task(cache.fetch("sf", "cancel", slow))
     await eventually(lambda: started == 1, what="the leader computing")
-    follower = asyncio.create_task(cache.get_or_set("sf", "cancel", slow))
+    follower = asyncio.create_task(cache.fetch("sf", "cancel", slow))
     await eventually(lambda: cache.stats.namespaces["sf"].misses == 7, what="the follower waiting")
     leader.cancel()
     await eventually(lambda: started == 2, what="the follower taking over")
     gate.set()
-    assert await follower == "done"
+    answer = await follower
+    assert (answer.value, answer.status) == ("done", "MISS")
     with pytest.raises(asyncio.CancelledError):
         await leader
 
@@ -177,8 +164,9 @@ async def test_invalidate_pattern_on_10000_keys_deletes_exactly_the_matching(
     # The pipeline's 9,990 invalidation pushes first, or they could drop the hot entry below.
     await eventually(lambda: cache.near.invalidated_keys >= 9_990, what="the pipeline's pushes")
     await settled_write(cache, "inv", "user:hot", "in the hot tier")
-    assert await cache.get("inv", "user:hot") == "in the hot tier"
-    assert await cache.get("inv", "user:hot") == "in the hot tier"
+    # From Redis, and kept in the hot tier.
+    assert await lookup(cache, "inv", "user:hot") == ("in the hot tier", "HIT")
+    assert cache.peek("inv", "user:hot") == "in the hot tier"
     assert len(cache.near) == 1
 
     deleted = await cache.invalidate("inv", "user:*")
@@ -191,15 +179,17 @@ async def test_invalidate_pattern_on_10000_keys_deletes_exactly_the_matching(
     assert sum(k.startswith(f"{PREFIX}other:user:") for k in remaining) == 2990
     assert sum(k.startswith("user:") for k in remaining) == 10
     assert len(cache.near) == 0
-    assert await cache.get("inv", "user:hot") is None
+    assert cache.peek("inv", "user:hot") is MISSING
     assert cache.stats.namespaces["inv"].invalidations == 1
+    assert await lookup(cache, "inv", "user:hot") == ("computed", "MISS")
 
 
 async def test_invalidate_whole_namespace_and_across_namespaces(
     cache: Cache, harness: redis.Redis
 ) -> None:
-    await cache.set_many("a", {"1": 1, "2": 2}, ttl=30)
-    await cache.set_many("b", {"1": 1}, ttl=30)
+    for namespace, key in (("a", "1"), ("a", "2"), ("b", "1")):
+        await cache.fetch(namespace, key, returns(int(key)), ttl=30)
+    assert harness.dbsize() == 3
     assert await cache.invalidate("a") == 2
     assert harness.exists(f"{PREFIX}b:1") == 1
     assert await cache.invalidate(None, "b:*") == 1
@@ -209,22 +199,28 @@ async def test_invalidate_whole_namespace_and_across_namespaces(
 
 async def test_namespaces_are_checked(cache: Cache) -> None:
     with pytest.raises(ValueError, match="namespace"):
-        await cache.get("bad namespace*", "k")
+        await cache.fetch("bad namespace*", "k", returns(1))
+    with pytest.raises(ValueError, match="namespace"):
+        await cache.invalidate("bad namespace*")
 
 
 async def test_memory_backend_without_redis() -> None:
     async with running_cache(Settings(cache_memory_max_items=3)) as cache:
         assert cache.backend == "memory"
         for key in "abcd":
-            await cache.set("m", key, key.upper(), ttl=30)
-        assert await cache.get("m", "a") is None  # least recently used, evicted
-        assert [await cache.get("m", k) for k in "bcd"] == ["B", "C", "D"]
-        assert cache.memory.evictions == 1
+            first = await cache.fetch("m", key, returns(key.upper()), ttl=30)
+            assert (first.value, first.status) == (key.upper(), "MISS")
+        assert cache.memory.evictions == 1  # "a", least recently used
+        assert [await lookup(cache, "m", k) for k in "bcd"] == [
+            ("B", "HIT"),
+            ("C", "HIT"),
+            ("D", "HIT"),
+        ]
         assert await cache.invalidate("m", "[bc]") == 2
-        assert await cache.get("m", "d") == "D"
-        assert await cache.delete("m", "d", "x") == 1
-        assert await cache.incr("m", "n", 2) == 2
-        assert await cache.incr("m", "n", 3) == 5
+        assert await lookup(cache, "m", "d") == ("D", "HIT")
+        assert await lookup(cache, "m", "a") == ("computed", "MISS")  # evicted
+        assert await lookup(cache, "m", "b") == ("computed", "MISS")  # invalidated
+        assert cache.memory.evictions == 1
 
 
 async def test_disabled_cache_stores_nothing_and_always_computes(
@@ -238,19 +234,19 @@ async def test_disabled_cache_stores_nothing_and_always_computes(
         return calls
 
     async with make_cache(cache_enabled=False) as cache:
-        await cache.set("off", "k", 1)
-        assert await cache.get("off", "k") is None
-        assert await cache.get_or_set("off", "c", compute) == 1
-        assert await cache.get_or_set("off", "c", compute) == 2
+        answers = [await cache.fetch("off", "c", compute, ttl=30) for _ in range(2)]
+        assert [(a.value, a.status) for a in answers] == [(1, "MISS"), (2, "MISS")]
+        assert cache.peek("off", "c") is MISSING
+        assert await cache.invalidate("off") == 0  # not caching: it keeps working
     assert harness.dbsize() == 0
 
 
 async def test_hot_tier_serves_repeat_reads_without_redis(cache: Cache) -> None:
     await settled_write(cache, "hot", "k", {"v": 1})
-    assert await cache.get("hot", "k") == {"v": 1}  # from Redis, now in the hot tier
+    assert await lookup(cache, "hot", "k") == ({"v": 1}, "HIT")  # from Redis, now in the hot tier
     before = successes(cache)
     for _ in range(100):
-        assert await cache.get("hot", "k") == {"v": 1}
+        assert await lookup(cache, "hot", "k") == ({"v": 1}, "HIT")
     assert successes(cache) == before
     assert cache.near.hits == 100
 
@@ -259,27 +255,29 @@ async def test_hot_tier_drops_a_key_another_client_writes(
     cache: Cache, harness: redis.Redis
 ) -> None:
     await settled_write(cache, "hot", "k", "old")
-    assert await cache.get("hot", "k") == "old"
+    assert await lookup(cache, "hot", "k") == ("old", "HIT")
     assert f"{PREFIX}hot:k" in cache.near.store
 
     other = Cache(cache.settings)  # another instance writing through its own connection
     other.attach(redis_of(cache))
-    await other.set("hot", "k", "new", ttl=30)
+    await other.fetch("hot", "k", returns("new"), ttl=30, refresh=True)
 
     took = await eventually(
         lambda: f"{PREFIX}hot:k" not in cache.near.store, what="invalidation", timeout=1
     )
     assert took < 0.1
-    assert await cache.get("hot", "k") == "new"
+    assert await lookup(cache, "hot", "k") == ("new", "HIT")
 
 
 async def test_flushall_flushes_the_hot_tier(cache: Cache, harness: redis.Redis) -> None:
     await settled_write(cache, "hot", "k", 1)
-    assert await cache.get("hot", "k") == 1
+    assert await lookup(cache, "hot", "k") == (1, "HIT")
+    assert cache.peek("hot", "k") == 1
     assert len(cache.near) == 1
     harness.flushall()
     await eventually(lambda: len(cache.near) == 0, what="flush pushed", timeout=1)
-    assert await cache.get("hot", "k") is None
+    assert cache.peek("hot", "k") is MISSING
+    assert await lookup(cache, "hot", "k") == ("computed", "MISS")
 
 
 async def test_tracking_connection_killed_flushes_and_bypasses_then_recovers(
@@ -288,36 +286,38 @@ async def test_tracking_connection_killed_flushes_and_bypasses_then_recovers(
     tracker = cache.tracker
     assert tracker is not None and tracker.client_id is not None
     await settled_write(cache, "hot", "k", "v")
-    assert await cache.get("hot", "k") == "v"
+    assert await lookup(cache, "hot", "k") == ("v", "HIT")
     assert len(cache.near) == 1
 
     assert harness.execute_command("CLIENT", "KILL", "ID", tracker.client_id) == 1
     await eventually(lambda: not cache.near.active, what="hot tier off", timeout=2)
     assert len(cache.near) == 0
     # Bypassed: reads go to Redis, and what they read is not kept in the hot tier.
+    assert cache.peek("hot", "k") is MISSING
     before = successes(cache)
-    assert await cache.get("hot", "k") == "v"
+    assert await lookup(cache, "hot", "k") == ("v", "HIT")
     assert successes(cache) == before + 1
 
     await eventually(lambda: cache.near.active, what="tracking back", timeout=10)
     assert tracker.drops == 1 and tracker.connects == 2
-    assert await cache.get("hot", "k") == "v"
+    assert await lookup(cache, "hot", "k") == ("v", "HIT")
     hits = cache.near.hits
-    assert await cache.get("hot", "k") == "v"
+    assert await lookup(cache, "hot", "k") == ("v", "HIT")
     assert cache.near.hits == hits + 1
 
 
 async def test_stale_value_is_served_only_while_the_source_is_unavailable(
-    make_cache: Callable[..., Any],
+    make_cache: Callable[..., Any], harness: redis.Redis
 ) -> None:
     async with make_cache(cache_ttl_jitter=0.0) as cache:
-        first = await cache.fetch("st", "k", _returns("good"), ttl=0.05, stale_for=60)
+        first = await cache.fetch("st", "k", returns("good"), ttl=0.05, stale_for=60)
         assert (first.value, first.status) == ("good", "MISS")
+        raw = harness.get(f"{PREFIX}st:k")
+        assert raw is not None
+        fresh_until = orjson.loads(raw)[0]  # wall clock: [fresh_until, expires_at, ...]
+        assert 0 < harness.pttl(f"{PREFIX}st:k") <= 60_050  # kept for the stale window
 
-        async def stale() -> bool:
-            return await cache.get("st", "k") is None
-
-        await eventually(stale, what="entry past its TTL")
+        await eventually(lambda: time.time() > fresh_until, what="entry past its TTL")
 
         stale = await cache.fetch(
             "st", "k", _raises(Unavailable("breaker open")), 0.05, stale_for=60
@@ -333,15 +333,8 @@ async def test_stale_value_is_served_only_while_the_source_is_unavailable(
         with pytest.raises(Unavailable):  # stale window 0: nothing stale may be served
             await cache.fetch("st", "k", _raises(Unavailable("down")), 0.05, stale_for=0)
 
-        fresh = await cache.fetch("st", "k", _returns("better"), ttl=30, stale_for=60)
+        fresh = await cache.fetch("st", "k", returns("better"), ttl=30, stale_for=60)
         assert (fresh.value, fresh.status) == ("better", "MISS")
-
-
-def _returns(value: Any) -> Callable[[], Any]:
-    async def compute() -> Any:
-        return value
-
-    return compute
 
 
 def _raises(exc: Exception) -> Callable[[], Any]:

@@ -1,13 +1,14 @@
 """Cluster mode against a real three-master Redis Cluster on loopback: the cache's reads,
-writes, counters, multi-key operations and pattern invalidation span every node."""
+writes and pattern invalidation span every node."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from server.collectors.redis_info import redis_info
 from server.config import Settings
-from tests.cache_support import redis_of, running_cache
+from tests.cache_support import redis_of, returns, running_cache
 from tests.stack import RedisCluster
 
 pytestmark = pytest.mark.slow
@@ -33,29 +34,28 @@ async def test_cache_spans_every_node(
         assert client.mode == "cluster"
         assert cache.tracker is None  # CLIENT TRACKING is per node: no hot tier here
 
-        await cache.set_many("c", {f"user:{i}": i for i in range(300)}, ttl=60)
-        await cache.set_many("c", {f"order:{i}": i for i in range(200)}, ttl=60)
+        for kind, count in (("user", 300), ("order", 200)):
+            for i in range(count):
+                first = await cache.fetch("c", f"{kind}:{i}", returns(i), ttl=60)
+                assert first.status == "MISS"
         spread = keys_per_node(redis_cluster)
         assert sum(spread) == 500 and all(n > 50 for n in spread), spread
 
-        assert await cache.get("c", "user:7") == 7
-        found = await cache.get_many("c", [f"user:{i}" for i in range(0, 300, 3)] + ["nope"])
-        assert found == {f"user:{i}": i for i in range(0, 300, 3)}
-        assert await cache.get_or_set("c", "computed", _compute, ttl=60) == {"computed": True}
-        assert await cache.incr("c", "counter", 2, ttl=60) == 2
-        assert await cache.incr("c", "counter", 3, ttl=60) == 5
-        assert await cache.delete("c", "user:1", "user:2", "order:1", "missing") == 3
+        found = [await cache.fetch("c", f"user:{i}", returns(None)) for i in range(0, 300, 3)]
+        assert [(f.value, f.status) for f in found] == [(i, "HIT") for i in range(0, 300, 3)]
+        computed = await cache.fetch("c", "computed", returns({"computed": True}), ttl=60)
+        assert (computed.value, computed.status) == ({"computed": True}, "MISS")
+        raw = await client.execute(client.raw.get, f"{PREFIX}c:computed")
+        assert raw is not None and orjson.loads(raw)[3] == {"computed": True}
+        assert 0 < await client.execute(client.raw.pttl, f"{PREFIX}c:computed") <= 60_000
 
         deleted = await cache.invalidate("c", "user:*")
-        assert deleted == 298
-        assert sum(keys_per_node(redis_cluster)) == 500 - 3 + 2 - 298
-        assert await cache.get("c", "order:5") == 5
+        assert deleted == 300
+        assert sum(keys_per_node(redis_cluster)) == 500 + 1 - 300
+        order = await cache.fetch("c", "order:5", returns(None))
+        assert (order.value, order.status) == (5, "HIT")
 
         info = await redis_info(client)
         assert (info.mode, info.nodes, info.role) == ("cluster", 3, "master")
         assert info.keys == sum(keys_per_node(redis_cluster))
         assert cache.backend == "redis"
-
-
-async def _compute() -> dict[str, bool]:
-    return {"computed": True}

@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import orjson
 import pytest
 
 from server.config import HostPort, Settings
 from server.errors import Unavailable
-from tests.cache_support import redis_of, running_cache
+from tests.cache_support import redis_of, returns, running_cache
 from tests.stack import RedisSentinelGroup
 from tests.stack.process import wait_for
 from tests.waiting import eventually
@@ -64,7 +65,8 @@ async def test_failover_writes_succeed_again_within_10_seconds(
     async with running_cache(sentinel_settings(group)) as cache:
         client = redis_of(cache)
         assert client.mode == "sentinel"
-        await cache.set("s", "before", "written before", ttl=60)
+        written = await cache.fetch("s", "before", returns("written before"), ttl=60)
+        assert written.status == "MISS"
         # Replication is asynchronous and a forced failover does not wait for it.
         assert await client.execute(client.raw.wait, 1, 5000) == 1
         old_master = group.sentinel.master_address()
@@ -93,7 +95,8 @@ async def test_failover_writes_succeed_again_within_10_seconds(
         new_port = group.sentinel.master_address()[1]
         assert new_port != old_master[1]
         assert (await client.info())["tcp_port"] == new_port
-        assert await cache.get("s", "before") == "written before"  # replicated before failover
+        before = await cache.fetch("s", "before", returns("recomputed"), ttl=60)
+        assert (before.value, before.status) == ("written before", "HIT")  # replicated in time
 
         # The hot tier's tracking connection follows the master too.
         tracker = cache.tracker
@@ -103,6 +106,9 @@ async def test_failover_writes_succeed_again_within_10_seconds(
         )
         ids = servers[new_port].cli("CLIENT", "LIST", "TYPE", "normal")
         assert f"id={tracker.client_id} " in ids
-        await cache.set("s", "after", "new", ttl=60)
-        assert await cache.get("s", "after") == "new"
+        after = await cache.fetch("s", "after", returns("new"), ttl=60)
+        assert (after.value, after.status) == ("new", "MISS")
+        assert orjson.loads(servers[new_port].cli("GET", cache.key("s", "after")))[3] == "new"
+        again = await cache.fetch("s", "after", returns("recomputed"), ttl=60)
+        assert (again.value, again.status) == ("new", "HIT")
         print(f"failover: writes on the new master after {took:.2f}s ({attempt} attempts)")

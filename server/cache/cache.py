@@ -1,9 +1,9 @@
 """``Cache``: namespaced JSON values in Redis, a coherent hot tier in front, memory behind.
 
-    value = await cache.get("rpc", "some-key")                  # None (or default) on a miss
-    await cache.set("rpc", "some-key", {"a": 1}, ttl=30)
-    value = await cache.get_or_set("rpc", "k", compute, ttl=30)  # compute once per process
-    deleted = await cache.invalidate("rpc", "monitoring.*")     # SCAN + UNLINK, never KEYS
+    lookup = await cache.fetch("rpc", "k", compute, ttl=30)  # compute once per process on a miss
+    lookup.value, lookup.status                              # the value; "HIT", "MISS" or "STALE"
+    value = cache.peek("rpc", "k")                           # hot tier only, sync; else MISSING
+    deleted = await cache.invalidate("rpc", "monitoring.*")  # SCAN + UNLINK, never KEYS
 
 Keys live in Redis as ``<CACHE_KEY_PREFIX><namespace>:<key>`` (``infrawatch:cache:rpc:...``);
 values as orjson (see ``entry.py``). A namespace is ``[A-Za-z0-9_.-]{1,64}``; a key is any text.
@@ -20,8 +20,8 @@ No cache operation raises because Redis is down: reads miss or come from memory,
 memory. ``invalidate`` is the exception: it raises ``Unavailable`` when Redis could not be
 cleared, because a caller who asked for the deletion must know it did not happen.
 
-``CACHE_ENABLED=false`` (or ``cache.enabled = False`` at run time) makes every read a bypass and
-every write a no-op; ``incr`` and ``invalidate`` keep working, since they are not caching.
+``CACHE_ENABLED=false`` (or ``cache.enabled = False`` at run time) makes every ``fetch`` compute
+without looking or storing; ``invalidate`` keeps working, since it is not caching.
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ import logging
 import math
 import random
 import re
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from server.cache.entry import Entry, clock
 from server.cache.flight import SingleFlight
@@ -48,7 +47,6 @@ from server.glob import Glob
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Status = Literal["HIT", "MISS", "STALE"]
 NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 SCAN_COUNT = 1000  # keys SCAN looks at per call
@@ -127,58 +125,6 @@ class Cache:
 
     # --- reads ---
 
-    async def get(self, namespace: str, key: str, default: Any = None) -> Any:
-        if not self.enabled:
-            return default
-        stats = self.namespace_stats(namespace)
-        entry = await self._read(stats, self.key(namespace, key))
-        if entry is None or not entry.is_fresh(clock()):
-            stats.misses += 1
-            return default
-        stats.hits += 1
-        return entry.value
-
-    async def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
-        """The fresh values among ``keys`` (one MGET for those not in the hot tier)."""
-        if not self.enabled:
-            return {}
-        stats = self.namespace_stats(namespace)
-        start = clock()
-        found: dict[str, Entry] = {}
-        pending: dict[str, str] = {}  # full key -> key
-        near = self.near
-        unique = dict.fromkeys(keys)
-        asked = len(unique)
-        for key in unique:
-            full = self.key(namespace, key)
-            entry = near.get(full, start)
-            if entry is not None:
-                found[key] = entry
-            else:
-                pending[full] = key
-        if pending:
-            for full, entry in (await self._read_many(list(pending))).items():
-                found[pending[full]] = entry
-        now = clock()
-        self.stats.observe(stats, "get", start, now)
-        values = {k: e.value for k, e in found.items() if e.is_fresh(now)}
-        stats.hits += len(values)
-        stats.misses += asked - len(values)
-        return values
-
-    async def get_or_set(
-        self,
-        namespace: str,
-        key: str,
-        compute: Callable[[], Awaitable[T]],
-        ttl: float | None = None,
-    ) -> T:
-        """The cached value, or ``await compute()`` stored for ``ttl`` seconds. Concurrent
-        misses of one key in this process run ``compute`` once."""
-        lookup = await self.fetch(namespace, key, compute, ttl)
-        value: T = lookup.value
-        return value
-
     async def fetch(
         self,
         namespace: str,
@@ -189,7 +135,9 @@ class Cache:
         stale_for: float = 0.0,
         refresh: bool = False,
     ) -> Lookup:
-        """``get_or_set`` that also says how it answered (HIT, MISS, STALE).
+        """The cached value of ``key``, or ``await compute()`` stored for ``ttl`` seconds
+        (``CACHE_DEFAULT_TTL`` when ``None``), and how it answered (HIT, MISS, STALE).
+        Concurrent misses of one key in this process run ``compute`` once.
 
         ``stale_for`` > 0 keeps the value that long past its TTL, and serves it (STALE) when
         ``compute`` raises ``Unavailable``; ``refresh`` computes and stores without looking.
@@ -247,7 +195,7 @@ class Cache:
     ) -> Any:
         value = await compute()
         fresh, keep = self._lifetimes(ttl, stale_for)
-        await self._write(stats, {full: Entry.new(value, fresh, keep)}, keep)
+        await self._write(stats, full, Entry.new(value, fresh, keep), keep)
         return value
 
     async def _read(self, stats: NamespaceStats, full: str) -> Entry | None:
@@ -279,169 +227,33 @@ class Cache:
         self._recovered()
         return entry
 
-    async def _read_many(self, fulls: list[str]) -> dict[str, Entry]:
-        redis = self.redis
-        if redis is None:
-            now = clock()
-            return {f: e for f in fulls if (e := self.memory.get(f, now)) is not None}
-        near = self.near
-        tokens = [near.begin(full) for full in fulls]
-        try:
-            if redis.mode == "cluster":
-                raws = await redis.execute(redis.raw.mget_nonatomic, fulls)  # type: ignore[union-attr]
-            else:
-                raws = await redis.execute(redis.raw.mget, fulls)
-        except BaseException as exc:
-            for full, token in zip(fulls, tokens, strict=True):
-                near.finish(full, token, None)
-            if not isinstance(exc, Unavailable):
-                raise
-            self._fell_back(exc)
-            now = clock()
-            return {f: e for f in fulls if (e := self.memory.get(f, now)) is not None}
-        found: dict[str, Entry] = {}
-        for full, token, raw in zip(fulls, tokens, raws, strict=True):
-            entry = _decode(full, raw)
-            near.finish(full, token, entry)
-            if entry is not None:
-                found[full] = entry
-        self._recovered()
-        return found
-
     # --- writes ---
 
-    async def set(self, namespace: str, key: str, value: Any, ttl: float | None = None) -> None:
-        """Store ``value`` (JSON-serialisable) for ``ttl`` seconds (``CACHE_DEFAULT_TTL``)."""
-        if not self.enabled:
-            return
-        fresh, keep = self._lifetimes(ttl, 0.0)
-        await self._write(
-            self.namespace_stats(namespace),
-            {self.key(namespace, key): Entry.new(value, fresh, keep)},
-            keep,
-        )
-
-    async def set_many(
-        self, namespace: str, values: Mapping[str, Any], ttl: float | None = None
-    ) -> None:
-        """Store every value of ``values`` (one pipelined round trip)."""
-        if not self.enabled or not values:
-            return
-        fresh, keep = self._lifetimes(ttl, 0.0)
-        entries = {self.key(namespace, k): Entry.new(v, fresh, keep) for k, v in values.items()}
-        await self._write(self.namespace_stats(namespace), entries, keep)
-
-    async def _write(self, stats: NamespaceStats, entries: dict[str, Entry], keep: float) -> None:
+    async def _write(self, stats: NamespaceStats, full: str, entry: Entry, keep: float) -> None:
         start = clock()
         # Our own write invalidates the hot tier at once; its tracking push would come later.
-        self.near.invalidate(entries)
+        self.near.invalidate((full,))
         redis = self.redis
         if redis is None:
-            self._remember(entries)
+            self.memory.put(full, entry)
         else:
             try:
-                payloads = {full: entry.encode() for full, entry in entries.items()}
+                payload = entry.encode()
             except TypeError:
                 log.exception("cache: a value is not JSON-serialisable; not cached")
                 return
+            px = max(1, math.ceil(keep * 1000))
             try:
-                await redis.execute(self._set_all, redis, payloads, keep)
+                await redis.execute(redis.raw.set, full, payload, px=px)
             except Unavailable as exc:
                 self._fell_back(exc)
-                self._remember(entries)
+                self.memory.put(full, entry)
             else:
                 self._recovered()
-        stats.sets += len(entries)
-        self.stats.observe(stats, "set", start, clock())
-
-    @staticmethod
-    async def _set_all(redis: RedisClient, payloads: dict[str, bytes], keep: float) -> None:
-        px = max(1, math.ceil(keep * 1000))
-        if len(payloads) == 1:
-            ((full, payload),) = payloads.items()
-            await redis.raw.set(full, payload, px=px)
-            return
-        pipe = redis.raw.pipeline(transaction=False)
-        for full, payload in payloads.items():
-            pipe.set(full, payload, px=px)
-        await pipe.execute()
-
-    def _remember(self, entries: dict[str, Entry]) -> None:
-        for full, entry in entries.items():
-            self.memory.put(full, entry)
-
-    async def incr(
-        self, namespace: str, key: str, amount: int = 1, ttl: float | None = None
-    ) -> int:
-        """Add ``amount`` to an integer counter and return the new value. ``ttl`` (exact, no
-        jitter) applies when the counter is created; ``None``: it never expires."""
-        stats = self.namespace_stats(namespace)
-        full = self.key(namespace, key)
-        start = clock()
-        self.near.invalidate((full,))
-        redis = self.redis
-        try:
-            if redis is None:
-                raise _NoRedis
-            value: int = await redis.execute(self._incr, redis, full, amount, ttl)
-        except (Unavailable, _NoRedis) as exc:
-            if isinstance(exc, Unavailable):
-                self._fell_back(exc)
-            value = self._incr_memory(full, amount, ttl)
-        else:
-            self._recovered()
         stats.sets += 1
         self.stats.observe(stats, "set", start, clock())
-        return value
-
-    @staticmethod
-    async def _incr(redis: RedisClient, full: str, amount: int, ttl: float | None) -> int:
-        # SET NX then INCRBY in one transaction: the TTL is set exactly once, at creation,
-        # on any Redis version (EXPIRE ... NX needs 7.0).
-        pipe = redis.raw.pipeline(transaction=True)
-        if ttl is None:
-            pipe.set(full, 0, nx=True)
-        else:
-            pipe.set(full, 0, nx=True, px=max(1, math.ceil(ttl * 1000)))
-        pipe.incrby(full, amount)
-        _, value = await pipe.execute()
-        return int(value)
-
-    def _incr_memory(self, full: str, amount: int, ttl: float | None) -> int:
-        now = clock()
-        entry = self.memory.get(full, now)
-        if entry is not None and isinstance(entry.value, int):
-            value: int = entry.value + amount
-            entry.value = value
-            self.memory.put(full, entry)
-            return value
-        expires = math.inf if ttl is None else now + ttl
-        self.memory.put(full, Entry(amount, math.inf, expires, time.time()))
-        return amount
 
     # --- deletion ---
-
-    async def delete(self, namespace: str, *keys: str) -> int:
-        """Delete ``keys``; returns how many existed (in Redis, or in memory without it)."""
-        if not keys:
-            return 0
-        stats = self.namespace_stats(namespace)
-        start = clock()
-        fulls = [self.key(namespace, k) for k in keys]
-        self.near.invalidate(fulls)
-        in_memory = sum(self.memory.pop(full) for full in fulls)
-        deleted = in_memory
-        redis = self.redis
-        if redis is not None:
-            try:
-                deleted = await redis.execute(redis.raw.unlink, *fulls)
-            except Unavailable as exc:
-                self._fell_back(exc)
-            else:
-                self._recovered()
-        stats.deletes += len(fulls)
-        self.stats.observe(stats, "delete", start, clock())
-        return int(deleted)
 
     async def invalidate(self, namespace: str | None = None, pattern: str = "*") -> int:
         """Delete every key of ``namespace`` (all namespaces when ``None``) whose key matches
@@ -488,10 +300,6 @@ class Cache:
             self.degraded = False
             self.memory.clear()
             log.info("cache: Redis is back; memory fallback emptied")
-
-
-class _NoRedis(Exception):
-    pass
 
 
 class _Missing:

@@ -5,8 +5,6 @@ are wall-clock UNIX seconds, since other instances read them. The Redis value is
 ``[fresh_until, expires_at, stored_at, value]`` (orjson); the key's own TTL is ``expires_at``.
 A value past ``fresh_until`` but before ``expires_at`` is stale: kept only so that it can be
 served, marked ``STALE``, while its source fails.
-
-A bare integer in Redis is a counter written by ``Cache.incr``; it reads as a fresh value.
 """
 
 from __future__ import annotations
@@ -53,11 +51,9 @@ class Entry:
 
     @classmethod
     def decode(cls, raw: bytes) -> Entry:
-        """Raises ``ValueError`` for anything that is not an envelope or a counter."""
+        """Raises ``ValueError`` for anything that is not an envelope."""
         data = orjson.loads(raw)
         now = clock()
-        if isinstance(data, int) and not isinstance(data, bool):
-            return cls(data, math.inf, math.inf, time.time())
         if not isinstance(data, list) or len(data) != 4:
             raise ValueError("not a cache envelope")
         fresh_until, expires_at, stored_at, value = data
