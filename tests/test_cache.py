@@ -195,6 +195,10 @@ async def test_invalidate_whole_namespace_and_across_namespaces(
     assert await cache.invalidate(None, "b:*") == 1
     assert harness.dbsize() == 0
     assert cache.stats.namespaces["*"].invalidations == 1
+    # Each UNLINK is a timed delete of the namespace it cleared.
+    a_stats = cache.stats.namespaces["a"]
+    assert a_stats.deletes == 2 and sum(a_stats.durations["delete"].counts) == 1
+    assert cache.stats.namespaces["*"].deletes == 1
 
 
 async def test_namespaces_are_checked(cache: Cache) -> None:
