@@ -87,7 +87,10 @@ async def test_failover_writes_succeed_again_within_10_seconds(
             host, port = group.sentinel.master_address()
             if port == old_master[1]:
                 return False
-            return servers[port].cli("GET", f"after-{attempt}") == "x"
+            # Followed, not just reached: a fresh connection can reach the new master before the
+            # client's watch has closed the pooled ones still open to the old one.
+            followed = client.master_address is not None and client.master_address[1] == port
+            return followed and servers[port].cli("GET", f"after-{attempt}") == "x"
 
         await eventually(written_to_new_master, what="a write on the new master", timeout=10)
         took = time.monotonic() - started
