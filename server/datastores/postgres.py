@@ -2,7 +2,7 @@
 
 Public API (other parts, e.g. the alert store, use only this)::
 
-    cluster = services.postgres                     # None when DATABASE_URL is unset
+    cluster = app[POSTGRES]                         # server.appkeys; None without DATABASE_URL
     rows = await cluster.fetch(sql, *args)          # primary, breaker "database-write"
     rows = await cluster.fetch(sql, *args, readonly=True)
                                                     # a replica in rotation (round-robin),
