@@ -1,8 +1,9 @@
 """The protocol-free core: procedures under dotted paths, input validation, middleware.
 
-The wire adapters (``server/wire``) parse a request into (path, raw input, caller), call
-``Router.call`` and encode what comes back; the dashboard, the alert evaluator and
-``monitoring.unifiedMetrics`` call the same method in-process. Nothing here knows about HTTP,
+The wire adapters (``server/wire``) parse a request into (path, raw input, caller), resolve the
+procedure once (``Router.resolve``/``lookup``), run it (``Router.run``) and encode what comes
+back; the dashboard, the alert evaluator and ``monitoring.unifiedMetrics`` do the same
+in-process. Nothing here knows about HTTP,
 and nothing here knows what a middleware does: the cache is one (``server/cache/middleware.py``).
 """
 
