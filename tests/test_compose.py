@@ -220,10 +220,13 @@ def test_pgbouncer_ini_is_transaction_pooling_with_exporter_compatibility() -> N
 
 class ComposeRedis(RedisServer):
     """A harness Redis that loads compose/redis/redis.conf first; the harness's own lines
-    (loopback, free port, temporary dir, no persistence) come after it and win."""
+    (loopback, free port, temporary dir, no persistence) come after it and win.
+
+    The file's text is copied into the server's own config rather than included: the server
+    runs as the stack's service account, which cannot read a checkout in a private folder."""
 
     def conf(self) -> str:
-        return f"include {COMPOSE / 'redis' / 'redis.conf'}\n" + super().conf()
+        return (COMPOSE / "redis" / "redis.conf").read_text() + "\n" + super().conf()
 
 
 def test_redis_conf_runs_in_a_real_redis_server(stack_dir: Path) -> None:
