@@ -74,7 +74,9 @@ async def test_ttl_has_jitter_below_the_declared_ttl(
         for i in range(40):
             await cache.fetch("ttl", str(i), returns(i), ttl=100)
     ttls = [harness.pttl(f"{PREFIX}ttl:{i}") for i in range(40)]
-    assert all(50_000 <= t <= 100_000 for t in ttls), ttls
+    # At least half the TTL, less the time since the key was written (a jitter near its
+    # maximum once gave 49,994 ms).
+    assert all(49_000 <= t <= 100_000 for t in ttls), ttls
     assert len(set(ttls)) > 20  # spread out, not one value
 
 
