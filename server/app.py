@@ -36,6 +36,8 @@ from server.procedures import catalogue
 from server.resilience.registry import BreakerRegistry
 from server.rpc.openrpc import discover_procedure
 from server.rpc.router import Procedure, Router
+from server.throttle import FailureThrottle
+from server.wire.hosts import AllowedHosts
 from server.wire.jsonrpc import rpc_handler
 from server.wire.trpc import trpc_handler
 from web import setup_dashboard
@@ -145,7 +147,10 @@ def create_app(
     # Resources: built here without I/O, each started by its cleanup context below.
     metrics = Metrics()
     breakers = BreakerRegistry.from_settings(settings.breakers)
-    auth = Authenticator(settings.auth.tokens)
+    auth = Authenticator(
+        settings.auth.tokens,
+        FailureThrottle(settings.auth.failure_limit, settings.auth.failure_window),
+    )
     postgres = (
         PostgresCluster(
             settings.database,
@@ -263,6 +268,9 @@ def create_app(
         health.shutting_down = True
 
     app.on_shutdown.append(mark_shutting_down)
+    allowed_hosts = AllowedHosts(settings.server.allowed_hosts)
+    if not allowed_hosts.any:  # unset: no middleware on the hot path at all
+        app.middlewares.append(allowed_hosts.middleware())
     limits = {
         "max_body_bytes": settings.server.max_body_bytes,
         "max_batch_size": settings.rpc.max_batch_size,

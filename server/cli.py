@@ -8,9 +8,10 @@ import json
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 
 import orjson
 
@@ -71,6 +72,14 @@ async def _stop_with_parent(_app: object) -> None:
     loop.add_reader(parent.sentinel, orphaned)
 
 
+def _share_session_secret(environ: MutableMapping[str, str]) -> None:
+    """Without ``SESSION_SECRET``, each worker would draw its own: a session signed by one
+    would be refused by the others. The parent draws one and the workers inherit it (spawned
+    processes copy the parent's environment), kept in memory only, never printed."""
+    if not environ.get("SESSION_SECRET", "").strip():
+        environ["SESSION_SECRET"] = secrets.token_urlsafe(32)
+
+
 def _serve_workers(host: str, port: int, workers: int) -> int:
     """N processes sharing the port (SO_REUSEPORT); a signal to the parent stops them all.
 
@@ -79,6 +88,7 @@ def _serve_workers(host: str, port: int, workers: int) -> int:
     """
     from server.observability import multiprocess
 
+    _share_session_secret(os.environ)
     with multiprocess.worker_directory() as metrics_dir:
         ctx = multiprocessing.get_context("spawn")
         procs = [ctx.Process(target=_serve_one, args=(host, port, True)) for _ in range(workers)]

@@ -5,6 +5,7 @@
      ├─ InvalidInput            BAD_REQUEST: the procedure's input failed validation
      ├─ InvalidRequest          BAD_REQUEST (or another code): not a well-formed request of its
      │                          wire protocol (a JSON-RPC member that is not a Request object)
+     ├─ Throttled               TOO_MANY_REQUESTS: too many failed credentials from one address
      ├─ SqlError                the statement itself is at fault: CONFLICT, BAD_REQUEST or
      │                          INTERNAL_SERVER_ERROR by SQLSTATE class; never counted by a breaker
      └─ Unavailable             SERVICE_UNAVAILABLE: a dependency cannot serve us
@@ -87,15 +88,27 @@ CODES: dict[ErrorCode, CodeInfo] = {
 
 
 class RpcError(Exception):
-    """A failure a client is meant to see: a code name, a message and optional details."""
+    """A failure a client is meant to see: a code name, a message and optional details.
+
+    ``message`` and ``details`` go to every caller, so they hold our own words only (a node's
+    name, an exception's type, a SQLSTATE). ``detail`` is the foreign text behind them (a
+    driver's message, with hosts, users or SQL): the wire adapters send it to operators only,
+    as ``data.detail``.
+    """
 
     def __init__(
-        self, code: ErrorCode, message: str, *, details: dict[str, Any] | None = None
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = details
+        self.detail = detail
 
     @property
     def info(self) -> CodeInfo:
@@ -129,8 +142,18 @@ class InvalidRequest(RpcError):
 class SqlError(RpcError):
     """The statement failed for a reason of its own; ``sqlstate`` says which."""
 
-    def __init__(self, code: ErrorCode, message: str, *, sqlstate: str, condition: str) -> None:
-        super().__init__(code, message, details={"sqlstate": sqlstate, "condition": condition})
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        sqlstate: str,
+        condition: str,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(
+            code, message, details={"sqlstate": sqlstate, "condition": condition}, detail=detail
+        )
         self.sqlstate = sqlstate
         self.condition = condition
 
@@ -138,8 +161,10 @@ class SqlError(RpcError):
 class Unavailable(RpcError):
     """A dependency (Postgres, Redis, PgBouncer) cannot be reached or its breaker is open."""
 
-    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
-        super().__init__(ErrorCode.SERVICE_UNAVAILABLE, message, details=details)
+    def __init__(
+        self, message: str, *, details: dict[str, Any] | None = None, detail: str | None = None
+    ) -> None:
+        super().__init__(ErrorCode.SERVICE_UNAVAILABLE, message, details=details, detail=detail)
 
 
 class CircuitOpen(Unavailable):
@@ -191,3 +216,16 @@ class QueryTimeout(Unavailable):
 
 class StoreRejected(Unavailable):
     """PostgreSQL refused a statement (not a connection problem): retrying will not help."""
+
+
+class Throttled(RpcError):
+    """Refused before any token is compared: this client address failed to authenticate too
+    often. ``retry_after`` (whole seconds) becomes the ``Retry-After`` header."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            ErrorCode.TOO_MANY_REQUESTS,
+            f"too many failed authentication attempts from this address; retry in {retry_after} s",
+            details={"retryAfter": retry_after},
+        )
+        self.retry_after = retry_after

@@ -21,8 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.observability.exposition import Slicer
 from server.observability.multiprocess import merged
 from tests.conftest import OPERATOR_NAME, OPERATOR_TOKEN
+from tests.dashboard_pages import csrf_in
 from tests.stack.ports import free_port
 from tests.waiting import eventually, until_accepted
+from web.session import COOKIE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
@@ -300,3 +302,47 @@ async def test_pulled_histograms_merge_bucket_by_bucket(tmp_path: Path) -> None:
         if s.name == "infrawatch_rpc_calls_total"
     }
     assert calls == {"OK": 8, "TIMEOUT": 2}
+
+
+async def _page(served: Served, path: str, cookie: str, **kwargs: Any) -> aiohttp.ClientResponse:
+    """One request on a new connection (either worker), with the session cookie; read."""
+    timeout = aiohttp.ClientTimeout(total=20)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.request(
+            kwargs.pop("method", "GET"),
+            served.url + path,
+            headers={"Cookie": f"{COOKIE_NAME}={cookie}"} if cookie else {},
+            allow_redirects=False,
+            **kwargs,
+        ) as resp,
+    ):
+        await resp.read()
+        return resp
+
+
+async def test_a_session_holds_on_every_worker_without_a_session_secret(served: Served) -> None:
+    # The fixture sets no SESSION_SECRET: the parent draws one that both workers share, so a
+    # form served by one worker is accepted by the other, and so is the session.
+    form = await _page(served, "/login", "")
+    visitor = form.cookies[COOKIE_NAME].value
+    csrf = csrf_in(await form.text())
+    signed_in = await _page(
+        served, "/login", visitor, method="POST", data={"token": OPERATOR_TOKEN, "csrf_token": csrf}
+    )
+    assert signed_in.status == 303, await signed_in.text()
+    cookie = signed_in.cookies[COOKIE_NAME].value
+    pids: set[int] = set()
+    for _ in range(40):
+        page = await _page(served, "/", cookie)
+        assert page.status == 200 and "Signed in as" in await page.text()
+        status, body = await served.request("GET", "/health/detailed", headers=AUTH)
+        pids.add(orjson.loads(body)["process"]["pid"])
+    assert len(pids) == 2, "every connection went to one worker"
+
+    # Signing out on one worker ends the session on both (Redis holds the revocation).
+    page_csrf = csrf_in(await (await _page(served, "/", cookie)).text())
+    out = await _page(served, "/logout", cookie, method="POST", data={"csrf_token": page_csrf})
+    assert out.status == 303
+    for _ in range(20):
+        assert (await _page(served, "/", cookie)).status == 303  # to the sign-in form

@@ -9,11 +9,12 @@ import jinja2
 from aiohttp import web
 
 from server import __version__
-from server.appkeys import SETTINGS
+from server.appkeys import REDIS, SETTINGS
 from web import views
-from web.appkeys import SESSIONS
+from web.appkeys import REVOCATIONS, SESSIONS
 from web.filters import FILTERS, GLOBALS, TESTS
 from web.headers import add_security_headers
+from web.revocations import Revocations
 from web.session import SessionCodec
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -46,6 +47,7 @@ def setup_dashboard(app: web.Application) -> None:
     app[SESSIONS] = SessionCodec(
         settings.dashboard.session_secret, settings.auth.tokens, settings.dashboard.session_max_age
     )
+    app[REVOCATIONS] = Revocations(app[REDIS])
     app.router.add_get("/", views.dashboard_page, name="dashboard")
     app.router.add_get(views.FRAGMENT_PATH, views.sections_fragment, name="dashboard-sections")
     app.router.add_post("/alerts/{id}/acknowledge", views.acknowledge, name="acknowledge")

@@ -74,11 +74,18 @@ class SessionCodec:
             return None
         try:
             given = _unb64(mac)
-            body = json.loads(_unb64(payload))
-        except (ValueError, binascii.Error):
+            expected = self._mac(payload)
+        except (ValueError, binascii.Error):  # UnicodeEncodeError included
             return None
-        # The MAC is checked before anything in the payload is trusted.
-        if not hmac.compare_digest(given, self._mac(payload)) or not isinstance(body, dict):
+        # The MAC is checked before the payload is even decoded: a forged cookie (deeply
+        # nested JSON, say) never reaches the JSON parser.
+        if not hmac.compare_digest(given, expected):
+            return None
+        try:
+            body = json.loads(_unb64(payload))
+        except (ValueError, binascii.Error, RecursionError):
+            return None
+        if not isinstance(body, dict):
             return None
         sid, expires, operator = body.get("sid"), body.get("exp"), body.get("op")
         if not isinstance(sid, str) or not isinstance(expires, int):

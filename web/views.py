@@ -18,10 +18,11 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from server.appkeys import AUTH, ROUTER, SETTINGS
-from server.errors import RpcError
+from server.auth import client_address
+from server.errors import RpcError, Throttled
 from server.rpc.router import ANONYMOUS, Caller, Context
 from web import sections
-from web.appkeys import SESSIONS
+from web.appkeys import REVOCATIONS, SESSIONS
 from web.session import COOKIE_NAME, CSRF_FIELD, Session
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ FRAGMENT_PATH = "/dashboard/sections"
 
 async def dashboard_page(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
-    session = _session(request)
+    session = await _session(request)
     if _needs_sign_in(request, session):
         return _redirect(f"/login?next={quote(request.path_qs, safe='')}")
     return await _render_dashboard(request, session, watch=_watch(request), started=started)
@@ -44,7 +45,7 @@ async def dashboard_page(request: web.Request) -> web.StreamResponse:
 async def sections_fragment(request: web.Request) -> web.StreamResponse:
     """The sections alone, for the page's script to swap in place."""
     started = time.perf_counter()
-    session = _session(request)
+    session = await _session(request)
     if _needs_sign_in(request, session):
         # The script reloads the page on 401, which then redirects to the sign-in form.
         return web.Response(status=401, text="sign in first")
@@ -92,7 +93,7 @@ async def _page(request: web.Request, session: Session | None, *, watch: bool) -
 
 async def acknowledge(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
-    session = _session(request)
+    session = await _session(request)
     form = await request.post()
     if not _csrf_ok(request, session, form):
         return _forbidden(request, session, "The form's security token is missing or invalid.")
@@ -123,7 +124,7 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
 
 
 async def login_form(request: web.Request) -> web.StreamResponse:
-    session = _session(request)
+    session = await _session(request)
     next_url = _safe_next(request.query.get("next"))
     if session is not None and session.signed_in:
         return _redirect(next_url)
@@ -131,12 +132,21 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    session = _session(request)
+    session = await _session(request)
     form = await request.post()
     if not _csrf_ok(request, session, form):
         return _forbidden(request, session, "The sign-in form expired or was not ours; try again.")
     next_url = _safe_next(_field(form, "next"))
-    caller = request.app[AUTH].caller_for_token(_field(form, "token").strip())
+    try:
+        caller = request.app[AUTH].check_token(
+            _field(form, "token").strip(), client_address(request.remote)
+        )
+    except Throttled as exc:
+        log.warning("dashboard: sign-in throttled for %s", request.remote)
+        wait = f"Too many failed sign-ins from this address; try again in {exc.retry_after} s."
+        page = _login_page(request, session, next_url=next_url, error=wait, status=429)
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     if caller is None or caller.name is None:
         log.warning("dashboard: sign-in refused (bad token) from %s", request.remote)
         return _login_page(
@@ -150,7 +160,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def logout_form(request: web.Request) -> web.StreamResponse:
-    session = _session(request)
+    session = await _session(request)
     if session is None or not session.signed_in:
         return _redirect("/")
     html = _env(request).get_template("logout.html").render(_common(request, session))
@@ -158,11 +168,13 @@ async def logout_form(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    session = _session(request)
+    session = await _session(request)
     form = await request.post()
     if not _csrf_ok(request, session, form):
         return _forbidden(request, session, "The form's security token is missing or invalid.")
     if session is not None and session.operator is not None:
+        # Server-side too: a copy of the cookie is refused by every instance from now on.
+        await request.app[REVOCATIONS].revoke(session)
         log.info("dashboard: operator %s signed out", session.operator)
     response = _redirect("/")
     response.del_cookie(COOKIE_NAME, path="/", samesite="Strict", httponly=True)
@@ -198,8 +210,12 @@ def _env(request: web.Request) -> Any:
     return aiohttp_jinja2.get_env(request.app)
 
 
-def _session(request: web.Request) -> Session | None:
-    return request.app[SESSIONS].decode(request.cookies.get(COOKIE_NAME))
+async def _session(request: web.Request) -> Session | None:
+    """The request's session; a malformed, forged, expired or signed-out one reads as none."""
+    session = request.app[SESSIONS].decode(request.cookies.get(COOKIE_NAME))
+    if session is None or not session.signed_in:
+        return session
+    return None if await request.app[REVOCATIONS].is_revoked(session) else session
 
 
 def _needs_sign_in(request: web.Request, session: Session | None) -> bool:

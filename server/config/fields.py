@@ -99,6 +99,18 @@ def _url_limit(value: int) -> int:
     return value
 
 
+def _allowed_host(text: str) -> str:
+    """A host name (``example.com``), every subdomain of one (``.example.com``), an address
+    (``10.0.0.5``, ``[::1]``), or ``*``: compared in lower case, without the port."""
+    host = text.strip().lower()
+    if host != "*" and not re.fullmatch(r"\.?[a-z0-9_.-]+|\[[0-9a-f:.]+\]", host):
+        raise ValueError(
+            f"{text!r} is not a host name (example.com, .example.com for its subdomains, "
+            "an IP address, or *); give no scheme or port"
+        )
+    return host
+
+
 def _unique_queues(names: tuple[QueueName, ...]) -> tuple[QueueName, ...]:
     seen: set[QueueName] = set()
     for name in names:
@@ -161,3 +173,4 @@ QueueNameValue = Annotated[QueueName, _text_or(QueueName, QueueName.parse)]
 QueueNames = Annotated[CommaSeparated[QueueNameValue], AfterValidator(_unique_queues)]
 AuthTokens = Annotated[dict[str, str], BeforeValidator(_auth_tokens)]
 BasicAuthValue = Annotated[BasicAuth, PlainValidator(_basic_auth)]
+AllowedHosts = CommaSeparated[Annotated[str, AfterValidator(_allowed_host)]]

@@ -25,6 +25,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from server.config.fields import (
+    AllowedHosts,
     AuthTokens,
     BasicAuthValue,
     CommaSeparated,
@@ -298,6 +299,9 @@ class AuthSettings(Slice):
 
     tokens: AuthTokens = Field(default_factory=dict, repr=False, alias="AUTH_TOKENS")
     read_tokens_required: bool = Field(False, alias="READ_TOKENS_REQUIRED")
+    # wrong tokens (bearer or sign-in form) one client address may present per window
+    failure_limit: int = Field(10, gt=0, alias="AUTH_FAILURE_LIMIT")
+    failure_window: float = Field(60.0, gt=0, alias="AUTH_FAILURE_WINDOW")
 
 
 class AlertSettings(Slice):
@@ -393,6 +397,8 @@ class ServerSettings(Slice):
     max_url_bytes: UrlLimit = Field(65_536, gt=0, alias="MAX_URL_BYTES")
     shutdown_timeout: float = Field(10.0, gt=0, alias="SHUTDOWN_TIMEOUT")
     log_level: LogLevel = Field("INFO", alias="LOG_LEVEL")
+    # Host header values answered (DNS-rebinding guard); empty: any
+    allowed_hosts: AllowedHosts = Field((), alias="ALLOWED_HOSTS")
 
 
 class MetricsSettings(Slice):

@@ -5,10 +5,12 @@ Who may read what:
 - ``/health``, ``/health/live``, ``/health/ready``, ``/health/db``, ``/health/redis``: anyone
   (load balancers, orchestrators); no hosts, versions or error texts in them.
 - ``/health/detailed``: anyone, unless ``READ_TOKENS_REQUIRED``: then an operator's Bearer
-  token, and the answer carries hosts, versions and full error messages.
+  token. Only an operator's token gets hosts, versions and error texts (the alert store's
+  ``last_error`` included); anyone else gets the figures and the errors' kinds.
 - ``/metrics``: anyone, unless ``METRICS_BASIC_AUTH`` (then basic auth with that user and
   password) or ``READ_TOKENS_REQUIRED`` (then an operator's Bearer token); with both, either
-  credential opens it. Every comparison is constant-time.
+  credential opens it. Every comparison is constant-time, and wrong credentials count against
+  the client's address (``AUTH_FAILURE_LIMIT``: then 429 with ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import orjson
 from aiohttp import web
 
 from server import background
-from server.auth import Authenticator
-from server.errors import ErrorCode, RpcError
+from server.auth import Authenticator, client_address
+from server.errors import ErrorCode, RpcError, Throttled
 from server.observability.breaker_metrics import MERGE as BREAKER_MERGE
 from server.observability.breaker_metrics import BreakerCollector
 from server.observability.health import Health, HealthReport
@@ -106,7 +108,18 @@ class Scrape:
         self.refresh_timeout = refresh_timeout
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        client = client_address(request.remote)
+        if "Authorization" in request.headers:
+            wait = self.auth.throttle.retry_after(client) if self.auth.throttle else None
+            if wait is not None:
+                return web.Response(
+                    status=429,
+                    text="too many failed attempts\n",
+                    headers={"Retry-After": str(wait)},
+                )
         if not self._may_scrape(request):
+            if "Authorization" in request.headers:
+                self.auth.failed(client)
             scheme = "Basic" if self.basic_auth is not None else "Bearer"
             # Plain text, as Prometheus shows a failed scrape's body.
             return web.Response(
@@ -190,24 +203,27 @@ class Probes:
         return _answer(await self._health.report(["redis"], scoped=True))
 
     async def detailed(self, request: web.Request) -> web.StreamResponse:
-        if self._operators_only:
-            refusal = self._refuse_without_token(request)
-            if refusal is not None:
-                return refusal
-        report = await self._health.report(show_details=self._operators_only, with_process=True)
+        try:
+            caller = self._auth.caller_for_header(
+                request.headers.get("Authorization"), client_address(request.remote)
+            )
+        except RpcError as exc:
+            return _refusal(exc)
+        if self._operators_only and not caller.authenticated:
+            return _refusal(
+                RpcError(ErrorCode.UNAUTHORIZED, "this endpoint needs an operator's Bearer token")
+            )
+        operator = caller.authenticated
+        report = await self._health.report(show_details=operator, with_process=True)
+        if not operator and report.alert_store is not None:
+            # The store's last error names the database's host and user: operators only.
+            store = report.alert_store.model_copy(update={"last_error": None})
+            report = report.model_copy(update={"alert_store": store})
         return _answer(report)
 
-    def _refuse_without_token(self, request: web.Request) -> web.Response | None:
-        try:
-            caller = self._auth.caller_for_header(request.headers.get("Authorization"))
-        except RpcError as exc:
-            refusal = exc
-        else:
-            if caller.authenticated:
-                return None
-            refusal = RpcError(
-                ErrorCode.UNAUTHORIZED, "this endpoint needs an operator's Bearer token"
-            )
-        return error_response(
-            refusal, headers={"WWW-Authenticate": 'Bearer realm="infrawatch"', **_NO_STORE}
-        )
+
+def _refusal(exc: RpcError) -> web.Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="infrawatch"', **_NO_STORE}
+    if isinstance(exc, Throttled):
+        headers["Retry-After"] = str(exc.retry_after)
+    return error_response(exc, headers=headers)

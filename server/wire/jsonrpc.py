@@ -16,13 +16,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from server.auth import Authenticator
+from server.auth import Authenticator, client_address
 from server.errors import (
     ErrorCode,
     InvalidInput,
     InvalidRequest,
     ProcedureNotFound,
     RpcError,
+    Throttled,
 )
 from server.rpc.router import Caller, Context, Router
 
@@ -32,9 +33,10 @@ _MISSING = object()
 JSON = "application/json"
 
 
-def error_object(exc: RpcError) -> dict[str, Any]:
+def error_object(exc: RpcError, *, operator: bool = False) -> dict[str, Any]:
     """The ``error`` member: the spec's own numbers and titles where it has them (the message
-    then goes to ``data.message``), tRPC's number and the message elsewhere."""
+    then goes to ``data.message``), tRPC's number and the message elsewhere. An operator also
+    gets the foreign text behind it (``data.detail``: hosts, users, SQL)."""
     if isinstance(exc, ProcedureNotFound):
         number, title = -32601, "Method not found"
     elif isinstance(exc, InvalidInput):
@@ -52,14 +54,24 @@ def error_object(exc: RpcError) -> dict[str, Any]:
         data["message"] = exc.message
     if exc.details:
         data.update(exc.details)
+    if operator and exc.detail is not None:
+        data["detail"] = exc.detail
     return {"code": number, "message": title, "data": data}
 
 
 def _response(
-    request_id: Any, *, result: Any = _MISSING, error: RpcError | None = None
+    request_id: Any,
+    *,
+    result: Any = _MISSING,
+    error: RpcError | None = None,
+    operator: bool = False,
 ) -> dict[str, Any]:
     if error is not None:
-        return {"jsonrpc": "2.0", "error": error_object(error), "id": request_id}
+        return {
+            "jsonrpc": "2.0",
+            "error": error_object(error, operator=operator),
+            "id": request_id,
+        }
     return {"jsonrpc": "2.0", "result": result, "id": request_id}
 
 
@@ -99,7 +111,7 @@ async def _call_member(
         if request_id is _MISSING:
             log.info("notification %s failed: %s", method, exc.message)
             return None, ctx
-        return _response(request_id, error=exc), ctx
+        return _response(request_id, error=exc, operator=caller.authenticated), ctx
     if request_id is _MISSING:
         return None, ctx
     return _response(request_id, result=result), ctx
@@ -113,6 +125,27 @@ def _encode(payload: Any, status: int = 200, headers: dict[str, str] | None = No
 
 def _refusal(exc: RpcError, status: int = 200) -> web.Response:
     return _encode(_response(None, error=exc), status=status)
+
+
+def _echoed_id(member: Any) -> Any:
+    """The member's id when it is a valid one, else null (the spec's answer when unreadable)."""
+    if not isinstance(member, dict):
+        return None
+    request_id = member.get("id")
+    if isinstance(request_id, str | int | float) and not isinstance(request_id, bool):
+        return request_id
+    return None
+
+
+def _caller_refused(payload: Any, exc: RpcError, max_batch_size: int) -> web.Response:
+    """A bad or throttled token: the refusal answers each request with its own id (a batch
+    within the size limit gets one error per member), with the refusal's HTTP status."""
+    if isinstance(payload, list) and 0 < len(payload) <= max_batch_size:
+        answer: Any = [_response(_echoed_id(member), error=exc) for member in payload]
+    else:
+        answer = _response(_echoed_id(payload), error=exc)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Throttled) else None
+    return _encode(answer, status=exc.info.http_status, headers=headers)
 
 
 def rpc_handler(
@@ -136,13 +169,16 @@ async def handle_rpc(
         exc = RpcError(ErrorCode.PAYLOAD_TOO_LARGE, f"the body exceeds {max_body_bytes} bytes")
         return _refusal(exc, status=413)
     try:
-        caller: Caller = auth.caller_for_header(request.headers.get("Authorization"))
-    except RpcError as exc:
-        return _refusal(exc, status=exc.info.http_status)
-    try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         return _refusal(RpcError(ErrorCode.PARSE_ERROR, str(exc)))
+    # Parsed first, so that a refused caller's answer carries the request's id.
+    try:
+        caller: Caller = auth.caller_for_header(
+            request.headers.get("Authorization"), client_address(request.remote)
+        )
+    except RpcError as exc:
+        return _caller_refused(payload, exc, max_batch_size)
 
     if isinstance(payload, list):
         if not payload:

@@ -22,8 +22,8 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from server.auth import Authenticator
-from server.errors import CODES, ErrorCode, ProcedureNotFound, RpcError
+from server.auth import Authenticator, client_address
+from server.errors import CODES, ErrorCode, ProcedureNotFound, RpcError, Throttled
 from server.rpc.router import ANONYMOUS, Caller, Context, Kind, Procedure, Router
 
 # resolveResponse.ts TYPE_ACCEPTED_METHOD_MAP (no method override: a query is never a POST).
@@ -33,12 +33,15 @@ BASE_HEADERS = {"Content-Type": "application/json", "Vary": "trpc-accept, accept
 _MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
-def error_shape(exc: RpcError, path: str | None = None) -> dict[str, Any]:
+def error_shape(
+    exc: RpcError, path: str | None = None, *, operator: bool = False
+) -> dict[str, Any]:
     """v11's default error shape (formatter.ts ``getDefaultErrorShape``).
 
     ``data.path`` only for an error of one call; never ``data.stack``, which v11 adds in
     development mode only. An error's details (e.g. validation ``issues``) join ``data`` the
-    way a tRPC ``errorFormatter`` adds its own fields, without replacing the standard ones.
+    way a tRPC ``errorFormatter`` adds its own fields, without replacing the standard ones; an
+    operator also gets the foreign text behind the message (``data.detail``).
     """
     info = CODES[exc.code]
     data: dict[str, Any] = {"code": exc.code.value, "httpStatus": info.http_status}
@@ -46,6 +49,8 @@ def error_shape(exc: RpcError, path: str | None = None) -> dict[str, Any]:
         data["path"] = path
     for key, value in (exc.details or {}).items():
         data.setdefault(key, value)
+    if operator and exc.detail is not None:
+        data["detail"] = exc.detail
     return {"message": exc.message, "code": info.jsonrpc, "data": data}
 
 
@@ -229,7 +234,9 @@ class _Exchange:
         # past the path and method checks fails with its error.
         self.caller_error: RpcError | None = None
         try:
-            self.caller = endpoint.auth.caller_for_header(request.headers.get("Authorization"))
+            self.caller = endpoint.auth.caller_for_header(
+                request.headers.get("Authorization"), client_address(request.remote)
+            )
         except RpcError as exc:
             self.caller_error = exc
 
@@ -282,13 +289,18 @@ async def handle_trpc(endpoint: Endpoint, request: web.Request) -> web.StreamRes
         return whole_request_error(exc)
     exchange = _Exchange(request, calls, endpoint)
     outcomes = await exchange.run()
+    operator = exchange.caller.authenticated
     items = [
-        {"result": {"data": data}} if exc is None else {"error": error_shape(exc, call.path)}
+        {"result": {"data": data}}
+        if exc is None
+        else {"error": error_shape(exc, call.path, operator=operator)}
         for call, (data, exc, _) in zip(calls, outcomes, strict=True)
     ]
     headers = dict(BASE_HEADERS)
     if exchange.allow is not None:
         headers["Allow"] = exchange.allow
+    if isinstance(exchange.caller_error, Throttled):
+        headers["Retry-After"] = str(exchange.caller_error.retry_after)
     if not batch:
         ctx = outcomes[0][2]
         if ctx is not None and "cache" in ctx.meta:
