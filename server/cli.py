@@ -30,9 +30,12 @@ def _settings_or_exit() -> Settings:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    from server.log_format import FORMAT, SafeFormatter
+
+    # Passwords masked and control characters escaped in every line (server/log_format.py).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter(FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def _serve_one(host: str, port: int, reuse_port: bool) -> None:

@@ -76,7 +76,8 @@ async def test_consecutive_failures_trip_and_errors_pass_unchanged() -> None:
     assert breaker.consecutive_failures == 3
     snap = breaker.snapshot()
     assert snap.last_failure is not None
-    assert (snap.last_failure.error_type, snap.last_failure.message) == ("Boom", "fail 2")
+    assert (snap.last_failure.error_type, snap.last_failure.message) == ("Boom", "Boom")
+    assert snap.last_failure.detail == "fail 2"
     assert snap.totals.failures == 3
     assert snap.totals.transitions == 1
 

@@ -143,8 +143,8 @@ class PostgresStore:
             )
         except SqlError as exc:
             if exc.sqlstate.startswith(_TRANSIENT_CLASS):
-                raise Unavailable(f"alert store: {exc.message}") from exc
-            raise StoreRejected(f"alert store refused: {exc.message}") from exc
+                raise Unavailable(f"alert store: {exc.message}", detail=exc.detail) from exc
+            raise StoreRejected(f"alert store refused: {exc.message}", detail=exc.detail) from exc
 
 
 async def _reconcile(conn: asyncpg.Connection, round_: Round) -> list[AlertRecord]:

@@ -7,7 +7,7 @@ the slice is built. ``Settings`` (``server/config/settings.py``) holds one of ea
 ``ConfigError`` naming every bad variable, each on its own line with what was expected.
 ``docs/configuration.md`` lists every variable; keep the two in step.
 
-    server/config/values.py    the value types (TableName, QueueName, ...), mask_url, ConfigError
+    server/config/values.py    the value types (TableName, QueueName, ...), ConfigError
     server/config/fields.py    how a variable's text becomes a value (pydantic Annotated types)
     server/config/slices.py    the slices
     server/config/settings.py  Settings, the aggregate
@@ -38,6 +38,7 @@ from server.config.values import (
     PartitionPair,
     QueueName,
     TableName,
+    mask_secrets,
     mask_url,
 )
 
@@ -64,5 +65,6 @@ __all__ = [
     "Settings",
     "Slice",
     "TableName",
+    "mask_secrets",
     "mask_url",
 ]

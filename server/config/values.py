@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import NamedTuple
-from urllib.parse import urlsplit, urlunsplit
+
+# Re-exported: the config's callers mask with these.
+from server.redaction import mask_secrets as mask_secrets
+from server.redaction import mask_url as mask_url
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-# ``password=`` and ``sslpassword=`` in a URL's query (libpq's connection parameters).
-_PASSWORD_PARAMETER = re.compile(r"(?i)(^|&)((?:ssl)?password=)[^&]*")
 
 
 class ConfigError(ValueError):
@@ -143,15 +144,3 @@ class BasicAuth(NamedTuple):
 
     def __repr__(self) -> str:
         return f"BasicAuth(user={self.user!r}, password='***')"
-
-
-def mask_url(url: str) -> str:
-    """``postgresql://user:secret@host/db?sslpassword=x`` -> ``postgresql://user:***@host/db?sslpassword=***``."""
-    parts = urlsplit(url)
-    netloc, query = parts.netloc, parts.query
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    query = _PASSWORD_PARAMETER.sub(r"\1\2***", query)
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url
-    return urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -15,7 +15,7 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from server.config import mask_url
+from server.config import mask_secrets, mask_url
 from server.errors import Unavailable
 from server.resilience.breaker import Breaker
 
@@ -62,7 +62,8 @@ class PgBouncerAdmin:
                 return {command: await _rows(conn, QUERIES[command]) for command in what}
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise Unavailable(
-                f"pgbouncer admin console unreachable: {type(exc).__name__}: {exc}"
+                f"pgbouncer admin console unreachable: {type(exc).__name__}",
+                detail=f"{type(exc).__name__}: {mask_secrets(str(exc))}",
             ) from exc
         finally:
             if conn is not None:

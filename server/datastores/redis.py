@@ -136,7 +136,10 @@ class RedisClient:
     def unavailable(self, exc: BaseException) -> Unavailable:
         """Redis's own failure (one of ``connection_errors()``) as ours: this datastore's one
         mapping, used by ``execute`` and by the tracking connection, which lives outside it."""
-        return Unavailable(f"redis ({self.mode}): {type(exc).__name__}: {exc}")
+        # redis-py's text names the host and port: operators only (``detail``).
+        return Unavailable(
+            f"redis ({self.mode}): {type(exc).__name__}", detail=f"{type(exc).__name__}: {exc}"
+        )
 
     async def command(self, *args: Any) -> Any:
         """One raw command, e.g. ``await client.command("LLEN", "rq:queue:default")``."""

@@ -14,6 +14,10 @@
 Messages never carry query parameters: class 22 messages echo the offending value (``invalid
 input syntax for type integer: "abc"``), so for those only the SQLSTATE and condition are kept,
 and the server's DETAIL (``Key (id)=(5) already exists``) is never copied.
+
+Messages are our own words (the node's name, the exception's type, the SQLSTATE and its
+condition) and go to every caller. The driver's own text, which names hosts, users, databases,
+relations and statements, goes to ``detail``, which the wire adapters show operators only.
 """
 
 from __future__ import annotations
@@ -35,12 +39,12 @@ def map_error(node: str, exc: BaseException) -> RpcError:
         return _from_sqlstate(node, exc)
     if isinstance(exc, TimeoutError):
         return QueryTimeout(f"{node}: the statement did not finish in time")
-    return Unavailable(f"{node}: {_describe(exc)}")
+    return Unavailable(f"{node}: {type(exc).__name__}", detail=_describe(exc))
 
 
 def map_connect_error(node: str, exc: BaseException) -> Unavailable:
     """Any failure while connecting or acquiring means the node cannot serve us."""
-    return Unavailable(f"{node}: cannot connect: {_describe(exc)}")
+    return Unavailable(f"{node}: cannot connect: {type(exc).__name__}", detail=_describe(exc))
 
 
 def _from_sqlstate(node: str, exc: asyncpg.PostgresError) -> RpcError:
@@ -48,15 +52,18 @@ def _from_sqlstate(node: str, exc: asyncpg.PostgresError) -> RpcError:
     condition = type(exc).__name__
     klass = sqlstate[:2]
     if sqlstate == _QUERY_CANCELED:
-        return QueryTimeout(f"{node}: {exc} (SQLSTATE {sqlstate})")
+        return QueryTimeout(
+            f"{node}: the statement was cancelled (SQLSTATE {sqlstate})", detail=str(exc)
+        )
     if klass in _UNAVAILABLE_CLASSES or sqlstate == _READ_ONLY_TRANSACTION:
-        return Unavailable(f"{node}: {condition} (SQLSTATE {sqlstate}): {exc}")
+        return Unavailable(f"{node}: {condition} (SQLSTATE {sqlstate})", detail=str(exc))
     if klass in _CONFLICT_CLASSES:
         return SqlError(
             ErrorCode.CONFLICT,
-            f"{node}: {exc} (SQLSTATE {sqlstate}, {condition})",
+            f"{node}: {condition} (SQLSTATE {sqlstate})",
             sqlstate=sqlstate,
             condition=condition,
+            detail=str(exc),
         )
     if klass == "22":
         return SqlError(
@@ -68,9 +75,10 @@ def _from_sqlstate(node: str, exc: asyncpg.PostgresError) -> RpcError:
         )
     return SqlError(
         ErrorCode.INTERNAL_SERVER_ERROR,
-        f"{node}: SQL error: {exc} (SQLSTATE {sqlstate}, {condition})",
+        f"{node}: SQL error: {condition} (SQLSTATE {sqlstate})",
         sqlstate=sqlstate,
         condition=condition,
+        detail=str(exc),
     )
 
 

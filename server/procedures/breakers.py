@@ -26,7 +26,10 @@ def procedures(breakers: BreakerRegistry) -> list[Procedure]:
     """The breaker procedures over one app's registry."""
 
     async def circuit_breaker_status(ctx: Context, _: NoInput) -> BreakerStatusList:
-        return BreakerStatusList(breakers=[b.snapshot() for b in breakers.all()])
+        statuses = [b.snapshot() for b in breakers.all()]
+        if not ctx.caller.authenticated:
+            statuses = [_without_detail(status) for status in statuses]
+        return BreakerStatusList(breakers=statuses)
 
     async def reset_circuit_breaker(ctx: Context, inp: BreakerName) -> BreakerStatus:
         breaker = breakers.find(inp.name)
@@ -77,6 +80,14 @@ def procedures(breakers: BreakerRegistry) -> list[Procedure]:
             positional=("name", "state"),
         ),
     ]
+
+
+def _without_detail(status: BreakerStatus) -> BreakerStatus:
+    """The status as anyone may see it: the last failure's own text (hosts, users) removed."""
+    failure = status.last_failure
+    if failure is None or failure.detail is None:
+        return status
+    return status.model_copy(update={"last_failure": failure.model_copy(update={"detail": None})})
 
 
 def _apply(breaker: Breaker, state: str, reason: str) -> None:

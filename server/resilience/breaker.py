@@ -48,6 +48,7 @@ from aiobreaker.storage.memory import CircuitMemoryStorage
 
 from server.deadlines import Deadlines, uncancel
 from server.errors import CallTimeout, CircuitOpen, RpcError, Unavailable
+from server.redaction import mask_secrets
 from server.resilience.models import (
     BreakerPolicy,
     BreakerState,
@@ -131,6 +132,25 @@ class BreakerConfig:
             reset_timeout=settings.reset_timeout,
             call_timeout=settings.call_timeout_ms / 1000,
         )
+
+
+def public_message(exc: BaseException) -> str:
+    """What anyone may read of a failure: our own message, the OS's reason or the SQLSTATE;
+    never the driver's text, which names hosts and users (that is ``LastFailure.detail``)."""
+    if isinstance(exc, RpcError):
+        return exc.message
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return f"SQLSTATE {sqlstate}"
+    return type(exc).__name__
+
+
+def _own_text(exc: BaseException) -> str:
+    if isinstance(exc, RpcError) and exc.detail is not None:
+        return exc.detail
+    return str(exc)
 
 
 class Breaker:
@@ -252,7 +272,10 @@ class Breaker:
 
     def _failed(self, exc: BaseException, now: float, trial: int) -> None:
         self.last_failure = LastFailure(
-            at=datetime.now(UTC), error_type=type(exc).__name__, message=str(exc)[:500]
+            at=datetime.now(UTC),
+            error_type=type(exc).__name__,
+            message=public_message(exc),
+            detail=mask_secrets(_own_text(exc))[:500],
         )
         self._storage.increment_counter()
         if self._override is not None:

@@ -20,7 +20,10 @@ class BreakerState(StrEnum):
 class LastFailure(BaseModel):
     at: datetime
     error_type: str
-    message: str
+    message: str = Field(description="our own words: no hosts, users or SQL")
+    detail: str | None = Field(
+        None, description="the error's own text (passwords masked); operators only, else null"
+    )
 
 
 class WindowStats(BaseModel):
