@@ -10,9 +10,17 @@ it in a way nobody means.
 Matching never backtracks into the pattern: a pattern is compiled once into single-byte tests
 and stars, and a key is matched with the two-pointer method (resume after the last star), so a
 match costs at most (key length) x (pattern length) steps, whatever the pattern.
+
+A caller's pattern goes through ``caller_glob``, which also bounds it: at most
+``MAX_PATTERN_BYTES`` bytes and ``MAX_WILDCARDS`` wildcards (``*``, ``?``, ``[...]``). The same
+pattern reaches Redis's own matcher (``SCAN MATCH``), which does backtrack; the bounds keep its
+work small too.
 """
 
 from __future__ import annotations
+
+MAX_PATTERN_BYTES = 256
+MAX_WILDCARDS = 32
 
 # A single-byte test: 256 flags, one per byte value. A star is None.
 _Test = bytes | None
@@ -54,6 +62,38 @@ class Glob:
 
 
 _END = b""  # past the pattern's end: matches no byte
+
+
+def caller_glob(pattern: str) -> Glob:
+    """``Glob(pattern)`` for a pattern a caller sent; ``ValueError`` (invalid params) when it
+    is longer than ``MAX_PATTERN_BYTES`` or holds more than ``MAX_WILDCARDS`` wildcards."""
+    size = len(pattern.encode(errors="surrogatepass"))
+    if size > MAX_PATTERN_BYTES:
+        raise ValueError(f"the pattern is {size} bytes long; at most {MAX_PATTERN_BYTES}")
+    wildcards = _wildcards(pattern.encode(errors="surrogatepass"))
+    if wildcards > MAX_WILDCARDS:
+        raise ValueError(
+            f"the pattern holds {wildcards} wildcards (* ? [...]); at most {MAX_WILDCARDS}"
+        )
+    return Glob(pattern)
+
+
+def _wildcards(src: bytes) -> int:
+    count, i, n = 0, 0, len(src)
+    while i < n:
+        c = src[i]
+        if c == 0x5C:  # \x: a literal
+            i += 2
+            continue
+        if c == 0x5B:  # [: one wildcard up to its ]
+            count += 1
+            i += 1
+            while i < n and src[i] != 0x5D:
+                i += 2 if src[i] == 0x5C else 1
+        elif c in (0x2A, 0x3F):  # * ?
+            count += 1
+        i += 1
+    return count
 
 
 def _compile(src: bytes) -> list[_Test]:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from server.cache.cache import NAMESPACE, Cache
 from server.cache.stats import NamespaceStats, rate
 from server.collectors.redis_info import RedisInfo
-from server.glob import Glob
+from server.glob import caller_glob
 from server.resilience.models import LatencyStats
 
 
@@ -115,7 +115,7 @@ class InvalidateCacheInput(BaseModel):
     @classmethod
     def _glob_compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            Glob(value)  # raises ValueError with the reason: invalid params, not a 500
+            caller_glob(value)  # ValueError with the reason (bad or too costly): invalid params
         return value
 
     @model_validator(mode="after")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from server.datastores.redis_gate import BATCH, RedisGate
-from server.glob import Glob
+from server.glob import Glob, caller_glob
 
 MAX_SAMPLE = 100_000
 Z95 = 1.96
@@ -63,7 +63,7 @@ class KeyStatsInput(BaseModel):
     @classmethod
     def _glob_compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            Glob(value)  # raises ValueError with the reason
+            caller_glob(value)  # ValueError with the reason (bad or too costly): invalid params
         return value
 
 
