@@ -277,6 +277,8 @@ def create_app(
     }
     app.router.add_post("/rpc", rpc_handler(router, auth, **limits))
     # Every method: v11 answers HEAD, refuses the others with its own JSON errors.
-    app.router.add_route("*", "/trpc/{path:.*}", trpc_handler(router, auth, **limits))
+    # [\s\S]*, not .*: a path holding %0A must reach the adapter (NOT_FOUND in JSON), not miss
+    # the route (aiohttp's plain-text 404).
+    app.router.add_route("*", "/trpc/{path:[\\s\\S]*}", trpc_handler(router, auth, **limits))
     setup_dashboard(app)
     return app

@@ -10,7 +10,8 @@ on this path (aiohttp 3.x ``web_protocol.py``: ``data_received`` turns the parse
 ``handle_error``), and ``web.Server`` makes plain ``RequestHandler``s, so the runner here builds
 a ``Server`` that makes ours. Everything else is aiohttp's own.
 
-Too long is ``PAYLOAD_TOO_LARGE`` (413): tRPC's table has no 414 or 431, a client must read
+The body is an error both wires read as their own (``error_body``). Too long is
+``PAYLOAD_TOO_LARGE`` (413): tRPC's table has no 414 or 431, a client must read
 ``data.httpStatus`` equal to the HTTP status, and the remedy is the same as for a large body:
 send less per request (httpBatchLink's ``maxURLLength`` splits batches). Any other parse error
 is ``BAD_REQUEST`` (400), as aiohttp itself says.
@@ -24,12 +25,13 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from server.errors import ErrorCode, RpcError
-from server.wire.trpc import BASE_HEADERS, error_body
+from server.wire.trpc import BASE_HEADERS, error_shape
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,15 @@ def parse_error(exc: HttpProcessingError) -> RpcError:
             "send fewer or smaller inputs per request",
         )
     return RpcError(ErrorCode.BAD_REQUEST, f"Malformed HTTP request: {exc.message}")
+
+
+def error_body(error: RpcError) -> bytes:
+    """An answer both wires read as their own error: aiohttp hands ``handle_error`` a stand-in
+    request (path ``/``), so whether ``/rpc`` or ``/trpc`` was meant is unknown. tRPC's error
+    shape (message, code, data) is also a JSON-RPC error object, so the body is a JSON-RPC
+    response with ``id: null`` (the request could not be read) that tRPC clients read as a
+    whole-request error (they ignore the other members)."""
+    return orjson.dumps({"jsonrpc": "2.0", "error": error_shape(error), "id": None})
 
 
 class JsonErrorRequestHandler(RequestHandler):

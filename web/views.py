@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import web
-from multidict import MultiDictProxy
+from multidict import MultiDict, MultiDictProxy
 
 from server.appkeys import AUTH, ROUTER, SETTINGS
 from server.auth import client_address
@@ -94,7 +94,7 @@ async def _page(request: web.Request, session: Session | None, *, watch: bool) -
 async def acknowledge(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     session = await _session(request)
-    form = await request.post()
+    form = await _form(request)
     if not _csrf_ok(request, session, form):
         return _forbidden(request, session, "The form's security token is missing or invalid.")
     if session is None or session.operator is None:
@@ -133,7 +133,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 async def login(request: web.Request) -> web.StreamResponse:
     session = await _session(request)
-    form = await request.post()
+    form = await _form(request)
     if not _csrf_ok(request, session, form):
         return _forbidden(request, session, "The sign-in form expired or was not ours; try again.")
     next_url = _safe_next(_field(form, "next"))
@@ -169,7 +169,7 @@ async def logout_form(request: web.Request) -> web.StreamResponse:
 
 async def logout(request: web.Request) -> web.StreamResponse:
     session = await _session(request)
-    form = await request.post()
+    form = await _form(request)
     if not _csrf_ok(request, session, form):
         return _forbidden(request, session, "The form's security token is missing or invalid.")
     if session is not None and session.operator is not None:
@@ -235,6 +235,15 @@ def _common(request: web.Request, session: Session | None) -> dict[str, Any]:
         "csrf_field": CSRF_FIELD,
         "refresh_seconds": request.app[SETTINGS].dashboard.refresh_interval,
     }
+
+
+async def _form(request: web.Request) -> MultiDictProxy[Any]:
+    """The posted form; one that cannot be read (bytes that are not UTF-8, a broken multipart
+    body) reads as empty, so its CSRF check fails with 403 rather than a 500."""
+    try:
+        return await request.post()
+    except ValueError:  # UnicodeDecodeError, malformed multipart
+        return MultiDictProxy(MultiDict())
 
 
 def _csrf_ok(request: web.Request, session: Session | None, form: MultiDictProxy[Any]) -> bool:
