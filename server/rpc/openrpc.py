@@ -1,4 +1,11 @@
-"""``rpc.discover``: an OpenRPC 1.3 document built from the procedures' own pydantic models."""
+"""``rpc.discover``: an OpenRPC 1.3 document built from the procedures' own pydantic models.
+
+The document is valid against the OpenRPC meta-schema (``tests/test_openrpc.py`` checks it
+with the npm package ``@open-rpc/meta-schema``). ``servers[0].url`` must be an absolute URI: it
+is built per call from the address the request came to (``Context.origin``, set by the
+JSON-RPC adapter from the ``Host`` header, which ``ALLOWED_HOSTS`` checks when set); an
+in-process call, which came to no address, gets ``http://localhost/rpc``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ import server
 from server.errors import CODES, ErrorCode
 from server.rpc.router import Context, NoInput, Procedure, query
 
+DISCOVER = "rpc.discover"
+IN_PROCESS_ORIGIN = "http://localhost"
 _REF_PREFIX = "#/components/schemas/"
 # Errors every procedure can end in; a procedure lists its own extra ones in ``errors``.
 _COMMON: tuple[ErrorCode, ...] = (ErrorCode.BAD_REQUEST, ErrorCode.INTERNAL_SERVER_ERROR)
@@ -66,7 +75,6 @@ def document(procedures: Sequence[Procedure]) -> dict[str, Any]:
             "of a PostgreSQL + Redis application. The same procedures answer on POST /rpc "
             "(JSON-RPC 2.0) and /trpc/<name> (tRPC HTTP).",
         },
-        "servers": [{"name": "infrawatch", "url": "/rpc"}],
         "methods": methods,
         "components": {"schemas": defs},
     }
@@ -82,13 +90,14 @@ def discover_procedure(procedures: Sequence[Procedure]) -> Procedure:
     """``rpc.discover`` over ``procedures`` and itself; the document is built once, on first use."""
     cache: list[dict[str, Any]] = []
 
-    async def discover(_ctx: Context, _: NoInput) -> dict[str, Any]:
+    async def discover(ctx: Context, _: NoInput) -> dict[str, Any]:
         if not cache:
             cache.append(document([*procedures, proc]))
-        return cache[0]
+        url = f"{ctx.origin or IN_PROCESS_ORIGIN}/rpc"
+        return {**cache[0], "servers": [{"name": "infrawatch", "url": url}]}
 
     proc = query(
-        "rpc.discover",
+        DISCOVER,
         discover,
         output=OpenRpcDocument,
         summary="This service's OpenRPC 1.3 document.",

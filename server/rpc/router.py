@@ -60,6 +60,8 @@ class Context:
     router: Router | None = None
     # Set by middleware for the adapter to surface (e.g. "cache": "HIT" -> X-Cache).
     meta: dict[str, str] = field(default_factory=dict)
+    # ``scheme://host[:port]`` the request came to, when a procedure needs it (rpc.discover).
+    origin: str | None = None
 
 
 Handler = Callable[[Context, Any], Awaitable[Any]]

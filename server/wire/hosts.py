@@ -11,6 +11,7 @@ Entries: ``example.com``, ``.example.com`` (the name and its subdomains), an add
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
@@ -32,6 +33,26 @@ def host_name(host: str) -> str:
         return host[: end + 1] if end > 0 else host
     name, sep, port = host.rpartition(":")
     return name if sep and port.isdigit() else host
+
+
+# host[:port] as a URI may hold it: a name, an IPv4 address or a bracketed IPv6 one.
+_HOST = re.compile(r"(?:[a-z0-9_.-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def origin_of(request: web.Request) -> str:
+    """``http[s]://host[:port]`` this request was sent to, from its ``Host`` header (which
+    ``ALLOWED_HOSTS``, when set, has already checked); the listening socket's own address when
+    the header is missing or could not be part of a URI."""
+    scheme = "https" if request.secure else "http"
+    host = (request.headers.get("Host") or "").strip().lower()
+    if not _HOST.fullmatch(host):
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        if isinstance(sockname, tuple) and len(sockname) >= 2:
+            address, port = str(sockname[0]), int(sockname[1])
+            host = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        else:
+            host = "localhost"
+    return f"{scheme}://{host}"
 
 
 class AllowedHosts:

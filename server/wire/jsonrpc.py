@@ -25,7 +25,9 @@ from server.errors import (
     RpcError,
     Throttled,
 )
+from server.rpc.openrpc import DISCOVER
 from server.rpc.router import Caller, Context, Router
+from server.wire.hosts import origin_of
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +100,15 @@ def _check_member(member: Any) -> tuple[str, Any, Any]:
 
 
 async def _call_member(
-    router: Router, member: Any, caller: Caller
+    router: Router, member: Any, caller: Caller, request: web.Request
 ) -> tuple[dict[str, Any] | None, Context | None]:
     try:
         method, params, request_id = _check_member(member)
     except InvalidRequest as exc:
         return _response(exc.request_id, error=exc), None
     ctx = Context(caller=caller, protocol="jsonrpc")
+    if method == DISCOVER:  # its servers[0].url is this request's own address
+        ctx.origin = origin_of(request)
     try:
         result = await router.run(router.resolve(method, "jsonrpc"), params, ctx)
     except RpcError as exc:
@@ -189,13 +193,15 @@ async def handle_rpc(
                 code=ErrorCode.PAYLOAD_TOO_LARGE,
             )
             return _refusal(too_many, status=413)
-        outcomes = await asyncio.gather(*(_call_member(router, m, caller) for m in payload))
+        outcomes = await asyncio.gather(
+            *(_call_member(router, m, caller, request) for m in payload)
+        )
         answers = [answer for answer, _ in outcomes if answer is not None]
         if not answers:
             return web.Response(status=204)
         return _encode(answers)
 
-    answer, ctx = await _call_member(router, payload, caller)
+    answer, ctx = await _call_member(router, payload, caller, request)
     if answer is None:
         return web.Response(status=204)
     headers = {"X-Cache": ctx.meta["cache"]} if ctx is not None and "cache" in ctx.meta else None
