@@ -211,6 +211,9 @@ async def test_operators_get_the_detail(down: TestClient) -> None:
     assert any("127.0.0.1" in (d or "") for d in details)
     report = await (await down.get("/health/detailed", headers=BEARER)).json()
     assert report["alert_store"]["last_error"]
+    redis_health = next(c for c in report["components"] if c["name"] == "redis")
+    assert "127.0.0.1:" in redis_health["error"]
+    _no_secret(orjson.dumps(report).decode())
 
 
 async def test_a_database_refusing_the_user_names_it_to_operators_only(

@@ -38,6 +38,8 @@ from server.alerts.models import StoreStatus
 from server.datastores.pool import InstrumentedPool, PoolSnapshot
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
+from server.errors import RpcError
+from server.redaction import mask_secrets
 
 Status = Literal["healthy", "degraded", "unhealthy"]
 ComponentStatus = Literal["up", "down", "not_configured"]
@@ -218,7 +220,7 @@ async def probe(
             name=check.name,
             status="down",
             critical=critical,
-            error=str(exc) if show_details else error_kind(exc),
+            error=_full_text(exc) if show_details else error_kind(exc),
             latency_ms=_ms(time.perf_counter() - started),
         )
     if probed is None:
@@ -231,6 +233,13 @@ async def probe(
         pool=probed.pool,
         details=probed.details if show_details else None,
     )
+
+
+def _full_text(exc: BaseException) -> str:
+    """For operators: our message and the driver's own text behind it (passwords masked)."""
+    if isinstance(exc, RpcError) and exc.detail:
+        return mask_secrets(f"{exc.message}: {exc.detail}")
+    return mask_secrets(str(exc))
 
 
 def error_kind(exc: BaseException) -> str:
