@@ -114,6 +114,12 @@ class RpcError(Exception):
     def info(self) -> CodeInfo:
         return CODES[self.code]
 
+    @property
+    def described(self) -> str:
+        """The message and the detail behind it: for the log, which operators read (its
+        formatter masks passwords), never for an answer."""
+        return f"{self.message} ({self.detail})" if self.detail else self.message
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code.value}, {self.message!r})"
 

@@ -76,7 +76,9 @@ class AlertBook:
             applied = await self._durable.ensure_schema()
         except Unavailable as exc:
             self._failed(exc)
-            log.warning("alert store: schema not checked at start-up (%s); will retry", exc)
+            log.warning(
+                "alert store: schema not checked at start-up (%s); will retry", exc.described
+            )
             return
         if applied:
             log.info("alert store: applied migrations %s", applied)
@@ -140,7 +142,7 @@ class AlertBook:
                     firing = await self._durable.reconcile(round_)
                 except StoreRejected as exc:
                     # Not an outage: this round can never be written. Keep the rest moving.
-                    log.error("alert store: dropping a round it refuses: %s", exc)
+                    log.error("alert store: dropping a round it refuses: %s", exc.described)
                     self._dropped += 1
                     self._done(round_)
                     continue
@@ -228,7 +230,7 @@ class AlertBook:
 
     def _failed(self, exc: Unavailable) -> None:
         if self._available:
-            log.warning("alert store unavailable, evaluating in memory: %s", exc.message)
+            log.warning("alert store unavailable, evaluating in memory: %s", exc.described)
         self._available = False
         self._last_error = exc.message
 

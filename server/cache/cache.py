@@ -286,7 +286,9 @@ class Cache:
         except Unavailable as exc:
             stats.invalidation_failures += 1
             self._fell_back(exc)
-            log.warning("cache: invalidating %s failed after %d keys: %s", match, deleted, exc)
+            log.warning(
+                "cache: invalidating %s failed after %d keys: %s", match, deleted, exc.described
+            )
             raise
         self._recovered()
         stats.invalidations += 1
@@ -298,7 +300,7 @@ class Cache:
         self.last_error = exc.message
         if not self.degraded:
             self.degraded = True
-            log.warning("cache: Redis unavailable, serving from memory: %s", exc.message)
+            log.warning("cache: Redis unavailable, serving from memory: %s", exc.described)
 
     def _recovered(self) -> None:
         if self.degraded:

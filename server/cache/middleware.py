@@ -128,7 +128,9 @@ async def _invalidate(cache: Cache, path: str, invalidates: Invalidates) -> None
         try:
             await cache.invalidate(namespace)
         except Unavailable as exc:
-            log.warning("%s: cache namespace %s not invalidated: %s", path, namespace, exc)
+            log.warning(
+                "%s: cache namespace %s not invalidated: %s", path, namespace, exc.described
+            )
 
 
 class Warmer:
@@ -163,7 +165,7 @@ class Warmer:
                 await self.router.call(proc.path, None, ctx)
             except RpcError as exc:
                 self.failures += 1
-                log.warning("cache warming of %s failed: %s", proc.path, exc.message)
+                log.warning("cache warming of %s failed: %s", proc.path, exc.described)
             else:
                 done += 1
         self.runs += 1
