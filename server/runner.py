@@ -10,7 +10,8 @@ on this path (aiohttp 3.x ``web_protocol.py``: ``data_received`` turns the parse
 ``handle_error``), and ``web.Server`` makes plain ``RequestHandler``s, so the runner here builds
 a ``Server`` that makes ours. Everything else is aiohttp's own.
 
-The body is an error both wires read as their own (``error_body``). Too long is
+The body is an error both wires read as their own (``wire/http.py`` ``either_wire_error``).
+Too long is
 ``PAYLOAD_TOO_LARGE`` (413): tRPC's table has no 414 or 431, a client must read
 ``data.httpStatus`` equal to the HTTP status, and the remedy is the same as for a large body:
 send less per request (httpBatchLink's ``maxURLLength`` splits batches). Any other parse error
@@ -25,13 +26,13 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from server.errors import ErrorCode, RpcError
-from server.wire.trpc import BASE_HEADERS, error_shape
+from server.wire.http import either_wire_error
+from server.wire.trpc import BASE_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,6 @@ def parse_error(exc: HttpProcessingError) -> RpcError:
     return RpcError(ErrorCode.BAD_REQUEST, f"Malformed HTTP request: {exc.message}")
 
 
-def error_body(error: RpcError) -> bytes:
-    """An answer both wires read as their own error: aiohttp hands ``handle_error`` a stand-in
-    request (path ``/``), so whether ``/rpc`` or ``/trpc`` was meant is unknown. tRPC's error
-    shape (message, code, data) is also a JSON-RPC error object, so the body is a JSON-RPC
-    response with ``id: null`` (the request could not be read) that tRPC clients read as a
-    whole-request error (they ignore the other members)."""
-    return orjson.dumps({"jsonrpc": "2.0", "error": error_shape(error), "id": None})
-
-
 class JsonErrorRequestHandler(RequestHandler):
     __slots__ = ()
 
@@ -74,9 +66,9 @@ class JsonErrorRequestHandler(RequestHandler):
         # The client's mistake, not ours: no traceback in the log.
         log.info("refused an unparseable request from %s: %s", request.remote, exc.message)
         error = parse_error(exc)
-        resp = web.Response(
-            body=error_body(error), status=error.info.http_status, headers=BASE_HEADERS
-        )
+        # aiohttp hands this method a stand-in request (path "/"): which wire was meant is
+        # unknown, so the body is an error both read as their own.
+        resp = either_wire_error(error, headers={"Vary": BASE_HEADERS["Vary"]})
         # What is left of the request cannot be parsed: the connection must not be reused.
         resp.force_close()
         return resp

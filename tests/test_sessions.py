@@ -248,11 +248,19 @@ def test_host_names_and_entries() -> None:
 async def test_allowed_hosts_refuses_foreign_hosts_but_not_probes(client: Client) -> None:
     app = await client(allowed_hosts="monitor.example, .internal")
     evil = {"Host": "evil.example"}
-    for method, path in (("GET", "/"), ("POST", "/rpc"), ("GET", "/health"), ("GET", "/metrics")):
+    for method, path in (("GET", "/"), ("GET", "/health"), ("GET", "/metrics")):
         response = await app.request(method, path, headers=evil)
         assert response.status == 400, path
         error = (await response.json())["error"]
         assert error["code"] == "BAD_REQUEST" and "ALLOWED_HOSTS" in error["message"]
+    # The RPC routes: an error both wires read as their own (JSON-RPC response, tRPC shape).
+    for method, path in (("POST", "/rpc"), ("GET", "/trpc/test.who")):
+        response = await app.request(method, path, headers=evil)
+        assert response.status == 400, path
+        answer = await response.json()
+        assert answer["jsonrpc"] == "2.0" and answer["id"] is None
+        assert answer["error"]["data"] == {"code": "BAD_REQUEST", "httpStatus": 400}
+        assert answer["error"]["code"] == -32600 and "ALLOWED_HOSTS" in answer["error"]["message"]
     for probe in ("/health/live", "/health/ready"):
         assert (await app.get(probe, headers=evil)).status == 200
     for host in ("monitor.example:8080", "a.internal"):

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from server.errors import ErrorCode, RpcError
-from server.wire.http import error_response
+from server.wire.http import either_wire_error, error_response
 
 PROBES = frozenset({"/health/live", "/health/ready"})
 
@@ -82,6 +82,8 @@ class AllowedHosts:
             refusal = RpcError(
                 ErrorCode.BAD_REQUEST, f"Host {shown!r} is not served here (ALLOWED_HOSTS)"
             )
+            if request.path == "/rpc" or request.path.startswith("/trpc/"):
+                return either_wire_error(refusal)
             return error_response(refusal)
 
         return guard
