@@ -25,6 +25,7 @@ from server.errors import (
     RpcError,
     Throttled,
 )
+from server.redaction import mask_secrets
 from server.rpc.openrpc import DISCOVER
 from server.rpc.router import Caller, Context, Router
 from server.wire.hosts import origin_of
@@ -57,7 +58,7 @@ def error_object(exc: RpcError, *, operator: bool = False) -> dict[str, Any]:
     if exc.details:
         data.update(exc.details)
     if operator and exc.detail is not None:
-        data["detail"] = exc.detail
+        data["detail"] = mask_secrets(exc.detail)
     return {"code": number, "message": title, "data": data}
 
 

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from server.auth import Authenticator, client_address
 from server.errors import CODES, ErrorCode, ProcedureNotFound, RpcError, Throttled
+from server.redaction import mask_secrets
 from server.rpc.router import ANONYMOUS, Caller, Context, Kind, Procedure, Router
 
 # resolveResponse.ts TYPE_ACCEPTED_METHOD_MAP (no method override: a query is never a POST).
@@ -50,7 +51,7 @@ def error_shape(
     for key, value in (exc.details or {}).items():
         data.setdefault(key, value)
     if operator and exc.detail is not None:
-        data["detail"] = exc.detail
+        data["detail"] = mask_secrets(exc.detail)
     return {"message": exc.message, "code": info.jsonrpc, "data": data}
 
 
