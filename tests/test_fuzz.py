@@ -383,6 +383,23 @@ def test_dashboard_forms_never_fail_with_a_5xx(
     assert get.status < 500, get
 
 
+@settings(FUZZ, max_examples=100)  # each renders a whole page: fewer, to stay well under 60 s
+@given(
+    cookie=st.text(max_size=200) | st.sampled_from(["v1.", "v1..", "v1.e30.e30", "v1.W10.AA"]),
+    path=st.sampled_from(["/", "/dashboard/sections", "/login", "/logout"]),
+    view=st.text(max_size=10),
+)
+def test_dashboard_pages_read_any_cookie_as_no_session(
+    served: Served, cookie: str, path: str, view: str
+) -> None:
+    value = cookie.encode("utf-8", "surrogateescape").replace(b"\r", b"").replace(b"\n", b"")
+    headers = {"Cookie": b"infrawatch_session=" + value}
+    target = (path + "?view=" + quote(view, safe="")).encode()
+    answer = send(served.port, "GET", target, headers, b"")
+    assert answer.status < 500, answer
+    assert b"Signed in as" not in answer.body
+
+
 def test_memory_stays_bounded_over_the_fuzzing(served: Served) -> None:
     # After the examples above: a thousand more of the largest bodies must not grow the heap.
     before = rss_kib()
