@@ -1,7 +1,10 @@
 """``python -m tests.stack``: a local stack for ``make run``.
 
-Starts a PostgreSQL primary, a streaming replica, PgBouncer and Redis in a temporary directory
-under ``./.run/``, prints the environment that points infrawatch at them, then either runs
+Starts a PostgreSQL primary, a streaming replica, PgBouncer and Redis in a private temporary
+directory under the system's temporary folder (``$TMPDIR``, else ``/tmp``), not in the checkout:
+when we are root the servers run as ``postgres``, which cannot enter a checkout in a private
+folder (root's home, a ``mktemp -d``). The directory is owned by the servers' account, mode
+0700, and removed on exit. Prints the environment that points infrawatch at them, then either runs
 ``--exec -- command...`` with that environment or waits for Ctrl-C. The stack is torn down when
 the command exits or on SIGINT/SIGTERM.
 
@@ -128,8 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dir",
         type=Path,
-        default=Path(".run"),
-        help="parent of the stack's temporary directory (default: ./.run)",
+        default=None,
+        help="parent of the stack's temporary directory (default: the system's temporary "
+        "folder; the servers' account must be able to enter it)",
     )
     parser.add_argument(
         "--demo",
