@@ -11,10 +11,14 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 
 from server.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("server")
 
@@ -53,7 +57,16 @@ def _serve_one(host: str, port: int, reuse_port: bool) -> None:
         reuse_port=reuse_port,
         shutdown_timeout=settings.server.shutdown_timeout,
         on_listening=lambda: log.info("infrawatch listening on http://%s:%s", host, port),
+        drain_seconds=settings.server.shutdown_drain_seconds,
+        on_drain=lambda: _mark_draining(app),
     )
+
+
+def _mark_draining(app: web.Application) -> None:
+    """From the first signal on, ``/health/ready`` answers 503 (the drain, server/runner.py)."""
+    from server import appkeys
+
+    app[appkeys.HEALTH].shutting_down = True
 
 
 async def _stop_with_parent(_app: object) -> None:
@@ -71,6 +84,13 @@ async def _stop_with_parent(_app: object) -> None:
     loop.add_reader(parent.sentinel, orphaned)
 
 
+def _serve_worker(host: str, port: int) -> None:
+    """One of ``--workers``, in its own process group: Ctrl-C in a terminal reaches the parent
+    alone, which forwards it once; a second signal from the group would end the drain at once."""
+    os.setpgrp()
+    _serve_one(host, port, True)
+
+
 def _serve_workers(host: str, port: int, workers: int) -> int:
     """N processes sharing the port (SO_REUSEPORT); a signal to the parent stops them all.
 
@@ -81,7 +101,7 @@ def _serve_workers(host: str, port: int, workers: int) -> int:
 
     with multiprocess.worker_directory() as metrics_dir:
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_serve_one, args=(host, port, True)) for _ in range(workers)]
+        procs = [ctx.Process(target=_serve_worker, args=(host, port)) for _ in range(workers)]
         for proc in procs:
             proc.start()
 
