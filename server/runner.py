@@ -119,9 +119,7 @@ def serve(
     A second signal at any point exits at once, with the shell's status for it (128 + n).
     """
     asyncio.run(
-        _serve(
-            app, host, port, reuse_port, shutdown_timeout, on_listening, drain_seconds, on_drain
-        )
+        _serve(app, host, port, reuse_port, shutdown_timeout, on_listening, drain_seconds, on_drain)
     )
 
 
