@@ -1,4 +1,4 @@
-"""``infrawatch serve | call | check-config`` (also ``python -m server ...``)."""
+"""``infrawatch serve | call | check | check-config`` (also ``python -m server ...``)."""
 
 from __future__ import annotations
 
@@ -165,6 +165,33 @@ def cmd_call(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """``infrawatch check``: server/smoke.py; reads no server setting."""
+    from server import smoke
+
+    token = args.token or os.environ.get("INFRAWATCH_TOKEN")
+    results = asyncio.run(smoke.SmokeCheck(args.url, token, timeout=args.timeout).run())
+    if args.format == "json":
+        sys.stdout.buffer.write(smoke.render_json(args.url, results) + b"\n")
+    else:
+        print(smoke.render_text(args.url, results))
+    return int(smoke.verdict(results))
+
+
+def _add_check_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    check = sub.add_parser(
+        "check",
+        help="smoke-check a running instance: exit 0 healthy, 1 degraded, 2 unhealthy",
+    )
+    check.add_argument("--url", default=os.environ.get("INFRAWATCH_URL", "http://127.0.0.1:8080"))
+    check.add_argument("--token", help="operator token (default: $INFRAWATCH_TOKEN)")
+    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds to wait for the instance and each call"
+    )
+    check.set_defaults(func=cmd_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infrawatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--token", help="operator token (default: $INFRAWATCH_TOKEN)")
     call.add_argument("--url", default=os.environ.get("INFRAWATCH_URL", "http://127.0.0.1:8080"))
     call.set_defaults(func=cmd_call)
+    _add_check_parser(sub)
     return parser
 
 

@@ -57,8 +57,15 @@ def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 
 class Served:
-    def __init__(self, env: Mapping[str, str], log_dir: Path, args: Sequence[str] = ()) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_dir: Path,
+        args: Sequence[str] = (),
+        *,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"serve-{self.port}.log"
         command = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1"]
