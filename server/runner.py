@@ -27,9 +27,11 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler
 
 from server.errors import ErrorCode, RpcError
+from server.observability.http_metrics import ACCESS_LOG_CLASS
 from server.wire.trpc import BASE_HEADERS, error_body
 
 log = logging.getLogger(__name__)
@@ -152,9 +154,13 @@ async def _serve(
     # Before start-up, as run_app does: a signal while pools connect still stops cleanly.
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    # The access-log hook is how aiohttp hands out each request's duration: the app's class
+    # records it for infrawatch_http_request_duration_seconds and writes no log line.
+    access_log_class = app.get(ACCESS_LOG_CLASS)
     runner = AppRunner(
         app,
-        access_log=None,
+        access_log=None if access_log_class is None else log,
+        access_log_class=access_log_class or AccessLogger,
         keepalive_timeout=KEEPALIVE_TIMEOUT,
         shutdown_timeout=shutdown_timeout,
     )
