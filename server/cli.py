@@ -56,10 +56,17 @@ def _serve_one(host: str, port: int, reuse_port: bool) -> None:
         port=port,
         reuse_port=reuse_port,
         shutdown_timeout=settings.server.shutdown_timeout,
-        on_listening=lambda: log.info("infrawatch listening on http://%s:%s", host, port),
+        on_listening=lambda: log.info(
+            "infrawatch listening on http://%s:%s (%s)", host, port, _loop_name()
+        ),
         drain_seconds=settings.server.shutdown_drain_seconds,
         on_drain=lambda: _mark_draining(app),
     )
+
+
+def _loop_name() -> str:
+    loop = asyncio.get_running_loop()
+    return f"{type(loop).__module__.split('.')[0]} event loop"
 
 
 def _mark_draining(app: web.Application) -> None:

@@ -120,9 +120,26 @@ def serve(
 
     A second signal at any point exits at once, with the shell's status for it (128 + n).
     """
-    asyncio.run(
-        _serve(app, host, port, reuse_port, shutdown_timeout, on_listening, drain_seconds, on_drain)
-    )
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(
+            _serve(
+                app, host, port, reuse_port, shutdown_timeout, on_listening, drain_seconds, on_drain
+            )
+        )
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (a Linux dependency), else asyncio's own.
+
+    uvloop runs the transports, the HTTP server's I/O and the timers in C (libuv):
+    ``docs/performance.md`` measures what it gives a cached call.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _exit_now(signum: int) -> None:

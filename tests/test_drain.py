@@ -135,6 +135,8 @@ def test_sigterm_drains_then_finishes_in_flight_requests(
         assert served.proc.wait(timeout=30) == 0, served.log()
     log = served.log()
     assert "draining for 3.0s" in log, log
+    # uvloop is a Linux dependency (setup.cfg): the server runs on it.
+    assert "(uvloop event loop)" in log, log
     assert "Traceback" not in log, log
 
 
