@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.served import Served, get, stack_env
+from tests.served import OPERATOR_TOKEN, Served, get, stack_env
 from tests.stack import PostgresServer
 from tests.waiting import wait_until
 
@@ -196,3 +196,57 @@ def test_workers_drain_on_a_signal_to_the_parent(
         assert time.monotonic() - sent >= DRAIN - 0.1
     log = served.log()
     assert log.count("draining for 3.0s") == 2, log
+
+
+def _call(port: int, method: str, params: dict[str, str]) -> dict[str, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    conn.request("POST", "/rpc", body=body, headers=headers)
+    answer: dict[str, Any] = orjson.loads(conn.getresponse().read())
+    conn.close()
+    assert "result" in answer, answer
+    return answer
+
+
+def _pending_rounds(port: int) -> int:
+    status, body = get(port, "/health/detailed")
+    pending: int = orjson.loads(body)["alert_store"]["pending_rounds"]
+    return pending
+
+
+def _firing_in_memory(port: int) -> bool:
+    page = _call(port, "alerts.list", {"state": "firing"})["result"]
+    fingerprints = {a["fingerprint"] for a in page["alerts"]}
+    return page["source"] == "memory" and "breaker_open:database-write" in fingerprints
+
+
+def test_rounds_queued_while_the_store_was_down_are_written_on_sigterm(
+    pg_dsn: str, redis_url: str, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    env = stack_env(pg_dsn, redis_url, SHUTDOWN_DRAIN_SECONDS="0", ALERT_EVALUATION_INTERVAL="2")
+    with Served(env, tmp_path) as served:
+        # The alert store's own breaker forced open: rounds queue in memory (and the open
+        # breaker is itself an alert, so the queued round has something to write).
+        _call(
+            served.port,
+            "monitoring.setCircuitBreakerState",
+            {"name": "database-write", "state": "open"},
+        )
+        # A round that saw the breaker open, kept in memory only.
+        wait_until(
+            lambda: _firing_in_memory(served.port),
+            what="the open breaker's alert firing, in memory",
+            within=15,
+        )
+        assert _pending_rounds(served.port) >= 1
+        _call(
+            served.port,
+            "monitoring.setCircuitBreakerState",
+            {"name": "database-write", "state": "closed"},
+        )
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(timeout=30) == 0, served.log()
+    database = pg_dsn.rsplit("/", 1)[1].split("?")[0]
+    fingerprints = postgres.psql("SELECT fingerprint FROM infrawatch.alerts", database)
+    assert "breaker_open:database-write" in fingerprints.splitlines(), served.log()
