@@ -47,9 +47,10 @@ def _serve_one(host: str, port: int, reuse_port: bool) -> None:
     app = create_app(settings)
     if multiprocessing.parent_process() is not None:
         app.on_startup.append(_stop_with_parent)
-    # run_app's graceful stop (SIGINT/SIGTERM: on_shutdown, in-flight requests get
-    # shutdown_timeout, cleanup contexts close pools in reverse order), with a runner whose
-    # connections answer an over-long URL with a JSON error (server/runner.py).
+    # server/runner.py: the drain (SIGINT/SIGTERM: /health/ready 503 for drain_seconds while
+    # requests are still served), then in-flight requests get shutdown_timeout and the cleanup
+    # contexts close pools in reverse order; uvloop when installed; connections that answer an
+    # over-long URL with a JSON error; the HTTP duration hook.
     serve(
         app,
         host=host,

@@ -1,5 +1,7 @@
-"""Serving the app: aiohttp's ``AppRunner``, except that a request its HTTP parser refuses gets a
-JSON error instead of a plain-text page.
+"""Serving the app: aiohttp's ``AppRunner`` on uvloop when installed, with our own signal
+handling (``serve``: a drain before the listener closes, a second signal exits at once),
+aiohttp's access-log hook timing each request (``infrawatch_http_request_duration_seconds``),
+and a request its HTTP parser refuses answered with a JSON error instead of a plain-text page.
 
 A batched tRPC GET carries every input in its URL. aiohttp checks the request line and each
 header against ``max_line_size``/``max_field_size`` (``create_app`` raises both to
