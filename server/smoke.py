@@ -213,6 +213,8 @@ class SmokeCheck:
         code = error_code(answer)
         if code == "UNAUTHORIZED" and self.token:
             raise Unexpected("the token was refused (UNAUTHORIZED): check --token")
+        if code == "UNAUTHORIZED":
+            raise Unexpected("reading needs a token here (READ_TOKENS_REQUIRED): give --token")
         if code is not None:
             raise Unexpected(f"rpc.discover failed: {code}")
         methods = answer["result"].get("methods", [])

@@ -142,3 +142,19 @@ def test_an_instance_that_starts_late_is_waited_for(
     with served:
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, (out + err).decode()
+
+
+def test_with_read_tokens_required_the_token_opens_every_check(
+    pg_dsn: str, redis_url: str, tmp_path: Path
+) -> None:
+    env = stack_env(pg_dsn, redis_url, READ_TOKENS_REQUIRED="true")
+    with Served(env, tmp_path) as served:
+        code, report = check(served.url)
+        assert code == 2, report
+        assert "reading needs a token here" in orjson.dumps(report).decode()
+
+        code, report = check(served.url, "--token", OPERATOR_TOKEN)
+        checks = by_name(report)
+        assert code == 0, report
+        assert checks["metrics"]["detail"].endswith("infrawatch_*)")  # read, not skipped
+        assert checks["alert store"]["detail"] == "durable (PostgreSQL)"
