@@ -1,4 +1,4 @@
-"""``infrawatch serve | call | check-config`` (also ``python -m server ...``)."""
+"""``infrawatch serve | call | check | check-config`` (also ``python -m server ...``)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ import secrets
 import signal
 import sys
 from collections.abc import MutableMapping, Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 
 from server.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("server")
 
@@ -47,17 +51,34 @@ def _serve_one(host: str, port: int, reuse_port: bool) -> None:
     app = create_app(settings)
     if multiprocessing.parent_process() is not None:
         app.on_startup.append(_stop_with_parent)
-    # run_app's graceful stop (SIGINT/SIGTERM: on_shutdown, in-flight requests get
-    # shutdown_timeout, cleanup contexts close pools in reverse order), with a runner whose
-    # connections answer an over-long URL with a JSON error (server/runner.py).
+    # server/runner.py: the drain (SIGINT/SIGTERM: /health/ready 503 for drain_seconds while
+    # requests are still served), then in-flight requests get shutdown_timeout and the cleanup
+    # contexts close pools in reverse order; uvloop when installed; connections that answer an
+    # over-long URL with a JSON error; the HTTP duration hook.
     serve(
         app,
         host=host,
         port=port,
         reuse_port=reuse_port,
         shutdown_timeout=settings.server.shutdown_timeout,
-        on_listening=lambda: log.info("infrawatch listening on http://%s:%s", host, port),
+        on_listening=lambda: log.info(
+            "infrawatch listening on http://%s:%s (%s)", host, port, _loop_name()
+        ),
+        drain_seconds=settings.server.shutdown_drain_seconds,
+        on_drain=lambda: _mark_draining(app),
     )
+
+
+def _loop_name() -> str:
+    loop = asyncio.get_running_loop()
+    return f"{type(loop).__module__.split('.')[0]} event loop"
+
+
+def _mark_draining(app: web.Application) -> None:
+    """From the first signal on, ``/health/ready`` answers 503 (the drain, server/runner.py)."""
+    from server import appkeys
+
+    app[appkeys.HEALTH].shutting_down = True
 
 
 async def _stop_with_parent(_app: object) -> None:
@@ -83,6 +104,13 @@ def _share_session_secret(environ: MutableMapping[str, str]) -> None:
         environ["SESSION_SECRET"] = secrets.token_urlsafe(32)
 
 
+def _serve_worker(host: str, port: int) -> None:
+    """One of ``--workers``, in its own process group: Ctrl-C in a terminal reaches the parent
+    alone, which forwards it once; a second signal from the group would end the drain at once."""
+    os.setpgrp()
+    _serve_one(host, port, True)
+
+
 def _serve_workers(host: str, port: int, workers: int) -> int:
     """N processes sharing the port (SO_REUSEPORT); a signal to the parent stops them all.
 
@@ -94,7 +122,7 @@ def _serve_workers(host: str, port: int, workers: int) -> int:
     _share_session_secret(os.environ)
     with multiprocess.worker_directory() as metrics_dir:
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_serve_one, args=(host, port, True)) for _ in range(workers)]
+        procs = [ctx.Process(target=_serve_worker, args=(host, port)) for _ in range(workers)]
         for proc in procs:
             proc.start()
 
@@ -158,6 +186,33 @@ def cmd_call(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """``infrawatch check``: server/smoke.py; reads no server setting."""
+    from server import smoke
+
+    token = args.token or os.environ.get("INFRAWATCH_TOKEN")
+    results = asyncio.run(smoke.SmokeCheck(args.url, token, timeout=args.timeout).run())
+    if args.format == "json":
+        sys.stdout.buffer.write(smoke.render_json(args.url, results) + b"\n")
+    else:
+        print(smoke.render_text(args.url, results))
+    return int(smoke.verdict(results))
+
+
+def _add_check_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    check = sub.add_parser(
+        "check",
+        help="smoke-check a running instance: exit 0 healthy, 1 degraded, 2 unhealthy",
+    )
+    check.add_argument("--url", default=os.environ.get("INFRAWATCH_URL", "http://127.0.0.1:8080"))
+    check.add_argument("--token", help="operator token (default: $INFRAWATCH_TOKEN)")
+    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds to wait for the instance and each call"
+    )
+    check.set_defaults(func=cmd_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infrawatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--token", help="operator token (default: $INFRAWATCH_TOKEN)")
     call.add_argument("--url", default=os.environ.get("INFRAWATCH_URL", "http://127.0.0.1:8080"))
     call.set_defaults(func=cmd_call)
+    _add_check_parser(sub)
     return parser
 
 

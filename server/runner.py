@@ -1,5 +1,7 @@
-"""Serving the app: aiohttp's ``AppRunner``, except that a request its HTTP parser refuses gets a
-JSON error instead of a plain-text page.
+"""Serving the app: aiohttp's ``AppRunner`` on uvloop when installed, with our own signal
+handling (``serve``: a drain before the listener closes, a second signal exits at once),
+aiohttp's access-log hook timing each request (``infrawatch_http_request_duration_seconds``),
+and a request its HTTP parser refuses answered with a JSON error instead of a plain-text page.
 
 A batched tRPC GET carries every input in its URL. aiohttp checks the request line and each
 header against ``max_line_size``/``max_field_size`` (``create_app`` raises both to
@@ -22,15 +24,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler
 
 from server.errors import ErrorCode, RpcError
+from server.observability.http_metrics import ACCESS_LOG_CLASS
 from server.wire.http import either_wire_error
 from server.wire.trpc import BASE_HEADERS
 
@@ -102,13 +107,51 @@ def serve(
     reuse_port: bool,
     shutdown_timeout: float,
     on_listening: Callable[[], Any],
+    drain_seconds: float = 0.0,
+    on_drain: Callable[[], Any] = lambda: None,
 ) -> None:
-    """``web.run_app`` with our runner: serve until SIGINT or SIGTERM, then stop gracefully.
+    """Serve until SIGINT or SIGTERM, then drain and stop gracefully.
 
-    The stop is run_app's: on_shutdown, in-flight requests get ``shutdown_timeout`` to finish,
-    then the cleanup contexts close their resources in reverse order.
+    ``web.run_app`` closes the listener first and runs ``on_shutdown`` afterwards, so a readiness
+    probe never sees the instance going: it sees a refused connection while a load balancer
+    still routes here. The stop here, in order:
+
+    1. ``on_drain()`` (``/health/ready`` turns 503), then ``drain_seconds`` during which every
+       request is still served, on new connections and kept-alive ones alike;
+    2. the listener closes, idle connections close, in-flight requests get
+       ``shutdown_timeout`` to finish (the drain's end cancels nothing);
+    3. the cleanup contexts stop background work and close resources in reverse order (the
+       alert book's queued rounds get their last flush there).
+
+    A second signal at any point exits at once, with the shell's status for it (128 + n).
     """
-    asyncio.run(_serve(app, host, port, reuse_port, shutdown_timeout, on_listening))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(
+            _serve(
+                app, host, port, reuse_port, shutdown_timeout, on_listening, drain_seconds, on_drain
+            )
+        )
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (a Linux dependency), else asyncio's own.
+
+    uvloop runs the transports, the HTTP server's I/O and the timers in C (libuv):
+    ``docs/performance.md`` measures what it gives a cached call.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _exit_now(signum: int) -> None:
+    log.warning("second signal (%s): exiting at once", signal.Signals(signum).name)
+    logging.shutdown()
+    # Nothing more may run: not the drain, not the cleanup an operator gave up waiting for.
+    os._exit(128 + signum)
 
 
 async def _serve(
@@ -118,23 +161,43 @@ async def _serve(
     reuse_port: bool,
     shutdown_timeout: float,
     on_listening: Callable[[], Any],
+    drain_seconds: float,
+    on_drain: Callable[[], Any],
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            _exit_now(signum)
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
     # Before start-up, as run_app does: a signal while pools connect still stops cleanly.
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
+    # The access-log hook is how aiohttp hands out each request's duration: the app's class
+    # records it for infrawatch_http_request_duration_seconds and writes no log line.
+    access_log_class = app.get(ACCESS_LOG_CLASS)
     runner = AppRunner(
         app,
-        access_log=None,
+        access_log=None if access_log_class is None else log,
+        access_log_class=access_log_class or AccessLogger,
         keepalive_timeout=KEEPALIVE_TIMEOUT,
         shutdown_timeout=shutdown_timeout,
     )
     await runner.setup()
     try:
+        if stop.is_set():
+            return  # stopped while starting: never listened, nothing to drain
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         await site.start()
         on_listening()
         await stop.wait()
+        on_drain()
+        if drain_seconds > 0:
+            log.info("draining for %ss: /health/ready answers 503", drain_seconds)
+            await asyncio.sleep(drain_seconds)
     finally:
+        # Closes the listener, then on_shutdown, in-flight requests, the cleanup contexts.
         await runner.cleanup()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -190,3 +191,36 @@ def test_make_run_stack_prints_the_token_and_has_the_demo_schema() -> None:
     assert not any(parent.iterdir())  # the stack's directory was removed
     with pytest.raises(psycopg.OperationalError):  # and its servers stopped
         psycopg.connect(printed["DATABASE_URL"], connect_timeout=2)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_make_run_stack_works_from_a_private_folder() -> None:
+    """``make run`` from a checkout the servers' account cannot enter (root's home, a
+    ``mktemp -d``): the stack lives in a private folder under the system's temporary folder,
+    removed on exit, and never in the current folder."""
+    private = Path(tempfile.mkdtemp(prefix="infrawatch-private-cwd-"))  # mode 0700
+    try:
+        probe = (
+            "import os, psycopg; "
+            "conn = psycopg.connect(os.environ['DATABASE_URL'], autocommit=True); "
+            "print('answered', conn.execute('SELECT 1').fetchone()[0])"
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.stack", "--exec", "--", sys.executable, "-c", probe],
+            cwd=private,
+            capture_output=True,
+            text=True,
+            timeout=200,
+            check=False,
+            env=os.environ | {"PYTHONPATH": str(ROOT)},
+        )
+        assert done.returncode == 0, done.stderr
+        assert "answered 1" in done.stdout
+        [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("starting the stack in")]
+        workdir = Path(line.removeprefix("starting the stack in "))
+        assert workdir.parent == Path(tempfile.gettempdir()).resolve()
+        assert not workdir.exists()  # removed on exit
+        assert not any(private.iterdir())  # nothing written where it was started
+    finally:
+        shutil.rmtree(private, ignore_errors=True)

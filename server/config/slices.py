@@ -396,6 +396,8 @@ class ServerSettings(Slice):
     max_body_bytes: int = Field(1_048_576, gt=0, alias="MAX_BODY_BYTES")
     max_url_bytes: UrlLimit = Field(65_536, gt=0, alias="MAX_URL_BYTES")
     shutdown_timeout: float = Field(10.0, gt=0, alias="SHUTDOWN_TIMEOUT")
+    # Long enough for a load balancer's readiness probe to see the 503 (probes every few s).
+    shutdown_drain_seconds: float = Field(5.0, ge=0, alias="SHUTDOWN_DRAIN_SECONDS")
     log_level: LogLevel = Field("INFO", alias="LOG_LEVEL")
     # Host header values answered (DNS-rebinding guard); empty: any
     allowed_hosts: AllowedHosts = Field((), alias="ALLOWED_HOSTS")

@@ -30,7 +30,7 @@ from server.errors import ErrorCode, RpcError, Throttled
 from server.observability.breaker_metrics import MERGE as BREAKER_MERGE
 from server.observability.breaker_metrics import BreakerCollector
 from server.observability.health import Health, HealthReport
-from server.observability.http_metrics import HttpMetrics
+from server.observability.http_metrics import ACCESS_LOG_CLASS, HttpDurations, HttpMetrics
 from server.observability.metrics import Metrics
 from server.observability.rpc_metrics import RpcMetrics
 from server.resilience.registry import BreakerRegistry
@@ -54,6 +54,8 @@ def install(
     """Add the HTTP response counter, the breaker collector, the routes and the ``--workers`` sync
     task to ``app``; returns the RPC observer for the router."""
     http = HttpMetrics(metrics)
+    # Timed by aiohttp when the runner passes this class (server/runner.py).
+    app[ACCESS_LOG_CLASS] = HttpDurations(metrics).access_log_class()
     rpc = RpcMetrics(metrics)
     metrics.add_collector(
         BreakerCollector(breakers), merge={"infrawatch_breaker_state": BREAKER_MERGE}

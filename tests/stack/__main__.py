@@ -1,7 +1,10 @@
 """``python -m tests.stack``: a local stack for ``make run``.
 
-Starts a PostgreSQL primary, a streaming replica, PgBouncer and Redis in a temporary directory
-under ``./.run/``, prints the environment that points infrawatch at them, then either runs
+Starts a PostgreSQL primary, a streaming replica, PgBouncer and Redis in a private temporary
+directory under the system's temporary folder (``$TMPDIR``, else ``/tmp``), not in the checkout:
+when we are root the servers run as ``postgres``, which cannot enter a checkout in a private
+folder (root's home, a ``mktemp -d``). The directory is owned by the servers' account, mode
+0700, and removed on exit. Prints the environment that points infrawatch at them, then either runs
 ``--exec -- command...`` with that environment or waits for Ctrl-C. The stack is torn down when
 the command exits or on SIGINT/SIGTERM.
 
@@ -73,9 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--exec needs a command after it")
     stopping = threading.Event()
     received: list[int] = []
+    children: list[int] = []  # the --exec command's pid, once started
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
+        if len(received) > 1:
+            # A second Ctrl-C: passed on, so the command (infrawatch serve) exits at once.
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
         stopping.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -94,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _announce(env, args.url)
             sys.stdout.flush()
             if command:
-                return _run_command(command, env, stopping)
+                return _run_command(command, env, stopping, children)
             if not stopping.is_set():
                 print("stack running; Ctrl-C stops it", file=sys.stderr)
             stopping.wait()
@@ -104,15 +113,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("stack stopped", file=sys.stderr)
 
 
-def _run_command(command: Sequence[str], env: dict[str, str], stopping: threading.Event) -> int:
+def _run_command(
+    command: Sequence[str], env: dict[str, str], stopping: threading.Event, children: list[int]
+) -> int:
     if stopping.is_set():
         return 130
-    child = subprocess.Popen(command, env=os.environ | env)
+    # Its own process group: a terminal's Ctrl-C reaches us alone and the command gets exactly
+    # one signal, from terminate() below. Two (the terminal's and ours) would end
+    # `infrawatch serve`'s drain at once: a second signal is its "exit now".
+    child = subprocess.Popen(command, env=os.environ | env, process_group=0)
+    children.append(child.pid)
     # Polling, so that a signal (which only sets the event) is noticed within 0.2 s.
     while child.poll() is None and not stopping.wait(0.2):
         pass
-    # Ctrl-C in a terminal reached the command too (same process group); SIGTERM covers
-    # a SIGTERM sent to us alone. Either way it gets a bounded time to shut down.
+    # One SIGTERM, then a bounded time to shut down (its drain included).
     code = terminate(child, COMMAND_STOP_TIMEOUT)
     return 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
 
@@ -128,8 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dir",
         type=Path,
-        default=Path(".run"),
-        help="parent of the stack's temporary directory (default: ./.run)",
+        default=None,
+        help="parent of the stack's temporary directory (default: the system's temporary "
+        "folder; the servers' account must be able to enter it)",
     )
     parser.add_argument(
         "--demo",
