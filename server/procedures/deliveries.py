@@ -1,0 +1,24 @@
+"""``alerts.deliveries``: where alerts were sent, per target."""
+
+from __future__ import annotations
+
+from server.delivery import DeliveryStatus, Sender
+from server.errors import ErrorCode
+from server.rpc.router import Context, NoInput, Procedure, query
+
+
+def procedures(sender: Sender) -> list[Procedure]:
+    async def deliveries(ctx: Context, _: NoInput) -> DeliveryStatus:
+        return await sender.status()
+
+    return [
+        query(
+            "alerts.deliveries",
+            deliveries,
+            output=DeliveryStatus,
+            summary="Where alert events go (Alertmanager, signed webhooks): per target, events "
+            "pending and the oldest one's age, sent, failed attempts, last success, last "
+            "error; whether the outbox is durable (PostgreSQL) or in memory.",
+            errors=(ErrorCode.SERVICE_UNAVAILABLE,),
+        ),
+    ]
