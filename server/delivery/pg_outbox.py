@@ -100,7 +100,7 @@ WHERE e.at < now() - make_interval(secs => $1)
 """
 
 _FIGURES = """
-SELECT t.target, COALESCE(p.pending, 0) AS pending, p.oldest AS oldest_pending_at,
+SELECT target, COALESCE(p.pending, 0) AS pending, p.oldest AS oldest_pending_at,
        COALESCE(t.sent, 0) AS sent, COALESCE(t.failures, 0) AS failures,
        COALESCE(f.dead, 0) AS dead, t.last_success_at, t.last_error, t.last_error_at
 FROM (SELECT target FROM infrawatch.delivery_targets

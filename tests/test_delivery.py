@@ -1,0 +1,348 @@
+"""Alert delivery against a real Alertmanager and our own webhook receiver: fire, acknowledge
+(a silence appears, the alert is suppressed), resolve (the alert ends, the silence expires),
+fire again (a new occurrence pages again); a receiver and an Alertmanager that are down and
+come back (nothing lost, nothing twice, also across a restart of infrawatch); the outbox in
+memory without a database; a bad URL in the settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from server.alerts import AlertBook
+from server.alerts.models import AlertQuery, Condition, Level
+from server.appkeys import ALERTS, DELIVERY
+from server.config import ConfigError, Settings
+from server.delivery import Sender
+from tests.pg_app import AppFactory, PgApp
+from tests.stack import Alertmanager
+from tests.waiting import eventually
+from tests.webhook_receiver import Receiver
+
+SECRET = "webhook-secret-0123456789"
+RULE = "delta"
+DEADLINE = 20.0
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    hook = Receiver(SECRET)
+    await hook.start()
+    yield hook
+    await hook.close()
+
+
+@pytest.fixture
+def alertmanager(stack_dir: Path, receiver: Receiver) -> Iterator[Alertmanager]:
+    with Alertmanager(stack_dir, notify_url=receiver.page_url) as server:
+        yield server
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def delivery_settings(**targets: Any) -> dict[str, Any]:
+    """Fast retries and re-sends, so that a test waits seconds, not minutes."""
+    return {
+        "alert_webhook_secret": SECRET,
+        "alert_delivery_poll_interval": 0.05,
+        "alert_delivery_retry_base": 0.1,
+        "alert_delivery_retry_max": 0.5,
+        "alert_delivery_resend_interval": 1.0,
+        "alert_dashboard_url": "http://infrawatch.example/",
+        "instance_id": "test-instance",
+        **targets,
+    }
+
+
+def condition(subject: str = "orders", level: Level = "warning", value: float = 12.0) -> Condition:
+    return Condition(RULE, subject, level, f"{subject} differs by {value:g}", value, 10.0)
+
+
+async def fire(book: AlertBook, *conditions: Condition) -> None:
+    await book.record(list(conditions), frozenset({RULE}), datetime.now(UTC))
+
+
+async def firing_id(book: AlertBook, subject: str = "orders") -> str:
+    [record] = [r for r in book.firing() if r.subject == subject]
+    return record.id
+
+
+async def am_get(http: aiohttp.ClientSession, am: Alertmanager, path: str, **params: str) -> Any:
+    async with http.get(f"{am.url}/api/v2{path}", params=params, timeout=5) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def am_alerts(http: aiohttp.ClientSession, am: Alertmanager, occurrence: str) -> list[Any]:
+    """The occurrence's alerts Alertmanager holds open (a resolved one is no longer listed)."""
+    found: list[Any] = await am_get(http, am, "/alerts", filter=f'occurrence="{occurrence}"')
+    return found
+
+
+async def am_silences(http: aiohttp.ClientSession, am: Alertmanager, occurrence: str) -> list[Any]:
+    found: list[Any] = await am_get(http, am, "/silences", filter=f'occurrence="{occurrence}"')
+    return found
+
+
+def sender(app: PgApp) -> Sender:
+    return app.app[DELIVERY]
+
+
+async def test_fire_ack_resolve_refire_through_alertmanager_and_webhook(
+    make_app: AppFactory,
+    make_settings: Callable[..., Settings],
+    alertmanager: Alertmanager,
+    receiver: Receiver,
+    http: aiohttp.ClientSession,
+) -> None:
+    settings = make_settings(
+        **delivery_settings(
+            alertmanager_urls=(alertmanager.url,), alert_webhook_urls=(receiver.url,)
+        )
+    )
+    app = await make_app(settings)
+    book = app.app[ALERTS]
+
+    # Fired: one Alertmanager alert for the occurrence, with its labels; the webhook gets it.
+    await fire(book, condition())
+    first = await firing_id(book)
+    await eventually(lambda: receiver.of(first) == ["fired"], what="fired webhook")
+
+    async def open_alert() -> Any:
+        found = await am_alerts(http, alertmanager, first)
+        return found[0] if found else None
+
+    await eventually(open_alert, what="the alert in Alertmanager", timeout=DEADLINE)
+    alert = await open_alert()
+    assert alert["labels"] == {
+        "alertname": RULE,
+        "subject": "orders",
+        "severity": "warning",
+        "service": "infrawatch",
+        "instance": "test-instance",
+        "occurrence": first,
+    }
+    assert alert["annotations"]["summary"] == "orders differs by 12"
+    assert alert["annotations"]["value"] == "12" and alert["annotations"]["threshold"] == "10"
+    assert alert["annotations"]["dashboard"] == f"http://infrawatch.example/#alert-{first}"
+    assert alert["status"]["state"] == "active"
+    # Re-sent while firing: endsAt stays ahead (4 resend intervals), never a second alert.
+    ends = datetime.fromisoformat(alert["endsAt"])
+    assert timedelta(seconds=2) < ends - datetime.now(UTC) <= timedelta(seconds=5)
+    await eventually(lambda: receiver.paged(first, "firing"), what="Alertmanager paged")
+
+    # Webhook: the body as documented, signed (the receiver refused nothing).
+    [hook] = receiver.events
+    assert hook.headers["X-Infrawatch-Event"] == "fired"
+    assert hook.headers["X-Infrawatch-Event-Id"] == hook.body["id"]
+    assert hook.body["alert"]["state"] == "firing" and hook.body["instance"] == "test-instance"
+    assert hook.body["dashboard_url"] == f"http://infrawatch.example/#alert-{first}"
+    assert receiver.refused == 0
+
+    # Acknowledged: a silence of this occurrence, by the operator, with the note.
+    await app.call("alerts.acknowledge", {"id": first, "note": "looking at the migration"})
+
+    async def suppressed() -> bool:
+        found = await open_alert()
+        return found is not None and found["status"]["state"] == "suppressed"
+
+    await eventually(suppressed, what="the alert suppressed by the silence", timeout=DEADLINE)
+    [silence] = await am_silences(http, alertmanager, first)
+    assert silence["createdBy"] == "tester"
+    assert silence["comment"] == "looking at the migration"
+    assert silence["status"]["state"] == "active"
+    assert {(m["name"], m["value"], m["isEqual"], m["isRegex"]) for m in silence["matchers"]} == {
+        ("alertname", RULE, True, False),
+        ("subject", "orders", True, False),
+        ("occurrence", first, True, False),
+    }
+    await eventually(lambda: receiver.of(first) == ["fired", "acknowledged"], what="ack hook")
+
+    # Resolved: the alert ends (endsAt = the resolution time) and the silence expires.
+    await fire(book)
+    await eventually(
+        lambda: receiver.of(first) == ["fired", "acknowledged", "resolved"], what="resolved hook"
+    )
+
+    async def ended() -> bool:
+        silences = await am_silences(http, alertmanager, first)
+        return await open_alert() is None and all(
+            s["status"]["state"] == "expired" for s in silences
+        )
+
+    await eventually(ended, what="the alert ended and its silence expired", timeout=DEADLINE)
+    resolved = receiver.events[-1].body["alert"]
+    assert resolved["state"] == "resolved" and resolved["resolved_at"] is not None
+
+    # Fired again: a new occurrence, not silenced, pages again.
+    await fire(book, condition(value=15.0))
+    second = await firing_id(book)
+    assert second != first
+
+    async def paged_again() -> bool:
+        found = await am_alerts(http, alertmanager, second)
+        return (
+            bool(found)
+            and found[0]["status"]["state"] == "active"
+            and receiver.paged(second, "firing")
+        )
+
+    await eventually(paged_again, what="the new occurrence paged", timeout=DEADLINE)
+    assert (await am_alerts(http, alertmanager, second))[0]["status"]["silencedBy"] == []
+    await eventually(lambda: receiver.of(second) == ["fired"], what="second fired hook")
+
+    # Each event once, and what alerts.deliveries says.
+    ids = [e.body["id"] for e in receiver.events]
+    assert len(ids) == len(set(ids)) == 4
+    status = await app.call("alerts.deliveries")
+    assert status["durable"] is True and status["available"] is True
+    by_name = {t["target"]: t for t in status["targets"]}
+    hook_status = by_name[f"webhook:{receiver.url}"]
+    assert hook_status["sent"] == 4 and hook_status["pending"] == 0 and hook_status["failures"] == 0
+    am_status = by_name[f"alertmanager:{alertmanager.url}"]
+    assert am_status["sent"] == 4 and am_status["pending"] == 0
+
+
+async def test_a_receiver_down_gets_everything_once_when_back_even_after_a_restart(
+    make_app: AppFactory,
+    make_settings: Callable[..., Settings],
+    receiver: Receiver,
+) -> None:
+    settings = make_settings(**delivery_settings(alert_webhook_urls=(receiver.url,)))
+    first_app = await make_app(settings)
+    book = first_app.app[ALERTS]
+    await receiver.stop()
+    await fire(book, condition("orders"), condition("invoices"))
+    orders = await firing_id(book, "orders")
+    await fire(book, condition("orders", "critical", 150.0))  # invoices resolves, orders rises
+    invoices = next(a.id for a in (await book.page(AlertQuery())).alerts if a.subject == "invoices")
+
+    async def failing() -> bool:
+        status = await first_app.call("alerts.deliveries")
+        [target] = status["targets"]
+        return (
+            target["pending"] == 4 and target["failures"] >= 2 and target["last_error"] is not None
+        )
+
+    await eventually(failing, what="deliveries pending and failing", timeout=DEADLINE)
+    metrics = await (await first_app.client.get("/metrics")).text()
+    assert f'infrawatch_alert_deliveries_pending{{target="webhook:{receiver.url}"}} 4.0' in metrics
+    assert "infrawatch_alert_deliveries_failed_total" in metrics
+
+    # infrawatch restarts while the receiver is down: the outbox is in PostgreSQL.
+    await first_app.client.close()
+    second_app = await make_app(settings)
+    await receiver.start()
+    await eventually(
+        lambda: len(receiver.events) == 4, what="every event after the return", timeout=DEADLINE
+    )
+    assert receiver.of(orders) == ["fired", "level_changed"]
+    assert receiver.of(invoices) == ["fired", "resolved"]
+    change = next(e.body for e in receiver.events if e.body["kind"] == "level_changed")
+    assert change["previous_level"] == "warning" and change["alert"]["level"] == "critical"
+    ids = [e.body["id"] for e in receiver.events]
+    assert len(set(ids)) == 4
+    status = await second_app.call("alerts.deliveries")
+    [target] = status["targets"]
+    assert target["pending"] == 0 and target["sent"] == 4 and target["last_success_at"] is not None
+
+
+async def test_alertmanager_down_then_up_gets_the_alert_and_one_silence(
+    make_app: AppFactory,
+    make_settings: Callable[..., Settings],
+    alertmanager: Alertmanager,
+    http: aiohttp.ClientSession,
+) -> None:
+    settings = make_settings(**delivery_settings(alertmanager_urls=(alertmanager.url,)))
+    app = await make_app(settings)
+    book = app.app[ALERTS]
+    alertmanager.stop()
+    await fire(book, condition())
+    occurrence = await firing_id(book)
+    await app.call("alerts.acknowledge", {"id": occurrence})
+
+    async def failed_once() -> bool:
+        [target] = (await app.call("alerts.deliveries"))["targets"]
+        return target["failures"] >= 1 and target["pending"] == 2
+
+    await eventually(failed_once, what="the Alertmanager deliveries failing", timeout=DEADLINE)
+    alertmanager.start()
+
+    async def suppressed() -> bool:
+        found = await am_alerts(http, alertmanager, occurrence)
+        return bool(found) and found[0]["status"]["state"] == "suppressed"
+
+    await eventually(suppressed, what="the alert and its silence, once back", timeout=DEADLINE)
+    [silence] = await am_silences(http, alertmanager, occurrence)
+    assert silence["comment"] == f"acknowledged in infrawatch: {RULE} on orders"
+    [target] = (await app.call("alerts.deliveries"))["targets"]
+    assert target["pending"] == 0 and target["sent"] == 2
+
+
+async def test_without_a_database_the_outbox_is_in_memory(
+    make_app: AppFactory,
+    make_settings: Callable[..., Settings],
+    receiver: Receiver,
+) -> None:
+    settings = make_settings(
+        database_url=None, **delivery_settings(alert_webhook_urls=(receiver.url,))
+    )
+    app = await make_app(settings)
+    book = app.app[ALERTS]
+    await fire(book, condition())
+    occurrence = await firing_id(book)
+    await app.call("alerts.acknowledge", {"id": occurrence, "note": "mine"})
+    await fire(book)
+    await eventually(
+        lambda: receiver.of(occurrence) == ["fired", "acknowledged", "resolved"],
+        what="the events from memory",
+    )
+    status = await app.call("alerts.deliveries")
+    assert status["durable"] is False
+    assert status["targets"][0]["sent"] == 3
+    resp = await app.client.get("/health/detailed")
+    report = await resp.json()
+    assert report["alert_delivery"]["durable"] is False
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ALERTMANAGER_URLS", "alertmanager:9093", "ALERTMANAGER_URLS: 'alertmanager:9093' is not"),
+        (
+            "ALERT_WEBHOOK_URLS",
+            "http://hooks:99999/x",
+            "ALERT_WEBHOOK_URLS: 'http://hooks:99999/x' has",
+        ),
+        ("ALERT_DASHBOARD_URL", "ftp://x/", "ALERT_DASHBOARD_URL: 'ftp://x/' is not"),
+    ],
+)
+def test_a_bad_url_stops_start_up_naming_its_variable(
+    variable: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({variable: value, "ALERT_WEBHOOK_SECRET": SECRET})
+    assert str(caught.value).startswith(message) or message in str(caught.value)
+
+
+def test_webhooks_need_a_secret() -> None:
+    with pytest.raises(ConfigError, match="ALERT_WEBHOOK_SECRET: must be set"):
+        Settings.from_env({"ALERT_WEBHOOK_URLS": "http://hooks/x"})
+
+
+def test_a_url_password_never_shows() -> None:
+    settings = Settings.from_env(
+        {"ALERTMANAGER_URLS": "http://user:s3cret-pass@am:9093", "ALERT_WEBHOOK_SECRET": SECRET}
+    )
+    assert "s3cret-pass" not in repr(settings.delivery)
+    assert "s3cret-pass" not in str(settings.describe())
+    assert SECRET not in str(settings.describe())
