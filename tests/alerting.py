@@ -27,9 +27,11 @@ async def start_app(aiohttp_client: Any, settings: Settings) -> TestClient:
     instance that another one's evaluation stands by for counts as started."""
     client: TestClient = await aiohttp_client(create_app(settings))
     await eventually(
-        lambda: evaluator(client).rounds >= 1
-        or evaluator(client).failed_rounds >= 1
-        or evaluator(client).standing_by,
+        lambda: (
+            evaluator(client).rounds >= 1
+            or evaluator(client).failed_rounds >= 1
+            or evaluator(client).standing_by
+        ),
         what="the start-up evaluation round",
         timeout=DEADLINE,
     )

@@ -16,9 +16,10 @@ import pytest
 
 from server.alerts import AlertBook
 from server.alerts.models import AlertQuery, Condition, Level
-from server.appkeys import ALERTS, DELIVERY
+from server.appkeys import ALERTS, DELIVERY, ELECTION
 from server.config import ConfigError, Settings
 from server.delivery import Sender
+from tests.alerting import app_of, book, evaluator, start_app
 from tests.pg_app import AppFactory, PgApp
 from tests.stack import Alertmanager
 from tests.waiting import eventually
@@ -346,3 +347,65 @@ def test_a_url_password_never_shows() -> None:
     assert "s3cret-pass" not in repr(settings.delivery)
     assert "s3cret-pass" not in str(settings.describe())
     assert SECRET not in str(settings.describe())
+
+
+async def test_two_instances_elect_one_evaluator_and_send_each_event_once(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    receiver: Receiver,
+    pg_dsn: str,
+) -> None:
+    interval = 1.0
+
+    def settings_of(name: str) -> Settings:
+        return make_settings(
+            alert_evaluation_interval=interval,
+            cache_enabled=False,
+            **delivery_settings(alert_webhook_urls=(receiver.url,), instance_id=name),
+        )
+
+    one = await start_app(aiohttp_client, settings_of("one"))
+    two = await start_app(aiohttp_client, settings_of("two"))
+    elections = {name: app_of(c)[ELECTION] for name, c in (("one", one), ("two", two))}
+
+    def decided() -> bool:
+        leading = [e for e in elections.values() if e is not None and e.leading]
+        return len(leading) == 1 and all(
+            e is not None and e.leader == leading[0].instance for e in elections.values()
+        )
+
+    await eventually(decided, what="one evaluator, known to both", timeout=DEADLINE)
+    leader_name = next(n for n, e in elections.items() if e is not None and e.leading)
+    leader, follower = (one, two) if leader_name == "one" else (two, one)
+    assert evaluator(follower).standing_by
+    resp = await follower.get("/health/detailed")
+    evaluation = (await resp.json())["alert_evaluator"]
+    assert evaluation["evaluating"] is False and evaluation["evaluator"] == leader_name
+
+    # Both senders poll one outbox: 20 events, each delivered once.
+    subjects = [f"table{i}" for i in range(10)]
+    await fire(book(leader), *(condition(s) for s in subjects))
+    await fire(book(leader))
+
+    def ours() -> list[str]:
+        return [e.body["id"] for e in receiver.events if e.body["alert"]["rule"] == RULE]
+
+    await eventually(lambda: len(ours()) >= 20, what="20 events delivered", timeout=DEADLINE)
+    # Both senders look at the outbox again (several passes each) before the count is final.
+    passes = {s: app_of(s)[DELIVERY].passes for s in (one, two)}
+    await eventually(
+        lambda: all(app_of(s)[DELIVERY].passes >= passes[s] + 3 for s in (one, two)),
+        what="three more passes of each sender",
+    )
+    assert len(ours()) == len(set(ours())) == 20
+
+    # The evaluator stops: the other takes over within one evaluation interval.
+    rounds = evaluator(follower).rounds
+    await leader.close()
+    took = await eventually(
+        lambda: elections["two" if leader_name == "one" else "one"].leading,  # type: ignore[union-attr]
+        what="the other instance takes over",
+        timeout=DEADLINE,
+    )
+    assert took <= interval
+    await eventually(lambda: evaluator(follower).rounds > rounds, what="a round by the new one")
