@@ -256,16 +256,17 @@ def create_app(
         if settings.database.url and settings.alerts.evaluation_enabled
         else None
     )
+    evaluation = (
+        election.status
+        if election is not None
+        else lambda: standalone_status(instance_id, settings.alerts.evaluation_enabled)
+    )
     health = Health(
         [database_check(postgres, settings.database.url), redis_check(redis, settings.redis.url)],
         timeout=settings.health.check_timeout,
         store_status=book.status,
         delivery_status=sender.snapshot,
-        evaluator_status=(
-            election.status
-            if election is not None
-            else lambda: standalone_status(instance_id, settings.alerts.evaluation_enabled)
-        ),
+        evaluator_status=evaluation,
     )
 
     # Their figures for /metrics, pulled at scrape time.
@@ -304,6 +305,7 @@ def create_app(
             partitions=partitions,
             book=book,
             sender=sender,
+            evaluation=evaluation,
         )
         procedures = real if procedures is None else procedures(real)
     router = Router(

@@ -6,6 +6,7 @@ memory without a database; a bad URL in the settings."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -381,6 +382,8 @@ async def test_two_instances_elect_one_evaluator_and_send_each_event_once(
     resp = await follower.get("/health/detailed")
     evaluation = (await resp.json())["alert_evaluator"]
     assert evaluation["evaluating"] is False and evaluation["evaluator"] == leader_name
+    page = await (await follower.get("/")).text()
+    assert re.search(rf"Rules evaluated by\s*<code>{leader_name}</code>", page), page
 
     # Both senders poll one outbox: 20 events, each delivered once.
     subjects = [f"table{i}" for i in range(10)]

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from server.alerts.models import EvaluatorStatus
+
 Outcome = Literal["sent", "retry", "failed", "released"]
 
 
@@ -62,3 +64,6 @@ class DeliveryStatus(BaseModel):
     available: bool = Field(description="the last outbox operation succeeded")
     targets: list[TargetStatus]
     last_error: str | None = Field(description="the outbox's own last error (not a target's)")
+    evaluation: EvaluatorStatus | None = Field(
+        default=None, description="which instance evaluates the rules (and so makes the events)"
+    )

@@ -3,7 +3,10 @@ built over the resources it uses."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from server.alerts.book import AlertBook
+from server.alerts.models import EvaluatorStatus
 from server.cache.cache import Cache
 from server.collectors.partitions import PartitionWatch
 from server.collectors.redis_queues import QueueCollector
@@ -31,6 +34,7 @@ def catalogue(
     partitions: PartitionWatch | None,
     book: AlertBook,
     sender: Sender | None = None,
+    evaluation: Callable[[], EvaluatorStatus] | None = None,
 ) -> list[Procedure]:
     return [
         *health.procedures(health_checks, read_tokens_required=settings.auth.read_tokens_required),
@@ -40,6 +44,6 @@ def catalogue(
         *keys.procedures(RedisGate(redis)),
         *database.procedures(postgres, partitions, settings.database, settings.partitions),
         *alerts.procedures(book),
-        *(alert_deliveries.procedures(sender) if sender is not None else ()),
+        *(alert_deliveries.procedures(sender, evaluation) if sender is not None else ()),
         *unified.procedures(book, settings.rpc.section_timeout),
     ]

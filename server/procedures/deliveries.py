@@ -1,15 +1,23 @@
-"""``alerts.deliveries``: where alerts were sent, per target."""
+"""``alerts.deliveries``: where alerts were sent, per target, and which instance evaluates."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from server.alerts.models import EvaluatorStatus
 from server.delivery import DeliveryStatus, Sender
 from server.errors import ErrorCode
 from server.rpc.router import Context, NoInput, Procedure, query
 
 
-def procedures(sender: Sender) -> list[Procedure]:
+def procedures(
+    sender: Sender, evaluation: Callable[[], EvaluatorStatus] | None = None
+) -> list[Procedure]:
     async def deliveries(ctx: Context, _: NoInput) -> DeliveryStatus:
-        return await sender.status()
+        status = await sender.status()
+        if evaluation is not None:
+            status.evaluation = evaluation()
+        return status
 
     return [
         query(
