@@ -248,7 +248,7 @@ def create_app(
     )
     election = (
         Election(
-            settings.database.url,
+            settings.delivery.election_database_url or settings.database.url,
             instance_id,
             check_interval=settings.alerts.evaluation_interval / 4,
             timeout=settings.database.timeout_ms / 1000,

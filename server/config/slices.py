@@ -383,6 +383,10 @@ class DeliverySettings(Slice):
         alias="INSTANCE_ID",
     )
 
+    # The election's session lock needs a session of its own on the server: through PgBouncer
+    # in transaction mode, point this at PostgreSQL itself. Unset: DATABASE_URL.
+    election_database_url: PostgresUrl | None = Field(None, alias="ALERT_ELECTION_DATABASE_URL")
+
     @model_validator(mode="after")
     def _webhooks_need_a_secret(self) -> Self:
         if self.webhook_urls and self.webhook_secret is None:
