@@ -3,7 +3,8 @@ loopback port, its data in its own directory; ``stop()`` then ``start()`` brings
 the same port with its silences (they live in ``--storage.path``).
 
 The config routes every alert to one webhook receiver (``notify_url``, ours in the tests) at
-once (``group_wait: 0s``), so a test can see what Alertmanager would page.
+once (``group_wait: 0s``), so a test can see what Alertmanager would page; ``make run`` starts
+one without a receiver (its UI shows what infrawatch pushed).
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ from tests.stack.server import StackServer
 BINARY = "prometheus-alertmanager"
 
 
-def alertmanager_config(notify_url: str) -> str:
-    """A minimal config: one route, one webhook receiver, no waiting."""
+def alertmanager_config(notify_url: str | None) -> str:
+    """A minimal config: one route, one webhook receiver (none without ``notify_url``: alerts
+    then only show in Alertmanager's UI), no waiting."""
+    if notify_url is None:
+        return (
+            "route:\n  receiver: ui\n  group_by: ['alertname', 'subject', 'occurrence']\n"
+            "receivers:\n  - name: ui\n"
+        )
     return (
         "route:\n"
         "  receiver: pager\n"
@@ -42,7 +49,9 @@ class Alertmanager(StackServer):
     readiness = "answering /-/ready"
     start_timeout = 20.0
 
-    def __init__(self, tmp_dir: Path | str, *, notify_url: str, port: int | None = None) -> None:
+    def __init__(
+        self, tmp_dir: Path | str, *, notify_url: str | None = None, port: int | None = None
+    ) -> None:
         super().__init__(tmp_dir, name="alertmanager", port=port)
         binary = find_binary(BINARY, f"/usr/bin/{BINARY}")
         self.conf_path = self.dir / "alertmanager.yml"
