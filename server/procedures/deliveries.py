@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 from server.alerts.models import EvaluatorStatus
 from server.delivery import DeliveryStatus, Sender
-from server.errors import ErrorCode
 from server.rpc.router import Context, NoInput, Procedure, query
 
 
@@ -26,7 +25,7 @@ def procedures(
             output=DeliveryStatus,
             summary="Where alert events go (Alertmanager, signed webhooks): per target, events "
             "pending and the oldest one's age, sent, failed attempts, last success, last "
-            "error; whether the outbox is durable (PostgreSQL) or in memory.",
-            errors=(ErrorCode.SERVICE_UNAVAILABLE,),
+            "error; whether the outbox is durable (PostgreSQL) or in memory; which instance "
+            "evaluates. An unreachable outbox shows as available: false.",
         ),
     ]
