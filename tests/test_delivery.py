@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from server.alerts import AlertBook
+from server.alerts.migrations import EVALUATOR_LOCK
 from server.alerts.models import AlertQuery, Condition, Level
 from server.appkeys import ALERTS, DELIVERY, ELECTION
 from server.config import ConfigError, Settings
@@ -401,6 +403,34 @@ async def test_two_instances_elect_one_evaluator_and_send_each_event_once(
         what="three more passes of each sender",
     )
     assert len(ours()) == len(set(ours())) == 20
+
+    # The evaluator loses its database session (as when its host vanishes): PostgreSQL frees
+    # the lock, and within one interval one instance holds it again, known to both.
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        [old_pid] = [
+            row["pid"]
+            for row in await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                f"infrawatch-evaluator {leader_name}",
+            )
+        ]
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", old_pid)
+
+        async def held_anew() -> bool:
+            holder = await conn.fetchval(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND objid = $1::bigint::oid",
+                EVALUATOR_LOCK & 0xFFFF_FFFF,
+            )
+            return holder is not None and holder != old_pid and decided()
+
+        took = await eventually(held_anew, what="one evaluator again", timeout=DEADLINE)
+    finally:
+        await conn.close()
+    assert took <= interval
+    leader_name = next(n for n, e in elections.items() if e is not None and e.leading)
+    leader, follower = (one, two) if leader_name == "one" else (two, one)
 
     # The evaluator stops: the other takes over within one evaluation interval.
     rounds = evaluator(follower).rounds

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 20  # deliveries per claim
 PRUNE_EVERY = 3600.0
+FIGURES_EVERY = 10.0  # /health/detailed reads the figures without I/O: keep them this fresh
 
 
 class Deliverer(Protocol):
@@ -87,6 +88,7 @@ class Sender:
         loop = asyncio.get_running_loop()
         next_resend = loop.time() + self._resend_interval
         next_prune = loop.time()
+        next_figures = loop.time()
         while True:
             busy = False
             try:
@@ -94,6 +96,9 @@ class Sender:
                 if loop.time() >= next_resend:
                     next_resend = loop.time() + self._resend_interval
                     await self.resend()
+                if loop.time() >= next_figures:
+                    next_figures = loop.time() + FIGURES_EVERY
+                    await self.refresh()
                 if loop.time() >= next_prune:
                     next_prune = loop.time() + PRUNE_EVERY
                     pruned = await self.outbox.prune(self._retention)
@@ -127,7 +132,13 @@ class Sender:
         client = self._clients[target]
         for i, delivery in enumerate(deliveries):
             try:
-                await client.deliver(delivery)
+                try:
+                    await client.deliver(delivery)
+                except DeliveryError:
+                    raise
+                except Exception as exc:  # a bug of ours, not the target's: retried, loudly
+                    log.exception("alert delivery to %s: unexpected failure", target)
+                    raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
             except DeliveryError as exc:
                 if self._failed is not None:
                     self._failed.labels(target).inc()
