@@ -152,8 +152,9 @@ def alerts_ctx(
     return run
 
 
-def delivery_ctx(sender: Sender, session: Session) -> Context:
-    """The sender task and its HTTP session (only when targets are configured)."""
+def delivery_ctx(sender: Sender, session: Session, release_within: float) -> Context:
+    """The sender task and its HTTP session (only when targets are configured); at the end,
+    what it had claimed and not finished goes back to the outbox."""
 
     async def run(app: web.Application) -> AsyncIterator[None]:
         session.open()
@@ -162,6 +163,7 @@ def delivery_ctx(sender: Sender, session: Session) -> Context:
             yield
         finally:
             await background.stop(task)
+            await sender.release(release_within)
             await session.close()
 
     return run
@@ -355,7 +357,7 @@ def create_app(
     contexts.append(cache_ctx(cache, redis, Warmer(router, settings.cache.warm_interval)))
     contexts.append(alerts_ctx(book, evaluator, settings.alerts, election))
     if targets:  # after the store: the outbox's tables are migrated by then
-        contexts.append(delivery_ctx(sender, session))
+        contexts.append(delivery_ctx(sender, session, settings.delivery.timeout))
     app.cleanup_ctx.extend(contexts)
 
     async def mark_shutting_down(app: web.Application) -> None:

@@ -29,7 +29,13 @@ from typing import Protocol
 from prometheus_client import Counter
 
 from server.delivery.alertmanager import Alertmanager, DeliveryError
-from server.delivery.models import Delivery, DeliveryStatus, TargetFigures, TargetStatus
+from server.delivery.models import (
+    Delivery,
+    DeliveryStatus,
+    Outcome,
+    TargetFigures,
+    TargetStatus,
+)
 from server.delivery.outbox import Outbox
 from server.delivery.targets import Target
 
@@ -76,6 +82,7 @@ class Sender:
         self._wake = asyncio.Event()
         self._last_error: str | None = None
         self._figures: dict[str, TargetFigures] = {}
+        self._claimed: dict[tuple[int, str], Delivery] = {}  # leased to us, outcome not written
         self.passes = 0
 
     def wake(self) -> None:
@@ -124,6 +131,7 @@ class Sender:
         claimed = await self.outbox.claim(ready, BATCH, self._lease)
         by_target: dict[str, list[Delivery]] = defaultdict(list)
         for delivery in claimed:
+            self._claimed[(delivery.seq, delivery.target)] = delivery
             by_target[delivery.target].append(delivery)
         await asyncio.gather(*(self._serve(t, ds) for t, ds in by_target.items()))
         return len(claimed)
@@ -144,19 +152,47 @@ class Sender:
                     self._failed.labels(target).inc()
                 if exc.permanent:
                     log.error("alert delivery to %s refused an event: %s", target, exc)
-                    await self.outbox.settle(delivery, "failed", error=str(exc), retry_in=0.0)
+                    await self._settle(delivery, "failed", error=str(exc))
                     continue
                 delay = self.backoff(delivery.attempts)
                 self._held[target] = time.monotonic() + delay
                 log.warning("alert delivery to %s failed (retry in %.1fs): %s", target, delay, exc)
-                await self.outbox.settle(delivery, "retry", error=str(exc), retry_in=delay)
+                await self._settle(delivery, "retry", error=str(exc), retry_in=delay)
                 for rest in deliveries[i + 1 :]:
-                    await self.outbox.settle(rest, "released", error=None, retry_in=0.0)
+                    await self._settle(rest, "released")
                 return
             self._held.pop(target, None)
             if self._sent is not None:
                 self._sent.labels(target).inc()
-            await self.outbox.settle(delivery, "sent", error=None, retry_in=0.0)
+            await self._settle(delivery, "sent")
+
+    async def _settle(
+        self,
+        delivery: Delivery,
+        outcome: Outcome,
+        *,
+        error: str | None = None,
+        retry_in: float = 0.0,
+    ) -> None:
+        await self.outbox.settle(delivery, outcome, error=error, retry_in=retry_in)
+        self._claimed.pop((delivery.seq, delivery.target), None)
+
+    async def release(self, within: float) -> None:
+        """Give back what this sender claimed and did not finish (at shutdown), so that another
+        instance, or this one restarted, need not wait for the leases to run out."""
+        left = list(self._claimed.values())
+        try:
+            async with asyncio.timeout(within):
+                for delivery in left:
+                    await self._settle(delivery, "released")
+        except Exception as exc:
+            log.warning(
+                "alert delivery: %d claimed deliveries not released (%s); their leases run out "
+                "in %gs",
+                len(self._claimed),
+                exc,
+                self._lease,
+            )
 
     def backoff(self, attempts: int) -> float:
         """Seconds before the next attempt: exponential, capped, with jitter (half to full)."""
