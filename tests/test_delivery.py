@@ -515,3 +515,32 @@ async def test_two_instances_elect_one_evaluator_and_send_each_event_once(
     )
     assert took <= interval
     await eventually(lambda: evaluator(follower).rounds > rounds, what="a round by the new one")
+
+
+async def test_delivered_events_of_resolved_alerts_are_pruned_after_the_retention(
+    make_app: AppFactory,
+    make_settings: Callable[..., Settings],
+    receiver: Receiver,
+    pg_dsn: str,
+) -> None:
+    app = await make_app(make_settings(**delivery_settings(alert_webhook_urls=(receiver.url,))))
+    book = app.app[ALERTS]
+    await fire(book, condition("orders"), condition("invoices"))
+    await fire(book, condition("invoices"))  # orders resolves; invoices still fires
+    await settled(app, 3)
+    outbox = app.app[DELIVERY].outbox
+    assert await outbox.prune(3600.0) == 0  # younger than the retention
+    # Past it: the resolved alert's two events go, with their deliveries; the firing alert's
+    # event stays (the Alertmanager re-send needs it).
+    assert await outbox.prune(0.0) == 2
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        kinds = await conn.fetch(
+            "SELECT e.kind, a.subject, count(d.*) AS deliveries FROM infrawatch.alert_events e "
+            "JOIN infrawatch.alerts a ON a.id = e.alert_id "
+            "LEFT JOIN infrawatch.alert_deliveries d ON d.event_seq = e.seq "
+            "GROUP BY e.kind, a.subject"
+        )
+    finally:
+        await conn.close()
+    assert [tuple(row) for row in kinds] == [("fired", "invoices", 1)]
