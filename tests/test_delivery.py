@@ -6,7 +6,10 @@ memory without a database; a bad URL in the settings."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -544,3 +547,24 @@ async def test_delivered_events_of_resolved_alerts_are_pruned_after_the_retentio
     finally:
         await conn.close()
     assert [tuple(row) for row in kinds] == [("fired", "invoices", 1)]
+
+
+def test_serve_refuses_a_bad_alertmanager_url_at_start_up() -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "ALERTMANAGER_URLS": "http://alertmanager:9093,alertmanager:9094",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "server", "serve", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "infrawatch: invalid configuration: ALERTMANAGER_URLS: 'alertmanager:9094' is not a URL "
+        "of the form http://[user[:password]@]host[:port]/..."
+    )
