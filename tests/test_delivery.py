@@ -568,3 +568,36 @@ def test_serve_refuses_a_bad_alertmanager_url_at_start_up() -> None:
         "infrawatch: invalid configuration: ALERTMANAGER_URLS: 'alertmanager:9094' is not a URL "
         "of the form http://[user[:password]@]host[:port]/..."
     )
+
+
+async def test_a_level_change_moves_the_alert_and_resends_keep_it_open(
+    make_app: AppFactory,
+    make_settings: Callable[..., Settings],
+    alertmanager: Alertmanager,
+    http: aiohttp.ClientSession,
+) -> None:
+    settings = make_settings(**delivery_settings(alertmanager_urls=(alertmanager.url,)))
+    app = await make_app(settings)
+    book = app.app[ALERTS]
+    await fire(book, condition())
+    occurrence = await firing_id(book)
+
+    async def open_severities() -> list[str]:
+        return sorted(
+            a["labels"]["severity"] for a in await am_alerts(http, alertmanager, occurrence)
+        )
+
+    await until_accepted(open_severities, lambda s: s == ["warning"], what="the warning")
+    await fire(book, condition(level="critical", value=150.0))
+    # One occurrence, one open alert: the warning ends as the critical one starts.
+    await until_accepted(open_severities, lambda s: s == ["critical"], what="only the critical")
+
+    async def ends_at() -> datetime:
+        [alert] = await am_alerts(http, alertmanager, occurrence)
+        return datetime.fromisoformat(alert["endsAt"])
+
+    first = await ends_at()
+    # Re-sent every second (the resend interval here): endsAt moves ahead while it fires.
+    later = await until_accepted(ends_at, lambda at: at > first, what="endsAt moved by a re-send")
+    assert later - first >= timedelta(milliseconds=500)
+    assert await open_severities() == ["critical"]
