@@ -8,6 +8,10 @@ evaluating in memory and catches up); any other statement error becomes ``StoreR
 bug or a schema drift: retrying the same statement will not help). Firing, resolving and
 acknowledging are single statements that are safe to repeat and safe to race (see
 ``models.Round`` for how resolution treats several instances).
+
+With delivery targets configured, a round and an acknowledgement also write their events
+(``events.py``) to the outbox tables, in the same transaction as the change: an alert change
+without its event, or an event of a change rolled back, cannot happen (``OutboxWriter``).
 """
 
 from __future__ import annotations
@@ -139,7 +143,7 @@ class PostgresStore:
         ``instance``: the ``instance`` label of the occurrences this instance fires."""
         self._cluster = cluster
         self._schema_ready = False
-        self._outbox = Outbox(tuple(targets), instance)
+        self._outbox = OutboxWriter(tuple(targets), instance)
 
     async def ensure_schema(self) -> list[int]:
         """Apply pending migrations (once per process; again after a failed attempt)."""
@@ -181,7 +185,7 @@ class PostgresStore:
 
 
 @dataclass(frozen=True, slots=True)
-class Outbox:
+class OutboxWriter:
     """Where this store's events go, and the ``instance`` label of what it fires."""
 
     targets: tuple[str, ...]
@@ -227,7 +231,9 @@ class Outbox:
         await conn.execute(_DELIVERIES, ids, list(self.targets))
 
 
-async def _reconcile(conn: asyncpg.Connection, round_: Round, outbox: Outbox) -> list[AlertRecord]:
+async def _reconcile(
+    conn: asyncpg.Connection, round_: Round, outbox: OutboxWriter
+) -> list[AlertRecord]:
     conditions = sorted(round_.conditions, key=lambda c: c.fingerprint)
     async with conn.transaction():
         # One round at a time across instances: no deadlock between one's inserts and
@@ -284,7 +290,7 @@ async def _acknowledge(
     by: str,
     at: datetime,
     note: str | None,
-    outbox: Outbox,
+    outbox: OutboxWriter,
 ) -> AlertRecord:
     try:
         key = uuid.UUID(alert_id)
