@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # binary -> Debian package that ships it
 SYSTEM_PACKAGES := redis-server:redis-server redis-sentinel:redis-sentinel pgbouncer:pgbouncer \
 	promtool:prometheus prometheus:prometheus chromium:chromium node:nodejs npm:npm wrk:wrk \
-	yq:yq
+	yq:yq prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager
 
 .PHONY: run test bench lint system-deps venv
 

@@ -15,7 +15,15 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from aiohttp import web
 
 from server import appkeys, background
-from server.alerts import AlertBook, Evaluator, FiringCollector, build_book, default_rules
+from server.alerts import (
+    AlertBook,
+    AlertEvent,
+    Evaluator,
+    FiringCollector,
+    build_book,
+    default_rules,
+)
+from server.alerts.election import Election, standalone_status
 from server.auth import Authenticator
 from server.cache.cache import Cache
 from server.cache.metrics import CacheCollector
@@ -29,6 +37,15 @@ from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import BREAKER as REDIS_BREAKER
 from server.datastores.redis import RedisClient
 from server.datastores.redis_gate import RedisGate
+from server.delivery import (
+    DeliveryCollector,
+    MemoryOutbox,
+    Sender,
+    Session,
+    build_outbox,
+    build_sender,
+    targets_of,
+)
 from server.observability import routes as observability
 from server.observability.health import Health, database_check, redis_check
 from server.observability.metrics import Metrics
@@ -104,11 +121,18 @@ def cache_ctx(cache: Cache, redis: RedisClient | None, warmer: Warmer) -> Contex
     return run
 
 
-def alerts_ctx(book: AlertBook, evaluator: Evaluator, settings: AlertSettings) -> Context:
-    """The alert store (migrated now if the database answers) and the evaluator task."""
+def alerts_ctx(
+    book: AlertBook, evaluator: Evaluator, settings: AlertSettings, election: Election | None
+) -> Context:
+    """The alert store (migrated now if the database answers), the election among instances
+    (its first check before the first round) and the evaluator task."""
 
     async def run(app: web.Application) -> AsyncIterator[None]:
         await book.start()
+        campaign = None
+        if election is not None:
+            await election.check()
+            campaign = asyncio.create_task(election.run(), name="alert-election")
         task = (
             asyncio.create_task(evaluator.run(), name="alert-evaluator")
             if settings.evaluation_enabled
@@ -119,10 +143,30 @@ def alerts_ctx(book: AlertBook, evaluator: Evaluator, settings: AlertSettings) -
         finally:
             if task is not None:
                 await background.stop(task)
+            if campaign is not None and election is not None:
+                await background.stop(campaign)
+                await election.close()
             # Rounds queued during an outage: one bounded last try to write them.
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(settings.evaluation_timeout):
                     await book.flush()
+
+    return run
+
+
+def delivery_ctx(sender: Sender, session: Session, release_within: float) -> Context:
+    """The sender task and its HTTP session (only when targets are configured); at the end,
+    what it had claimed and not finished goes back to the outbox."""
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        session.open()
+        task = asyncio.create_task(sender.run(), name="alert-delivery")
+        try:
+            yield
+        finally:
+            await background.stop(task)
+            await sender.release(release_within)
+            await session.close()
 
     return run
 
@@ -178,11 +222,58 @@ def create_app(
     )
     cache = Cache(settings.cache)
     queues = QueueCollector(RedisGate(redis), settings.queues)
-    book = build_book(postgres, settings.alerts)
+    # Alert delivery: the outbox (PostgreSQL, or memory), the targets' clients, the sender.
+    targets = targets_of(settings.delivery)
+    outbox = build_outbox(postgres, targets)
+    session = Session()
+    sender = build_sender(
+        settings.delivery,
+        outbox,
+        session,
+        sent=metrics.counter(
+            "alert_deliveries_sent_total", "Alert events delivered, by target.", ["target"]
+        ),
+        failed=metrics.counter(
+            "alert_deliveries_failed_total",
+            "Failed alert delivery attempts (each retried unless refused), by target.",
+            ["target"],
+        ),
+    )
+
+    def to_memory_outbox(events: list[AlertEvent]) -> None:
+        if isinstance(outbox, MemoryOutbox):
+            outbox.add(events)
+            sender.wake()
+
+    instance_id = settings.delivery.instance_id
+    book = build_book(
+        postgres,
+        settings.alerts,
+        targets=[t.name for t in targets],
+        label=instance_id,
+        on_events=to_memory_outbox,
+    )
+    election = (
+        Election(
+            settings.delivery.election_database_url or settings.database.url,
+            instance_id,
+            check_interval=settings.alerts.evaluation_interval / 4,
+            timeout=settings.database.timeout_ms / 1000,
+        )
+        if settings.database.url and settings.alerts.evaluation_enabled
+        else None
+    )
+    evaluation = (
+        election.status
+        if election is not None
+        else lambda: standalone_status(instance_id, settings.alerts.evaluation_enabled)
+    )
     health = Health(
         [database_check(postgres, settings.database.url), redis_check(redis, settings.redis.url)],
         timeout=settings.health.check_timeout,
         store_status=book.status,
+        delivery_status=sender.snapshot,
+        evaluator_status=evaluation,
     )
 
     # Their figures for /metrics, pulled at scrape time.
@@ -193,6 +284,9 @@ def create_app(
     metrics.add_collector(cache_figures)
     metrics.add_refresh("redis", cache_figures.refresh)
     metrics.add_collector(FiringCollector(book))
+    metrics.add_collector(DeliveryCollector(sender))
+    if targets:
+        metrics.add_refresh("alert-delivery", sender.refresh)
     # /metrics, /health*, the HTTP response counter; the router reports each call to rpc_metrics.
     rpc_metrics = observability.install(
         app,
@@ -217,6 +311,8 @@ def create_app(
             postgres=postgres,
             partitions=partitions,
             book=book,
+            sender=sender,
+            evaluation=evaluation,
         )
         procedures = real if procedures is None else procedures(real)
     router = Router(
@@ -234,6 +330,7 @@ def create_app(
         interval=settings.alerts.evaluation_interval,
         timeout=settings.alerts.evaluation_timeout,
         section_timeout=settings.rpc.section_timeout,
+        gate=(lambda: election.leading) if election is not None else None,
     )
 
     app[appkeys.SETTINGS] = settings
@@ -249,6 +346,8 @@ def create_app(
     app[appkeys.HEALTH] = health
     app[appkeys.ROUTER] = router
     app[appkeys.EVALUATOR] = evaluator
+    app[appkeys.DELIVERY] = sender
+    app[appkeys.ELECTION] = election
 
     # Started in this order, stopped in reverse: alerts last, so its evaluator stops before the
     # pools and the cache it reads close.
@@ -261,7 +360,9 @@ def create_app(
     if redis is not None:
         contexts.append(redis_ctx(redis))
     contexts.append(cache_ctx(cache, redis, Warmer(router, settings.cache.warm_interval)))
-    contexts.append(alerts_ctx(book, evaluator, settings.alerts))
+    contexts.append(alerts_ctx(book, evaluator, settings.alerts, election))
+    if targets:  # after the store: the outbox's tables are migrated by then
+        contexts.append(delivery_ctx(sender, session, settings.delivery.timeout))
     app.cleanup_ctx.extend(contexts)
 
     async def mark_shutting_down(app: web.Application) -> None:

@@ -206,6 +206,49 @@ ALERTS: dict[str, Any] = {
     "total": 4,
 }
 
+DELIVERIES: dict[str, Any] = {
+    "durable": True,
+    "available": True,
+    "last_error": None,
+    "targets": [
+        {
+            "target": "alertmanager:http://alertmanager:9093",
+            "kind": "alertmanager",
+            "configured": True,
+            "pending": 0,
+            "oldest_pending_seconds": None,
+            "sent": 1234,
+            "failures": 2,
+            "dead": 0,
+            "last_success_at": _at(3),
+            "last_error": None,
+            "last_error_at": None,
+        },
+        {
+            "target": "webhook:https://hooks.example/<b>x</b>",
+            "kind": "webhook",
+            "configured": True,
+            "pending": 7,
+            "oldest_pending_seconds": 95.0,
+            "sent": 40,
+            "failures": 9,
+            "dead": 0,
+            "last_success_at": _at(300),
+            "last_error": "POST: HTTP 503",
+            "last_error_at": _at(2),
+        },
+    ],
+    "evaluation": {
+        "instance": "web-2",
+        "elected": True,
+        "evaluating": False,
+        "evaluator": "web-1",
+        "since": None,
+        "database_reachable": True,
+        "last_error": None,
+    },
+}
+
 OUTPUTS: dict[str, dict[str, Any]] = {
     "monitoring.cacheStats": CACHE_STATS,
     "monitoring.cacheInvalidationMetrics": INVALIDATION,
@@ -217,6 +260,7 @@ OUTPUTS: dict[str, dict[str, Any]] = {
     "database.replicaLag": REPLICA_LAG,
     "monitoring.unifiedMetrics": UNIFIED_METRICS,
     "alerts.list": ALERTS,
+    "alerts.deliveries": DELIVERIES,
 }
 
 

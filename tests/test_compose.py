@@ -1,18 +1,27 @@
 """compose/: Prometheus config and rules pass promtool, the rule tests pass, the dashboards and
-rules name only families we document, and the compose file hangs together."""
+rules name only families we document, the compose file hangs together, Alertmanager's config
+passes amtool and the example webhook receiver checks signatures."""
 
 from __future__ import annotations
 
 import configparser
 import json
+import os
 import re
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pytest
 
-from tests.stack import RedisServer
+from server.delivery.alertmanager import DeliveryError
+from server.delivery.models import Delivery
+from server.delivery.session import Session
+from server.delivery.webhook import Webhook
+from tests.stack import RedisServer, free_port
+from tests.waiting import until_accepted
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose"
@@ -116,7 +125,7 @@ def test_rules_name_only_documented_families() -> None:
 
 def test_dashboards_are_grafana_json_naming_documented_families() -> None:
     families = documented_families()
-    assert len(families) == 30  # the documented families (docs/observability.md)
+    assert len(families) == 34  # the documented families (docs/observability.md)
     known = set(families) | recorded_names()
     assert {p.stem for p in DASHBOARDS} == {
         "overview",
@@ -242,3 +251,105 @@ def test_postgres_scripts_are_valid_bash(script: str) -> None:
         ["bash", "-n", str(COMPOSE / "postgres" / script)], capture_output=True, timeout=30
     )
     assert done.returncode == 0, done.stderr
+
+
+# --- Alertmanager and the example webhook receiver ---
+
+
+def test_amtool_check_config() -> None:
+    done = subprocess.run(
+        ["amtool", "check-config", str(COMPOSE / "alertmanager" / "alertmanager.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_compose_wires_alert_delivery() -> None:
+    services: dict[str, Any] = yaml(COMPOSE / "docker-compose.yml")["services"]
+    env = services["infrawatch"]["environment"]
+    assert env["ALERTMANAGER_URLS"] == "http://alertmanager:9093"
+    assert env["ALERT_WEBHOOK_URLS"] == "http://webhook-receiver:8000/hook"
+    assert "ALERT_WEBHOOK_SECRET" in env
+    # The election's session lock goes to PostgreSQL itself, not through PgBouncer.
+    assert "@postgres-primary:5432/" in env["ALERT_ELECTION_DATABASE_URL"]
+    receiver = services["webhook-receiver"]
+    assert receiver["environment"]["WEBHOOK_SECRET"] == env["ALERT_WEBHOOK_SECRET"]
+    config = yaml(COMPOSE / "alertmanager" / "alertmanager.yml")
+    [hook] = config["receivers"][0]["webhook_configs"]
+    assert hook["url"] == "http://webhook-receiver:8000/alertmanager"
+    assert {"alertname", "subject", "occurrence"} <= set(config["route"]["group_by"])
+
+
+EXAMPLE_SECRET = "compose-example-secret-0123"
+
+
+@pytest.fixture
+def example_receiver(tmp_path: Path) -> Iterator[tuple[int, TextIO]]:
+    """compose/webhook-receiver/receiver.py on a free port: (port, its output)."""
+    port = free_port()
+    with (tmp_path / "receiver.log").open("w+") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(COMPOSE / "webhook-receiver" / "receiver.py")],
+            env={"WEBHOOK_SECRET": EXAMPLE_SECRET, "PORT": str(port), "PATH": os.environ["PATH"]},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield port, log
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+async def test_the_example_receiver_accepts_signed_events_once_and_refuses_forgeries(
+    example_receiver: tuple[int, TextIO],
+) -> None:
+    port, log = example_receiver
+    secret = EXAMPLE_SECRET
+    session = Session()
+    session.open()
+    try:
+        url = f"http://127.0.0.1:{port}/hook"
+        payload = {
+            "id": "0b5c7e4e-1111-4222-8333-444455556666",
+            "kind": "fired",
+            "at": "2026-01-01T00:00:00+00:00",
+            "instance": "web-1",
+            "previous_level": None,
+            "alert": {"fingerprint": "delta:orders", "level": "warning", "message": "m"},
+        }
+        delivery = Delivery(1, f"webhook:{url}", "a1", "fired", 0, payload)
+        good = Webhook(session, url, secret, timeout=2.0, dashboard_url=None)
+        await until_accepted(
+            lambda: _delivered(good, delivery), bool, what="the receiver answering"
+        )
+        await good.deliver(delivery)  # the same event again: accepted, not handled twice
+        forged = Webhook(session, url, "not-the-secret-0123456", timeout=2.0, dashboard_url=None)
+        with pytest.raises(DeliveryError, match="HTTP 401") as refused:
+            await forged.deliver(delivery)
+        assert refused.value.permanent
+    finally:
+        await session.close()
+    log.seek(0)
+    lines = [json.loads(line) for line in log if line.startswith("{")]
+    assert lines == [
+        {
+            "event": "fired",
+            "id": payload["id"],
+            "alert": "delta:orders",
+            "level": "warning",
+            "message": "m",
+        }
+    ]
+
+
+async def _delivered(webhook: Webhook, delivery: Delivery) -> bool:
+    try:
+        await webhook.deliver(delivery)
+    except DeliveryError:
+        return False
+    return True

@@ -213,6 +213,19 @@ async def test_every_section_renders_the_contract_shapes(make_client: MakeClient
     assert "612.0 ms" in queries.text and "15.00" in queries.text
     assert row_of(queries, "SELECT * FROM big WHERE x = $1")[1:] == ["4", "420.5 ms", "750.0 ms"]
 
+    deliveries = page["deliveries"]
+    assert "Rules evaluated by web-1 (elected through PostgreSQL)." in deliveries.text
+    row = row_of(deliveries, "webhook:https://hooks.example/<b>x</b>")
+    assert row[1:5] == ["7", "1.6 min", "40", "9"]
+    assert row[6].endswith("ago: POST: HTTP 503")
+    assert "<b>x</b>" not in html  # escaped
+    assert row_of(deliveries, "alertmanager:http://alertmanager:9093")[1:5] == [
+        "0",
+        "—",
+        "1,234",
+        "2",
+    ]
+
     queues = page["queues"]
     assert row_of(queues, "emails") == ["emails", "bullmq", "42", "wait 40 active 2 failed 5"]
     assert row_of(queues, "reports")[:3] == ["reports", "rq", "3"]

@@ -26,6 +26,8 @@ REPORT_KEYS = {
     "checked_at",
     "uptime_seconds",
     "alert_store",
+    "alert_delivery",
+    "alert_evaluator",
     "version",
     "process",
 }
@@ -76,6 +78,10 @@ async def test_detailed_has_pool_process_and_no_hosts_for_everyone(client: TestC
     assert process["cpu_user_seconds"] + process["cpu_system_seconds"] > 0
     assert report["uptime_seconds"] >= 0 and report["version"]
     assert report["alert_store"]["durable"] is True
+    assert report["alert_delivery"]["durable"] is True
+    evaluation = report["alert_evaluator"]
+    assert evaluation["elected"] is True and evaluation["database_reachable"] is True
+    assert evaluation["evaluating"] is True and evaluation["evaluator"] == evaluation["instance"]
 
 
 async def test_detailed_says_when_alerts_live_in_memory_only(
@@ -85,6 +91,9 @@ async def test_detailed_says_when_alerts_live_in_memory_only(
     status, report = await get(client, "/health/detailed")
     assert status == 200
     assert report["alert_store"]["durable"] is False
+    # Delivery without a database: the outbox lives in memory, and the report says so.
+    assert report["alert_delivery"]["durable"] is False
+    assert report["alert_evaluator"]["elected"] is False
     assert component(report, "database")["status"] == "not_configured"
 
 

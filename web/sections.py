@@ -95,6 +95,7 @@ SECTIONS: tuple[Section, ...] = (
             Source("alerts.list", {"state": "resolved", "limit": 10}, "alerts.resolved"),
         ),
     ),
+    Section("deliveries", "Alert delivery", (Source("alerts.deliveries"),)),
     Section("breakers", "Circuit breakers", (Source("monitoring.circuitBreakerStatus"),)),
     Section(
         "cache",

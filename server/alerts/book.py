@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from server.alerts.events import AlertEvent, event, round_events
 from server.alerts.memory_store import MemoryStore
 from server.alerts.models import (
     AlertPage,
@@ -49,8 +50,15 @@ class AlertBook:
         durable: PostgresStore | None = None,
         memory: MemoryStore | None = None,
         journal_limit: int = JOURNAL_LIMIT,
+        on_events: Callable[[list[AlertEvent]], None] | None = None,
+        label: str = "",
     ) -> None:
+        """``on_events`` receives the events of each change when the book is in memory (with
+        PostgreSQL, the store writes them to its outbox); ``label`` is the ``instance`` label
+        of what this instance fires."""
         self.instance = instance
+        self._on_events = on_events
+        self.label = label or instance
         self.stale_after = stale_after
         self._memory = memory or MemoryStore()
         self._durable = durable
@@ -96,16 +104,30 @@ class AlertBook:
             evaluated=evaluated,
             stale_after=self.stale_after,
         )
+        before = {r.id: r for r in self._memory.firing()} if self._on_events else {}
         self._memory.apply(round_)
         firing = self._memory.firing()
         if self._durable is None:
             self._firing = firing
+            if self._on_events is not None:
+                self._tell(before, firing, at)
             return
         self._enqueue(round_.with_ids({r.fingerprint: r.id for r in firing}))
         try:
             await self.flush()
         except Unavailable:
             self._firing = self._memory.firing()
+
+    def _tell(
+        self, before: dict[str, AlertRecord], firing: list[AlertRecord], at: datetime
+    ) -> None:
+        assert self._on_events is not None
+        now = {r.id for r in firing}
+        resolved = [r for i in before if i not in now if (r := self._memory.get(i)) is not None]
+        changed = [r for r in firing if r.id not in before or before[r.id].level != r.level]
+        events = round_events(before, changed, resolved, at, {}, self.label)
+        if events:
+            self._on_events(events)
 
     def _enqueue(self, round_: Round) -> None:
         journal = self._journal
@@ -192,6 +214,8 @@ class AlertBook:
         at = datetime.now(UTC)
         if self._durable is None:
             record = await self._memory.acknowledge(alert_id, by, at, note)
+            if self._on_events is not None and record.acknowledged_at == at:
+                self._on_events([event("acknowledged", record, at, self.label)])
         else:
             try:
                 await self.flush()

@@ -5,14 +5,15 @@ Figures come from the procedures themselves, called in-process through the route
 system caller: the alerts see exactly what operators see, and a collector that is not in this
 build, or is down, only leaves its own rules out of the round. One round is bounded by
 ``ALERT_EVALUATION_TIMEOUT`` and each figure by ``SECTION_TIMEOUT``; a round that fails or
-overruns is logged and the next one starts on schedule.
+overruns is logged and the next one starts on schedule. With several instances on one database
+only the elected one evaluates (``election.py``); the others wait, ready to take over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from server.alerts.book import AlertBook
@@ -37,7 +38,11 @@ class Evaluator:
         interval: float,
         timeout: float,
         section_timeout: float,
+        gate: Callable[[], bool] | None = None,
+        standby_poll: float | None = None,
     ) -> None:
+        """``gate``: whether this instance evaluates now (the election); while it says no,
+        it is asked again every ``standby_poll`` seconds, so a new evaluator starts at once."""
         self.rules = tuple(rules)
         self.book = book
         self._router = router
@@ -48,6 +53,9 @@ class Evaluator:
         self.rounds = 0  # completed rounds, since start
         self.failed_rounds = 0
         self.last_readings: dict[str, Reading] = {}
+        self._gate = gate
+        self._standby_poll = standby_poll or interval / 4
+        self.standing_by = False  # the gate said another instance evaluates
 
     async def run_once(self) -> Verdict:
         """One round: read, evaluate, record. Raises ``TimeoutError`` past the round bound."""
@@ -65,6 +73,11 @@ class Evaluator:
         loop = asyncio.get_running_loop()
         due = loop.time()
         while True:
+            self.standing_by = self._gate is not None and not self._gate()
+            if self.standing_by:
+                due = loop.time() + self._standby_poll
+                await asyncio.sleep(self._standby_poll)
+                continue
             try:
                 await self.run_once()
             except TimeoutError:

@@ -100,6 +100,10 @@ class MemoryStore:
             record.acknowledged_by, record.acknowledged_at, record.note = by, at, note
         return _copy(record)
 
+    def get(self, alert_id: str) -> AlertRecord | None:
+        record = self._alerts.get(alert_id)
+        return _copy(record) if record is not None else None
+
     def adopt(self, firing: Iterable[AlertRecord], at: datetime) -> None:
         """Take the durable store's firing alerts as the truth: their ids (another instance
         may have started an occurrence first), acknowledgements and reporters. Ours that it

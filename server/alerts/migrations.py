@@ -15,6 +15,7 @@ import asyncpg
 # pg_advisory_xact_lock keys: fixed, so every version of infrawatch agrees on them.
 MIGRATION_LOCK = 0x1F_A1E7_0001  # schema changes
 RECONCILE_LOCK = 0x1F_A1E7_0002  # one alert evaluation applied at a time (book.py)
+EVALUATOR_LOCK = 0x1F_A1E7_0003  # session lock: held by the one evaluating instance
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,55 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE UNIQUE INDEX alerts_one_firing_per_fingerprint
             ON infrawatch.alerts (fingerprint) WHERE state = 'firing';
         CREATE INDEX alerts_newest_first ON infrawatch.alerts (first_fired_at DESC, id DESC);
+        """,
+    ),
+    Migration(
+        2,
+        "alert delivery outbox",
+        """
+        -- One row per change of an alert, written in the transaction that made the change.
+        CREATE TABLE infrawatch.alert_events (
+            seq bigserial PRIMARY KEY,  -- delivery order
+            id uuid NOT NULL UNIQUE,  -- the receivers' idempotency key
+            alert_id uuid NOT NULL,
+            kind text NOT NULL
+                CHECK (kind IN ('fired', 'level_changed', 'acknowledged', 'resolved')),
+            at timestamptz NOT NULL,
+            payload jsonb NOT NULL
+        );
+        CREATE INDEX alert_events_by_alert ON infrawatch.alert_events (alert_id, seq);
+        CREATE INDEX alert_events_by_time ON infrawatch.alert_events (at);
+        -- One row per event and target: each target is served on its own, in order per alert.
+        CREATE TABLE infrawatch.alert_deliveries (
+            event_seq bigint NOT NULL
+                REFERENCES infrawatch.alert_events (seq) ON DELETE CASCADE,
+            target text NOT NULL,
+            alert_id uuid NOT NULL,
+            state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'failed')),
+            attempts integer NOT NULL DEFAULT 0,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            next_attempt_at timestamptz NOT NULL DEFAULT now(),
+            leased_until timestamptz,
+            last_error text,
+            done_at timestamptz,
+            PRIMARY KEY (event_seq, target)
+        );
+        CREATE INDEX alert_deliveries_pending ON infrawatch.alert_deliveries
+            (target, alert_id, event_seq) WHERE state = 'pending';
+        CREATE INDEX alert_deliveries_sent ON infrawatch.alert_deliveries
+            (target, alert_id, event_seq) WHERE state = 'sent';
+        -- The figures count refused events every few seconds: never a scan of the history.
+        CREATE INDEX alert_deliveries_failed ON infrawatch.alert_deliveries (target)
+            WHERE state = 'failed';
+        -- Per target, across instances and restarts: what alerts.deliveries reports.
+        CREATE TABLE infrawatch.delivery_targets (
+            target text PRIMARY KEY,
+            sent bigint NOT NULL DEFAULT 0,
+            failures bigint NOT NULL DEFAULT 0,
+            last_success_at timestamptz,
+            last_error text,
+            last_error_at timestamptz
+        );
         """,
     ),
 )

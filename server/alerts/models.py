@@ -193,3 +193,20 @@ class StoreStatus(BaseModel):
     )
     dropped_rounds: int = Field(description="evaluations lost to the pending bound, since start")
     last_error: str | None
+
+
+class EvaluatorStatus(BaseModel):
+    """Which instance evaluates the alert rules (for ``/health/detailed`` and the dashboard)."""
+
+    instance: str = Field(description="this instance (INSTANCE_ID)")
+    elected: bool = Field(
+        description="chosen by a PostgreSQL advisory lock among the instances on the database; "
+        "false: no database, or ALERT_EVALUATION_ENABLED=false"
+    )
+    evaluating: bool = Field(description="this instance evaluates the rules now")
+    evaluator: str | None = Field(
+        description="the instance that evaluates, as PostgreSQL knows it (null: none known)"
+    )
+    since: datetime | None = Field(description="this instance evaluates since")
+    database_reachable: bool = Field(description="the election's own connection answers")
+    last_error: str | None

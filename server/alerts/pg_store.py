@@ -8,18 +8,24 @@ evaluating in memory and catches up); any other statement error becomes ``StoreR
 bug or a schema drift: retrying the same statement will not help). Firing, resolving and
 acknowledging are single statements that are safe to repeat and safe to race (see
 ``models.Round`` for how resolution treats several instances).
+
+With delivery targets configured, a round and an acknowledgement also write their events
+(``events.py``) to the outbox tables, in the same transaction as the change: an alert change
+without its event, or an event of a change rolled back, cannot happen (``OutboxWriter``).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
 import orjson
 
+from server.alerts.events import AlertEvent, event, round_events
 from server.alerts.memory_store import not_found
 from server.alerts.migrations import RECONCILE_LOCK, migrate
 from server.alerts.models import AlertQuery, AlertRecord, Round
@@ -100,13 +106,44 @@ RETURNING *
 
 _GET = "SELECT * FROM infrawatch.alerts WHERE id = $1"
 
+# --- the outbox: events written in the transaction of the change they report ---
+
+_FIRING_NOW = "SELECT * FROM infrawatch.alerts WHERE state = 'firing' FOR UPDATE"
+
+_GET_MANY = "SELECT * FROM infrawatch.alerts WHERE id = ANY($1::uuid[])"
+
+_INSTANCES = """
+SELECT alert_id, payload ->> 'instance' AS instance FROM infrawatch.alert_events
+WHERE alert_id = ANY($1::uuid[]) AND kind = 'fired'
+"""
+
+_EVENTS = """
+INSERT INTO infrawatch.alert_events (id, alert_id, kind, at, payload)
+SELECT e.id, e.alert_id, e.kind, e.at, e.payload
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::jsonb[])
+     WITH ORDINALITY AS e(id, alert_id, kind, at, payload, n)
+ORDER BY e.n
+"""
+
+_DELIVERIES = """
+INSERT INTO infrawatch.alert_deliveries (event_seq, target, alert_id)
+SELECT e.seq, t.target, e.alert_id
+FROM infrawatch.alert_events e CROSS JOIN unnest($2::text[]) AS t(target)
+WHERE e.id = ANY($1::uuid[])
+"""
+
 
 class PostgresStore:
     durable = True
 
-    def __init__(self, cluster: PostgresCluster) -> None:
+    def __init__(
+        self, cluster: PostgresCluster, *, targets: Sequence[str] = (), instance: str = ""
+    ) -> None:
+        """``targets``: where each event is to be delivered (none: no events are written);
+        ``instance``: the ``instance`` label of the occurrences this instance fires."""
         self._cluster = cluster
         self._schema_ready = False
+        self._outbox = OutboxWriter(tuple(targets), instance)
 
     async def ensure_schema(self) -> list[int]:
         """Apply pending migrations (once per process; again after a failed attempt)."""
@@ -118,7 +155,7 @@ class PostgresStore:
 
     async def reconcile(self, round_: Round) -> list[AlertRecord]:
         await self.ensure_schema()
-        return await self._call(_FIRE, _reconcile, round_)
+        return await self._call(_FIRE, _reconcile, round_, self._outbox)
 
     async def firing(self) -> list[AlertRecord]:
         await self.ensure_schema()
@@ -132,7 +169,7 @@ class PostgresStore:
         self, alert_id: str, by: str, at: datetime, note: str | None
     ) -> AlertRecord:
         await self.ensure_schema()
-        return await self._call(_ACKNOWLEDGE, _acknowledge, alert_id, by, at, note)
+        return await self._call(_ACKNOWLEDGE, _acknowledge, alert_id, by, at, note, self._outbox)
 
     async def _call(self, sql: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``fn(connection, *args)`` on the primary; ``sql`` names it in the statistics."""
@@ -147,12 +184,64 @@ class PostgresStore:
             raise StoreRejected(f"alert store refused: {exc.message}", detail=exc.detail) from exc
 
 
-async def _reconcile(conn: asyncpg.Connection, round_: Round) -> list[AlertRecord]:
+@dataclass(frozen=True, slots=True)
+class OutboxWriter:
+    """Where this store's events go, and the ``instance`` label of what it fires."""
+
+    targets: tuple[str, ...]
+    instance: str
+
+    async def round(
+        self,
+        conn: asyncpg.Connection,
+        before: dict[str, AlertRecord],
+        firing: list[AlertRecord],
+        at: datetime,
+    ) -> None:
+        """Events for what a round changed (inside its transaction)."""
+        now = {r.id for r in firing}
+        gone = [uuid.UUID(i) for i in before if i not in now]
+        resolved = [_record(row) for row in await conn.fetch(_GET_MANY, gone)] if gone else []
+        changed = [r for r in firing if r.id not in before or before[r.id].level != r.level]
+        if not resolved and not changed:
+            return
+        ids = [uuid.UUID(r.id) for r in [*resolved, *changed]]
+        rows = await conn.fetch(_INSTANCES, ids)
+        labels = {str(row["alert_id"]): row["instance"] for row in rows}
+        await self.write(conn, round_events(before, changed, resolved, at, labels, self.instance))
+
+    async def acknowledged(self, conn: asyncpg.Connection, record: AlertRecord) -> None:
+        assert record.acknowledged_at is not None
+        row = await conn.fetchrow(_INSTANCES, [uuid.UUID(record.id)])
+        label = row["instance"] if row is not None else self.instance
+        await self.write(conn, [event("acknowledged", record, record.acknowledged_at, label)])
+
+    async def write(self, conn: asyncpg.Connection, events: list[AlertEvent]) -> None:
+        if not events:
+            return
+        ids = [uuid.UUID(e.id) for e in events]
+        await conn.execute(
+            _EVENTS,
+            ids,
+            [uuid.UUID(e.alert_id) for e in events],
+            [e.kind for e in events],
+            [e.at for e in events],
+            [orjson.dumps(e.payload).decode() for e in events],
+        )
+        await conn.execute(_DELIVERIES, ids, list(self.targets))
+
+
+async def _reconcile(
+    conn: asyncpg.Connection, round_: Round, outbox: OutboxWriter
+) -> list[AlertRecord]:
     conditions = sorted(round_.conditions, key=lambda c: c.fingerprint)
     async with conn.transaction():
         # One round at a time across instances: no deadlock between one's inserts and
         # another's resolutions, and every round sees the last one's reporters.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", RECONCILE_LOCK)
+        before: dict[str, AlertRecord] = {}
+        if outbox.targets:  # what the round changes, for the outbox: only when it has targets
+            before = {str(row["id"]): _record(row) for row in await conn.fetch(_FIRING_NOW)}
         if conditions:
             await conn.execute(
                 _FIRE,
@@ -177,8 +266,10 @@ async def _reconcile(conn: asyncpg.Connection, round_: Round) -> list[AlertRecor
                 sorted(round_.evaluated),
                 [c.fingerprint for c in conditions],
             )
-        rows = await conn.fetch(_FIRING)
-    return [_record(row) for row in rows]
+        firing = [_record(row) for row in await conn.fetch(_FIRING)]
+        if outbox.targets:
+            await outbox.round(conn, before, firing, round_.at)
+    return firing
 
 
 async def _firing(conn: asyncpg.Connection) -> list[AlertRecord]:
@@ -194,13 +285,21 @@ async def _list(conn: asyncpg.Connection, query: AlertQuery) -> tuple[list[Alert
 
 
 async def _acknowledge(
-    conn: asyncpg.Connection, alert_id: str, by: str, at: datetime, note: str | None
+    conn: asyncpg.Connection,
+    alert_id: str,
+    by: str,
+    at: datetime,
+    note: str | None,
+    outbox: OutboxWriter,
 ) -> AlertRecord:
     try:
         key = uuid.UUID(alert_id)
     except ValueError:
         raise not_found(alert_id) from None
-    row = await conn.fetchrow(_ACKNOWLEDGE, key, by, at, note)
+    async with conn.transaction():
+        row = await conn.fetchrow(_ACKNOWLEDGE, key, by, at, note)
+        if row is not None and outbox.targets:  # this call acknowledged it: tell the targets
+            await outbox.acknowledged(conn, _record(row))
     if row is None:  # acknowledged before (the first stands), or no such alert
         row = await conn.fetchrow(_GET, key)
     if row is None:

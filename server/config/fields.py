@@ -76,6 +76,10 @@ def _redis_url(text: str) -> str:
     return _url(text, ("redis", "rediss", "unix"))
 
 
+def _http_url(text: str) -> str:
+    return _url(text, ("http", "https"))
+
+
 def _key_prefix(text: str) -> str:
     # The prefix goes into SCAN MATCH patterns and CLIENT TRACKING PREFIX as is: no glob syntax.
     if re.search(r"[*?\[\]\\\s]", text):
@@ -164,6 +168,7 @@ def _basic_auth(value: object) -> BasicAuth:
 PostgresUrl = Annotated[str, AfterValidator(_postgres_url)]
 PgBouncerUrl = Annotated[str, AfterValidator(_pgbouncer_url)]
 RedisUrl = Annotated[str, AfterValidator(_redis_url)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
 KeyPrefix = Annotated[str, AfterValidator(_key_prefix)]
 LogLevel = Annotated[str, AfterValidator(_log_level)]
 UrlLimit = Annotated[int, AfterValidator(_url_limit)]

@@ -20,6 +20,7 @@ from server.config.slices import (
     CacheSettings,
     DashboardSettings,
     DatabaseSettings,
+    DeliverySettings,
     HealthSettings,
     MetricsSettings,
     PartitionSettings,
@@ -48,6 +49,7 @@ class Settings:
     partitions: PartitionSettings
     auth: AuthSettings
     alerts: AlertSettings
+    delivery: DeliverySettings
     breakers: BreakerSettings
     rpc: RpcSettings
     server: ServerSettings

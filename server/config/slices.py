@@ -15,7 +15,9 @@ the flat name says a unit the variable's name leaves out (``DATABASE_TIMEOUT`` -
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Self
 
@@ -30,6 +32,7 @@ from server.config.fields import (
     BasicAuthValue,
     CommaSeparated,
     HostPortValue,
+    HttpUrl,
     KeyPrefix,
     LogLevel,
     PartitionPairValue,
@@ -358,6 +361,47 @@ class AlertSettings(Slice):
         if problems:
             raise ConfigError(problems)
         return self
+
+
+class DeliverySettings(Slice):
+    """Where alerts go (Alertmanager, signed webhooks), how they are retried, and who this
+    instance is (the ``instance`` label, the evaluator's name)."""
+
+    alertmanager_urls: CommaSeparated[HttpUrl] = Field((), alias="ALERTMANAGER_URLS")
+    webhook_urls: CommaSeparated[HttpUrl] = Field((), alias="ALERT_WEBHOOK_URLS")
+    webhook_secret: str | None = Field(
+        None, min_length=16, repr=False, alias="ALERT_WEBHOOK_SECRET"
+    )
+    timeout: float = Field(5.0, gt=0, alias="ALERT_DELIVERY_TIMEOUT")
+    poll_interval: float = Field(1.0, gt=0, alias="ALERT_DELIVERY_POLL_INTERVAL")
+    retry_base: float = Field(1.0, gt=0, alias="ALERT_DELIVERY_RETRY_BASE")
+    # At most a minute: a target that comes back is served within one.
+    retry_max: float = Field(30.0, gt=0, le=60, alias="ALERT_DELIVERY_RETRY_MAX")
+    resend_interval: float = Field(60.0, gt=0, alias="ALERT_DELIVERY_RESEND_INTERVAL")
+    retention: float = Field(7 * 86400.0, gt=0, alias="ALERT_DELIVERY_RETENTION")
+    dashboard_url: HttpUrl | None = Field(None, alias="ALERT_DASHBOARD_URL")
+    instance_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        min_length=1,
+        max_length=200,
+        alias="INSTANCE_ID",
+    )
+
+    # The election's session lock needs a session of its own on the server: through PgBouncer
+    # in transaction mode, point this at PostgreSQL itself. Unset: DATABASE_URL.
+    election_database_url: PostgresUrl | None = Field(None, alias="ALERT_ELECTION_DATABASE_URL")
+
+    @model_validator(mode="after")
+    def _webhooks_need_a_secret(self) -> Self:
+        if self.webhook_urls and self.webhook_secret is None:
+            raise ConfigError(
+                [f"{self.env('webhook_secret')}: must be set when {self.env('webhook_urls')} is"]
+            )
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.alertmanager_urls or self.webhook_urls)
 
 
 class BreakerSettings(Slice):

@@ -34,12 +34,13 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 
 from server import __version__
-from server.alerts.models import StoreStatus
+from server.alerts.models import EvaluatorStatus, StoreStatus
 from server.datastores.pool import InstrumentedPool, PoolSnapshot
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
 from server.errors import RpcError
 from server.redaction import mask_secrets
+from server.delivery.models import DeliveryStatus
 
 Status = Literal["healthy", "degraded", "unhealthy"]
 ComponentStatus = Literal["up", "down", "not_configured"]
@@ -90,6 +91,14 @@ class HealthReport(BaseModel):
         description="/health/detailed: where alerts are kept; durable false means in memory "
         "only (no DATABASE_URL), lost at restart",
     )
+    alert_delivery: DeliveryStatus | None = Field(
+        default=None,
+        description="/health/detailed: where alert events go; durable false means the outbox "
+        "is in memory (no DATABASE_URL): delivery is not durable across a restart",
+    )
+    alert_evaluator: EvaluatorStatus | None = Field(
+        default=None, description="/health/detailed: which instance evaluates the alert rules"
+    )
 
     @property
     def http_status(self) -> int:
@@ -130,12 +139,16 @@ class Health:
         *,
         timeout: float,
         store_status: Callable[[], StoreStatus] | None = None,
+        delivery_status: Callable[[], DeliveryStatus] | None = None,
+        evaluator_status: Callable[[], EvaluatorStatus] | None = None,
     ) -> None:
         self._checks: dict[str, Check] = {}
         for check in checks:
             self.add(check)
         self.timeout = timeout
         self._store_status = store_status
+        self._delivery_status = delivery_status
+        self._evaluator_status = evaluator_status
         self.started_at = time.time()
         # True from the first shutdown signal on: /health/ready turns 503.
         self.shutting_down = False
@@ -199,6 +212,16 @@ class Health:
             version=__version__,
             process=process_health() if with_process else None,
             alert_store=store() if with_process and store is not None else None,
+            alert_delivery=(
+                self._delivery_status()
+                if with_process and self._delivery_status is not None
+                else None
+            ),
+            alert_evaluator=(
+                self._evaluator_status()
+                if with_process and self._evaluator_status is not None
+                else None
+            ),
         )
 
 

@@ -3,7 +3,10 @@ built over the resources it uses."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from server.alerts.book import AlertBook
+from server.alerts.models import EvaluatorStatus
 from server.cache.cache import Cache
 from server.collectors.partitions import PartitionWatch
 from server.collectors.redis_queues import QueueCollector
@@ -11,8 +14,10 @@ from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
 from server.datastores.redis_gate import RedisGate
+from server.delivery import Sender
 from server.observability.health import Health
 from server.procedures import alerts, breakers, cache, database, health, keys, queues, unified
+from server.procedures import deliveries as alert_deliveries
 from server.resilience.registry import BreakerRegistry
 from server.rpc.router import Procedure
 
@@ -28,6 +33,8 @@ def catalogue(
     postgres: PostgresCluster | None,
     partitions: PartitionWatch | None,
     book: AlertBook,
+    sender: Sender | None = None,
+    evaluation: Callable[[], EvaluatorStatus] | None = None,
 ) -> list[Procedure]:
     return [
         *health.procedures(health_checks, read_tokens_required=settings.auth.read_tokens_required),
@@ -37,5 +44,6 @@ def catalogue(
         *keys.procedures(RedisGate(redis)),
         *database.procedures(postgres, partitions, settings.database, settings.partitions),
         *alerts.procedures(book),
+        *(alert_deliveries.procedures(sender, evaluation) if sender is not None else ()),
         *unified.procedures(book, settings.rpc.section_timeout),
     ]

@@ -1,5 +1,5 @@
 """Real services for tests and ``make run``: PostgreSQL (+ streaming replica), PgBouncer, Redis
-(+ replica and Sentinel), a Redis Cluster, on free 127.0.0.1 ports in ``infrawatch-*``
+(+ replica and Sentinel), a Redis Cluster, Alertmanager, on free 127.0.0.1 ports in ``infrawatch-*``
 temporary directories. Each is a ``StackServer`` (``tests/stack/server.py``): one start, wait
 and stop for all of them.
 
@@ -7,6 +7,7 @@ Synchronous on purpose: session-scoped pytest fixtures and ``python -m tests.sta
 without an event loop.
 """
 
+from tests.stack.alertmanager import Alertmanager
 from tests.stack.pgbouncer import PgBouncer
 from tests.stack.ports import free_port
 from tests.stack.postgres import PostgresServer
@@ -16,6 +17,7 @@ from tests.stack.redis_cluster import RedisCluster, RedisClusterNode
 from tests.stack.server import ServerFailure, ServerGroup, StackServer
 
 __all__ = [
+    "Alertmanager",
     "PgBouncer",
     "PostgresServer",
     "RedisCluster",

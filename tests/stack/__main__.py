@@ -26,7 +26,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from tests.stack import PgBouncer, PostgresServer, RedisServer, make_workdir, remove_workdir
+from tests.stack import (
+    Alertmanager,
+    PgBouncer,
+    PostgresServer,
+    RedisServer,
+    make_workdir,
+    remove_workdir,
+)
 from tests.stack.demo import DemoWorkload, create_demo_schema, demo_environment, operator_token
 from tests.stack.process import terminate
 
@@ -40,11 +47,13 @@ def start_stack(workdir: Path, stack: contextlib.ExitStack) -> dict[str, str]:
     replica = stack.enter_context(primary.make_replica(workdir))
     bouncer = stack.enter_context(PgBouncer(workdir, primary))
     redis_server = stack.enter_context(RedisServer(workdir))
+    alertmanager = stack.enter_context(Alertmanager(workdir))
     return {
         "DATABASE_URL": primary.dsn(),
         "DATABASE_REPLICA_URLS": replica.dsn(),
         "PGBOUNCER_ADMIN_URL": bouncer.admin_dsn,
         "REDIS_URL": redis_server.url,
+        "ALERTMANAGER_URLS": alertmanager.url,
     }
 
 
