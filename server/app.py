@@ -223,7 +223,11 @@ def create_app(
         observer=rpc_metrics.observe,
     )
     evaluator = Evaluator(
-        default_rules(settings.alerts, redis_cache=redis is not None and cache.enabled),
+        default_rules(
+            settings.alerts,
+            redis_cache=redis is not None and cache.enabled,
+            slow_query_ms=settings.database.slow_query_ms,
+        ),
         book,
         router,
         interval=settings.alerts.evaluation_interval,

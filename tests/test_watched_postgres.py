@@ -1,0 +1,202 @@
+"""``database.topQueries`` and ``database.activity`` against the real test server, the load
+coming from the application's own role and connections (tests/watched_load.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from server.collectors.sql_text import strip_literals
+from server.config import Settings
+from tests.pg_app import AppFactory, database_of
+from tests.stack import PgBouncer
+from tests.waiting import until_accepted
+from tests.watched_load import APP_NAME, APP_ROLE, app_dsn, connect, connections, prepare
+
+# Sent inline, as literals: what must never come out of infrawatch.
+SECRET = "s3cret-value-42"
+IDLE_SQL = "SELECT name FROM items WHERE name <> 's3cret-value-42'"
+BLOCKED_SQL = "UPDATE items SET name = 's3cret-value-42' WHERE id = 1"
+SLEEP_SQL = "SELECT pg_sleep(60), 's3cret-value-42'"
+
+
+async def test_top_queries_count_the_application_not_infrawatch(
+    make_app: AppFactory, make_settings: Callable[..., Settings], pg_dsn: str
+) -> None:
+    await prepare(pg_dsn)
+    app = await make_app(make_settings(top_queries_window=60.0))
+    first = await app.call("database.topQueries", {"order_by": "calls"})
+    assert first["available"] is True
+    assert first["window_seconds"] is None  # nothing to compare with yet
+    assert first["excluded"]["roles"] == ["postgres"]
+    conn = await connect(app_dsn(pg_dsn))
+    try:
+        for i in range(25):
+            await conn.fetchval("SELECT count(*) FROM items WHERE id > $1", i)
+        await conn.execute("INSERT INTO items SELECT g, 'x' FROM generate_series(1, 500) g")
+    finally:
+        await conn.close()
+    report = await app.call("database.topQueries", {"order_by": "calls", "limit": 500})
+    database = database_of(pg_dsn)
+    mine = [s for s in report["statements"] if s["database"] == database]
+    counted = next(s for s in mine if "count(*) FROM items" in s["query"])
+    assert counted["role"] == APP_ROLE
+    assert counted["calls"] == 25
+    assert counted["window_calls"] == 25
+    assert report["window_seconds"] > 0
+    # window_seconds is rounded to the millisecond in the answer, the rate from the exact span
+    assert abs(counted["calls_per_s"] * report["window_seconds"] - 25) <= 0.05 * 25
+    assert counted["time_ms_per_s"] is not None and counted["time_ms_per_s"] >= 0
+    assert counted["window_mean_ms"] is not None
+    assert counted["shared_hit_ratio"] is None or 0 <= counted["shared_hit_ratio"] <= 100
+    insert = next(s for s in mine if s["query"].startswith("INSERT INTO items"))
+    assert insert["rows"] == 500
+    # normalised: no values
+    assert insert["query"] == "INSERT INTO items SELECT g, $1 FROM generate_series($2, $3) g"
+    # Not one statement of infrawatch's own role, though it ran several to answer.
+    assert all(s["role"] != "postgres" for s in report["statements"])
+    assert report["statements_seen"] >= len(mine)
+    # limit and order_by
+    top = await app.call("database.topQueries", {"order_by": "rows", "limit": 1})
+    assert len(top["statements"]) == 1
+    assert top["statements"][0]["rows"] >= 500
+
+
+async def test_own_role_counted_when_the_exclusion_is_off(
+    make_app: AppFactory, make_settings: Callable[..., Settings], pg_dsn: str
+) -> None:
+    await prepare(pg_dsn)
+    app = await make_app(make_settings(top_queries_exclude_own_role=False))
+    await app.call("database.topQueries")
+    report = await app.call("database.topQueries", {"limit": 500})
+    assert report["excluded"]["roles"] == []
+    assert any(s["role"] == "postgres" for s in report["statements"])
+
+
+async def test_top_queries_without_the_extension_say_how_to_enable_it(
+    make_app: AppFactory, make_settings: Callable[..., Settings], pg_dsn: str
+) -> None:
+    app = await make_app(make_settings())
+    report = await app.call("database.topQueries")
+    assert report["available"] is False
+    assert "not installed" in report["reason"]
+    assert "CREATE EXTENSION pg_stat_statements" in report["how_to_enable"]
+    assert report["statements"] == []
+
+
+async def test_activity_sees_every_client_and_never_values(
+    make_app: AppFactory, make_settings: Callable[..., Settings], pg_dsn: str
+) -> None:
+    await prepare(pg_dsn)
+    await _seed(pg_dsn)
+    app = await make_app(make_settings())
+    dsn = app_dsn(pg_dsn)
+    async with connections(dsn) as held:
+        idle, holder, waiter, sleeper = [await connect(dsn) for _ in range(4)]
+        held += [idle, holder, waiter, sleeper]
+        # Started first: the longest running query.
+        slow = asyncio.create_task(sleeper.execute(SLEEP_SQL))
+        idle_tx = idle.transaction()
+        await idle_tx.start()
+        await idle.execute(IDLE_SQL)
+        hold_tx = holder.transaction()
+        await hold_tx.start()
+        await holder.execute("UPDATE items SET name = 'held' WHERE id = 1")
+        blocked = asyncio.create_task(waiter.execute(BLOCKED_SQL))
+        try:
+            report = await until_accepted(
+                lambda: app.call("database.activity"),
+                lambda r: (
+                    r["nodes"][0]["blocked"]
+                    and r["nodes"][0]["longest_query"]["pid"] == sleeper.get_server_pid()
+                ),
+                what="the blocked and the sleeping session in pg_stat_activity",
+            )
+        finally:
+            await hold_tx.rollback()
+            await blocked
+            await idle_tx.rollback()
+            slow.cancel()  # asyncpg cancels the statement on the server
+            with contextlib.suppress(asyncio.CancelledError):
+                await slow
+    primary = report["nodes"][0]
+    assert primary["up"] is True
+    conns = primary["connections"]
+    assert conns["max_connections"] == 100
+    assert conns["reserved"] == 3  # superuser_reserved_connections' default
+    assert conns["available"] == 97
+    assert conns["used"] >= 4 + conns["self_connections"]
+    assert conns["used_percent"] == round(100 * conns["used"] / 97, 2)
+    assert conns["self_connections"] >= 1
+    assert primary["by_application"][APP_NAME] == 4
+    assert primary["by_user"][APP_ROLE] == 4
+    assert primary["by_database"][database_of(pg_dsn)] >= 4
+    assert primary["idle_in_transaction"] >= 1
+    assert primary["oldest_idle_in_transaction_seconds"] >= 0
+    [blocked_session] = [b for b in primary["blocked"] if b["user"] == APP_ROLE]
+    assert blocked_session["blocked_by"] == [holder.get_server_pid()]
+    assert blocked_session["pid"] == waiter.get_server_pid()
+    assert blocked_session["seconds"] >= 0
+    assert holder.get_server_pid() in {b["pid"] for b in primary["blockers"]}
+    assert primary["longest_transaction"]["seconds"] >= primary["longest_query"]["seconds"]
+    assert "pg_sleep" in primary["longest_query"]["query"]
+    # Normalised: pg_stat_statements' text by query_id, or the literals stripped.
+    assert SECRET not in str(report)
+    assert primary["longest_query"]["normalised_by"] in ("pg_stat_statements", "literals stripped")
+
+
+async def test_activity_per_node_with_a_replica_and_pgbouncer(
+    make_app: AppFactory,
+    make_settings: Callable[..., Settings],
+    pg_dsn: str,
+    postgres_replica: Any,
+    pgbouncer: PgBouncer,
+) -> None:
+    database = database_of(pg_dsn)
+    await asyncio.to_thread(postgres_replica.wait_for_replay)
+    app = await make_app(
+        make_settings(
+            database_replica_urls=(postgres_replica.dsn(database=database),),
+            pgbouncer_admin_url=pgbouncer.admin_dsn,
+        )
+    )
+    report = await app.call("database.activity")
+    assert [n["role"] for n in report["nodes"]] == ["primary", "replica"]
+    assert all(n["up"] for n in report["nodes"]), report["nodes"]
+    assert report["nodes"][1]["connections"]["used"] >= 1  # infrawatch's own, at least
+    assert report["pgbouncer"]["up"] is True
+    assert report["pgbouncer"]["cl_waiting"] == 0
+    postgres_replica.stop()
+    try:
+        report = await app.call("database.activity")
+    finally:
+        postgres_replica.start()
+    primary, replica = report["nodes"]
+    assert primary["up"] is True
+    assert replica["up"] is False
+    assert replica["error"]
+
+
+def test_strip_literals_keeps_the_shape_and_drops_values() -> None:
+    assert strip_literals("SELECT * FROM t WHERE a = 'x''y' AND b = 42 AND c = $1") == (
+        "SELECT * FROM t WHERE a = ? AND b = ? AND c = $1"
+    )
+    assert strip_literals("select t1.x from t1 -- token 'abc'\nwhere y = 1.5e3") == (
+        "select t1.x from t1 where y = ?"
+    )
+    assert strip_literals('SELECT "it\'s" FROM x WHERE z = $tag$secret$tag$') == (
+        'SELECT "it\'s" FROM x WHERE z = ?'
+    )
+    assert strip_literals("SELECT E'a\\n', 'cut off") == "SELECT ?, ?"
+
+
+async def _seed(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute("INSERT INTO items VALUES (1, 'a'), (2, 'b') ON CONFLICT DO NOTHING")
+    finally:
+        await conn.close()
