@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ import asyncpg
 
 from server.collectors.sql_text import strip_literals
 from server.config import Settings
-from tests.pg_app import AppFactory, database_of
+from tests.pg_app import AppFactory, database_of, samples
 from tests.stack import PgBouncer
 from tests.waiting import until_accepted
 from tests.watched_load import APP_NAME, APP_ROLE, app_dsn, connect, connections, prepare
@@ -200,3 +201,57 @@ async def _seed(dsn: str) -> None:
         await conn.execute("INSERT INTO items VALUES (1, 'a'), (2, 'b') ON CONFLICT DO NOTHING")
     finally:
         await conn.close()
+
+
+async def test_metrics_export_the_watched_server_promtool_clean(
+    make_app: AppFactory, make_settings: Callable[..., Settings], pg_dsn: str
+) -> None:
+    await prepare(pg_dsn)
+    app = await make_app(make_settings(top_queries_window=60.0))
+    await app.call("database.topQueries")  # the window's first reading
+    dsn = app_dsn(pg_dsn)
+    async with connections(dsn) as held:
+        conn = await connect(dsn)
+        held.append(conn)
+        for _ in range(30):
+            await conn.fetchval("SELECT count(*) FROM items")
+        idle_tx = conn.transaction()
+        await idle_tx.start()
+        # A reading more than MAX_AGE old would be refreshed; this one is fresh, so the scrape
+        # reads activity itself and the statements from the collector's last reading.
+        await app.call("database.topQueries")
+        text = await (await app.client.get("/metrics")).text()
+        await idle_tx.rollback()
+    found = samples(text)
+
+    def value(name: str, **labels: str) -> float:
+        return found[(name, frozenset(labels.items()))]
+
+    assert value("infrawatch_pg_up", node="primary") == 1
+    used = value("infrawatch_pg_connections", node="primary")
+    assert used >= 2  # the application's one and infrawatch's own
+    assert value("infrawatch_pg_connections_available", node="primary") == 97
+    ratio = value("infrawatch_pg_connections_used_ratio", node="primary")
+    assert abs(ratio - used / 97) < 1e-3  # used_percent is rounded to 0.01
+    assert value("infrawatch_pg_idle_in_transaction_sessions", node="primary") >= 1
+    assert value("infrawatch_pg_statements_available") == 1
+    database = database_of(pg_dsn)
+    calls = {
+        dict(labels)["queryid"]: v
+        for (name, labels), v in found.items()
+        if name == "infrawatch_pg_statement_calls_per_second"
+        and dict(labels)["database"] == database
+    }
+    assert calls and max(calls.values()) > 0
+    roles = {dict(labels).get("role") for (_, labels) in found} - {None}
+    assert roles and "postgres" not in roles  # infrawatch's own role left out
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        ["promtool", "check", "metrics"],
+        input=text.encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout == b"" and checked.stderr == b""

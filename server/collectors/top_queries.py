@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from server.config import DatabaseSettings
 from server.datastores.postgres import PostgresCluster
 from server.errors import SqlError
 
@@ -41,6 +42,8 @@ OrderBy = Literal[
 QUERY_TEXT_LIMIT = 2000
 # The slow list is for alerting: bounded, the slowest first.
 SLOW_LIMIT = 50
+# Statements kept from each reading for /metrics (infrawatch_pg_statement_*): the busiest.
+METRICS_LIMIT = 20
 # Readings kept for the window: one per tenth of it at most.
 _SAMPLES_PER_WINDOW = 10
 
@@ -167,6 +170,21 @@ class TopQueries:
         self._window = StatementWindow(window)
         self._exclude_own_role = exclude_own_role
         self._slow_ms = slow_ms
+        # The last reading, whoever asked: /metrics exports it (the busiest statements).
+        self.last: TopQueriesReport | None = None
+        self.last_busiest: list[TopStatement] = []
+        self.last_at: float | None = None  # time.monotonic()
+
+    @classmethod
+    def over(cls, cluster: PostgresCluster, settings: DatabaseSettings) -> TopQueries:
+        """The collector of ``TOP_QUERIES_WINDOW``, ``TOP_QUERIES_EXCLUDE_OWN_ROLE`` and
+        ``SLOW_QUERY_MS``."""
+        return cls(
+            cluster,
+            window=settings.top_queries_window,
+            exclude_own_role=settings.top_queries_exclude_own_role,
+            slow_ms=settings.slow_query_ms,
+        )
 
     async def report(self, order_by: OrderBy, limit: int) -> TopQueriesReport:
         checked_at = datetime.now(UTC)
@@ -193,7 +211,9 @@ class TopQueries:
         missing = _missing(check)
         if missing is not None:
             reason, how = missing
-            return base.model_copy(update={"reason": reason, "how_to_enable": how})
+            self.last = base.model_copy(update={"reason": reason, "how_to_enable": how})
+            self.last_at, self.last_busiest = time.monotonic(), []
+            return self.last
         own_oids = [int(check["role_oid"])] if self._exclude_own_role else []
         try:
             rows = await self._cluster.primary.fetch(_STATEMENTS_SQL, QUERY_TEXT_LIMIT, own_oids)
@@ -210,7 +230,9 @@ class TopQueries:
         self._window.add(now, counters)
         span = now - baseline[0] if baseline is not None else None
         statements = [_statement(row, baseline, span) for row in rows]
-        return base.model_copy(
+        self.last_busiest = _top(statements, "time_ms_per_s", METRICS_LIMIT)
+        self.last_at = now
+        report = base.model_copy(
             update={
                 "available": True,
                 "window_seconds": round(span, 3) if span is not None else None,
@@ -227,6 +249,8 @@ class TopQueries:
                 ),
             }
         )
+        self.last = report
+        return report
 
 
 _HOW_PRELOAD = (

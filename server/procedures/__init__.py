@@ -7,6 +7,7 @@ from server.alerts.book import AlertBook
 from server.cache.cache import Cache
 from server.collectors.partitions import PartitionWatch
 from server.collectors.redis_queues import QueueCollector
+from server.collectors.top_queries import TopQueries
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
@@ -28,6 +29,7 @@ def catalogue(
     postgres: PostgresCluster | None,
     partitions: PartitionWatch | None,
     book: AlertBook,
+    top_queries: TopQueries | None = None,
 ) -> list[Procedure]:
     return [
         *health.procedures(health_checks, read_tokens_required=settings.auth.read_tokens_required),
@@ -35,7 +37,9 @@ def catalogue(
         *cache.procedures(procedure_cache, redis),
         *queues.procedures(queue_collector),
         *keys.procedures(RedisGate(redis)),
-        *database.procedures(postgres, partitions, settings.database, settings.partitions),
+        *database.procedures(
+            postgres, partitions, settings.database, settings.partitions, top_queries
+        ),
         *alerts.procedures(book),
         *unified.procedures(book, settings.rpc.section_timeout),
     ]

@@ -76,25 +76,19 @@ def procedures(
     partitions: PartitionWatch | None,
     settings: DatabaseSettings,
     partition_settings: PartitionSettings,
+    top: TopQueries | None = None,
 ) -> list[Procedure]:
-    """The database procedures over one app's cluster (``None``: no ``DATABASE_URL``)."""
+    """The database procedures over one app's cluster (``None``: no ``DATABASE_URL``);
+    ``top``: the app's ``TopQueries`` (it keeps the window's readings), one of its own when
+    not given."""
 
     def cluster() -> PostgresCluster:
         if postgres is None:
             raise Unavailable("no database configured: DATABASE_URL is not set")
         return postgres
 
-    # One collector per app: it keeps the window's readings between calls.
-    top = (
-        TopQueries(
-            postgres,
-            window=settings.top_queries_window,
-            exclude_own_role=settings.top_queries_exclude_own_role,
-            slow_ms=settings.slow_query_ms,
-        )
-        if postgres is not None
-        else None
-    )
+    if top is None and postgres is not None:
+        top = TopQueries.over(postgres, settings)
 
     def top_queries() -> TopQueries:
         if top is None:
