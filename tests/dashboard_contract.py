@@ -15,7 +15,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from server.errors import ErrorCode, RpcError
-from server.rpc.router import Context, Procedure, mutation, query
+from server.procedures.database import TopQueriesInput
+from server.rpc.router import Context, NoInput, Procedure, mutation, query
 from tests.assembly import Edit, replacing
 
 NOW = datetime.now(UTC)
@@ -344,6 +345,10 @@ def _answer(value: dict[str, Any]) -> Any:
     return handler
 
 
+# The inputs of the procedures the page calls with one (web/sections.py).
+INPUTS: dict[str, type[BaseModel]] = {"database.topQueries": TopQueriesInput}
+
+
 def standins(
     outputs: dict[str, dict[str, Any]] = OUTPUTS, acknowledged: list[dict[str, Any]] | None = None
 ) -> list[Procedure]:
@@ -352,7 +357,7 @@ def standins(
     procs = [
         query(path, list_alerts, input=AlertQuery)
         if path == "alerts.list"
-        else query(path, _answer(value))
+        else query(path, _answer(value), input=INPUTS.get(path, NoInput))
         for path, value in outputs.items()
     ]
     if acknowledged is not None:

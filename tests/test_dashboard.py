@@ -216,7 +216,7 @@ async def test_every_section_renders_the_contract_shapes(make_client: MakeClient
     activity = page["activity"]
     assert row_of(activity, "primary")[1:3] == ["83 / 97", "85.6 % 85.6 %"]
     assert row_of(activity, "primary")[3:] == ["2", "2", "1.2 min", "1", "31.2 s"]
-    assert "down: connection refused" in activity.text
+    assert row_of(activity, "replica-1")[1] == "down connection refused"
     assert "SELECT pg_sleep($1)" in activity.text and "checkout 81" in activity.text
     assert "6 client(s) waiting; the longest wait 2.75 s" in activity.text
 
