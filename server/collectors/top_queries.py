@@ -16,8 +16,10 @@ since the rest of the page still stands.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import deque
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -44,6 +46,8 @@ QUERY_TEXT_LIMIT = 2000
 SLOW_LIMIT = 50
 # Statements kept from each reading for /metrics (infrawatch_pg_statement_*): the busiest.
 METRICS_LIMIT = 20
+# Statement texts kept in memory at most (about 2 KB each).
+TEXT_CACHE_SIZE = 2000
 # Readings kept for the window: one per tenth of it at most.
 _SAMPLES_PER_WINDOW = 10
 
@@ -57,16 +61,26 @@ SELECT (SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'
            OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS reads_all
 """
 
-_STATEMENTS_SQL = """
+# Phase one: every statement's counters, without its text (pg_stat_statements(false) does not
+# read the query-text file): the view holds up to pg_stat_statements.max (5,000) entries.
+_COUNTERS_SQL = """
 SELECT s.userid::int8 AS userid, s.dbid::int8 AS dbid, s.toplevel, s.queryid,
-       left(s.query, $1) AS query, r.rolname AS role, d.datname AS database,
+       r.rolname AS role, d.datname AS database,
        s.calls, s.total_exec_time, s.max_exec_time, s.mean_exec_time, s.stddev_exec_time,
        s.rows, s.shared_blks_hit, s.shared_blks_read,
        s.temp_blks_read + s.temp_blks_written AS temp_blocks
-FROM pg_stat_statements s
+FROM pg_stat_statements(false) s
 LEFT JOIN pg_roles r ON r.oid = s.userid
 LEFT JOIN pg_database d ON d.oid = s.dbid
-WHERE s.queryid IS NOT NULL AND NOT (s.userid::int8 = ANY($2::int8[]))
+WHERE s.queryid IS NOT NULL AND NOT (s.userid::int8 = ANY($1::int8[]))
+"""
+
+# Phase two: the text of the statements the answer lists.
+_TEXT_SQL = """
+SELECT s.userid::int8 AS userid, s.dbid::int8 AS dbid, s.toplevel, s.queryid,
+       left(s.query, $1) AS query
+FROM pg_stat_statements(true) s
+WHERE s.queryid = ANY($2::int8[])
 """
 
 Key = tuple[int, int, int, bool]  # userid, dbid, queryid, toplevel
@@ -172,8 +186,9 @@ class TopQueries:
         self._slow_ms = slow_ms
         # The last reading, whoever asked: /metrics exports it (the busiest statements).
         self.last: TopQueriesReport | None = None
-        self.last_busiest: list[TopStatement] = []
+        self.last_busiest: list[Figures] = []
         self.last_at: float | None = None  # time.monotonic()
+        self._text_cache: dict[Key, str] = {}
 
     @classmethod
     def over(cls, cluster: PostgresCluster, settings: DatabaseSettings) -> TopQueries:
@@ -216,7 +231,7 @@ class TopQueries:
             return self.last
         own_oids = [int(check["role_oid"])] if self._exclude_own_role else []
         try:
-            rows = await self._cluster.primary.fetch(_STATEMENTS_SQL, QUERY_TEXT_LIMIT, own_oids)
+            rows = await self._cluster.primary.fetch(_COUNTERS_SQL, own_oids)
         except SqlError as exc:
             return base.model_copy(
                 update={
@@ -229,28 +244,45 @@ class TopQueries:
         counters = {_key(row): (int(row["calls"]), float(row["total_exec_time"])) for row in rows}
         self._window.add(now, counters)
         span = now - baseline[0] if baseline is not None else None
-        statements = [_statement(row, baseline, span) for row in rows]
-        self.last_busiest = _top(statements, "time_ms_per_s", METRICS_LIMIT)
+        figures = [_figures(row, baseline, span) for row in rows]
+        top = _top(figures, _SORT[order_by], limit)
+        slow = _top(
+            [
+                f
+                for f in figures
+                if f.window_mean_ms is not None and f.window_mean_ms >= self._slow_ms
+            ],
+            "window_mean_ms",
+            SLOW_LIMIT,
+        )
+        texts = await self._texts([*top, *slow])
+        self.last_busiest = _top(figures, "time_ms_per_s", METRICS_LIMIT)
         self.last_at = now
         report = base.model_copy(
             update={
                 "available": True,
                 "window_seconds": round(span, 3) if span is not None else None,
-                "statements_seen": len(statements),
-                "statements": _top(statements, _SORT[order_by], limit),
-                "slow": _top(
-                    [
-                        s
-                        for s in statements
-                        if s.window_mean_ms is not None and s.window_mean_ms >= self._slow_ms
-                    ],
-                    "window_mean_ms",
-                    SLOW_LIMIT,
-                ),
+                "statements_seen": len(figures),
+                "statements": [f.statement(texts) for f in top],
+                "slow": [f.statement(texts) for f in slow],
             }
         )
         self.last = report
         return report
+
+    async def _texts(self, chosen: list[Figures]) -> dict[Key, str]:
+        """The text of each chosen statement: from memory, else read (the text of an entry
+        never changes, and reading any text makes the server load its whole text file)."""
+        missing = list({f.key[2] for f in chosen if f.key not in self._text_cache})
+        if missing:
+            try:
+                rows = await self._cluster.primary.fetch(_TEXT_SQL, QUERY_TEXT_LIMIT, missing)
+            except SqlError:
+                rows = []  # the figures stand without their text
+            if len(self._text_cache) + len(rows) > TEXT_CACHE_SIZE:
+                self._text_cache.clear()
+            self._text_cache.update((_key(row), str(row["query"])) for row in rows)
+        return self._text_cache
 
 
 _HOW_PRELOAD = (
@@ -283,15 +315,62 @@ def _key(row: Any) -> Key:
     return (int(row["userid"]), int(row["dbid"]), int(row["queryid"]), bool(row["toplevel"]))
 
 
-def _statement(
+@dataclass(slots=True)
+class Figures:
+    """One statement's numbers, before its text is fetched (only the listed ones need it)."""
+
+    key: Key
+    role: str | None
+    database: str | None
+    calls: int
+    total_ms: float
+    mean_ms: float
+    max_ms: float
+    stddev_ms: float
+    rows: int
+    shared_hit_ratio: float | None
+    temp_blocks: int
+    window_calls: int | None
+    calls_per_s: float | None
+    time_ms_per_s: float | None
+    window_mean_ms: float | None
+
+    @property
+    def queryid(self) -> str:
+        return str(self.key[2])
+
+    def statement(self, texts: dict[Key, str]) -> TopStatement:
+        return TopStatement(
+            queryid=self.queryid,
+            query=texts.get(self.key, "(text not available)"),
+            role=self.role,
+            database=self.database,
+            toplevel=self.key[3],
+            calls=self.calls,
+            total_ms=self.total_ms,
+            mean_ms=self.mean_ms,
+            max_ms=self.max_ms,
+            stddev_ms=self.stddev_ms,
+            rows=self.rows,
+            shared_hit_ratio=self.shared_hit_ratio,
+            temp_blocks=self.temp_blocks,
+            window_calls=self.window_calls,
+            calls_per_s=self.calls_per_s,
+            time_ms_per_s=self.time_ms_per_s,
+            window_mean_ms=self.window_mean_ms,
+        )
+
+
+def _figures(
     row: Any, baseline: tuple[float, dict[Key, Counters]] | None, span: float | None
-) -> TopStatement:
+) -> Figures:
+    key = _key(row)
     hit, read = int(row["shared_blks_hit"]), int(row["shared_blks_read"])
     calls, total = int(row["calls"]), float(row["total_exec_time"])
     window_calls: int | None = None
     calls_per_s = time_per_s = window_mean = None
     if baseline is not None and span is not None and span > 0:
-        before_calls, before_total = baseline[1].get(_key(row), (0, 0.0))
+        before_calls, before_total = baseline[1].get(key, (0, 0.0))
         # Fewer calls than before: the statistics were reset (or the entry evicted).
         if calls >= before_calls:
             window_calls = calls - before_calls
@@ -299,12 +378,10 @@ def _statement(
             calls_per_s = round(window_calls / span, 3)
             time_per_s = round(window_total / span, 3)
             window_mean = round(window_total / window_calls, 3) if window_calls else None
-    return TopStatement(
-        queryid=str(row["queryid"]),
-        query=row["query"],
+    return Figures(
+        key=key,
         role=row["role"],
         database=row["database"],
-        toplevel=row["toplevel"],
         calls=calls,
         total_ms=round(total, 3),
         mean_ms=round(float(row["mean_exec_time"]), 3),
@@ -320,10 +397,10 @@ def _statement(
     )
 
 
-def _top(statements: list[TopStatement], field: str, limit: int) -> list[TopStatement]:
+def _top(figures: list[Figures], field: str, limit: int) -> list[Figures]:
     # Figures not known yet (no window) sort last, not first.
-    def key(s: TopStatement) -> tuple[bool, float]:
-        value = getattr(s, field)
+    def key(f: Figures) -> tuple[bool, float]:
+        value = getattr(f, field)
         return (value is None, -(value or 0))
 
-    return sorted(statements, key=key)[:limit]
+    return heapq.nsmallest(limit, figures, key=key)
