@@ -189,6 +189,7 @@ ACTIVITY: dict[str, Any] = {
                 "available": 97,
                 "used_percent": 85.57,
                 "self_connections": 2,
+                "hidden": 0,
             },
             "by_state": {"active": 11, "idle": 70, "idle in transaction": 2},
             "by_database": {"shop": 83},

@@ -23,6 +23,15 @@ SECRET = "s3cret-value-42"
 IDLE_SQL = "SELECT name FROM items WHERE name <> 's3cret-value-42'"
 BLOCKED_SQL = "UPDATE items SET name = 's3cret-value-42' WHERE id = 1"
 SLEEP_SQL = "SELECT pg_sleep(60), 's3cret-value-42'"
+PLAIN_ROLE_SQL = """
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'iw_plain') THEN
+        CREATE ROLE iw_plain LOGIN;
+    END IF;
+END
+$$;
+"""
 
 
 async def test_top_queries_count_the_application_not_infrawatch(
@@ -255,3 +264,34 @@ async def test_metrics_export_the_watched_server_promtool_clean(
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout == b"" and checked.stderr == b""
+
+
+async def test_a_role_that_may_not_read_other_roles_statements_is_told_how(
+    make_app: AppFactory, make_settings: Callable[..., Settings], pg_dsn: str
+) -> None:
+    await prepare(pg_dsn)
+    database = database_of(pg_dsn)
+    conn = await asyncpg.connect(pg_dsn, timeout=10)
+    try:
+        # A plain role: no superuser, no pg_read_all_stats (pg_monitor).
+        await conn.execute(PLAIN_ROLE_SQL)
+        await conn.execute(f'GRANT CREATE ON DATABASE "{database}" TO iw_plain')
+    finally:
+        await conn.close()
+    plain = pg_dsn.replace("//postgres@", "//iw_plain@", 1)
+    app = await make_app(make_settings(database_url=plain))
+    report = await app.call("database.topQueries")
+    assert report["available"] is False
+    assert report["reason"] == "role 'iw_plain' may read only its own statements' text"
+    assert report["how_to_enable"] == "GRANT pg_read_all_stats TO iw_plain;"
+    # database.activity still answers: other roles' sessions keep their state to themselves.
+    async with connections(app_dsn(pg_dsn)) as held:
+        held.append(await connect(app_dsn(pg_dsn)))
+        activity = await app.call("database.activity")
+    [primary] = activity["nodes"]
+    assert primary["up"] is True
+    # Counted (they take slots), by user and application too; their state is not shown.
+    assert primary["connections"]["hidden"] == 1
+    assert primary["connections"]["used"] == 2
+    assert primary["by_user"] == {APP_ROLE: 1, "iw_plain": 1}
+    assert primary["by_state"] == {"(hidden)": 1, "active": 1}

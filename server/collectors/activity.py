@@ -45,7 +45,7 @@ SELECT current_setting('max_connections')::int AS max_connections,
 # pg_blocking_pids takes the lock manager's locks: asked only for sessions waiting on a lock.
 _SESSIONS_SQL = """
 SELECT a.pid, a.datname, a.usename, a.application_name, a.state,
-       a.pid = pg_backend_pid() AS self,
+       a.pid = pg_backend_pid() AS self, a.backend_type IS NULL AS hidden,
        extract(epoch FROM now() - a.state_change)::float8 AS state_seconds,
        extract(epoch FROM now() - a.query_start)::float8 AS query_seconds,
        extract(epoch FROM now() - a.xact_start)::float8 AS xact_seconds,
@@ -57,6 +57,9 @@ SELECT a.pid, a.datname, a.usename, a.application_name, a.state,
        END AS lock_wait_seconds
 FROM pg_stat_activity a
 WHERE a.backend_type = 'client backend'
+   -- Another role's session, to a role without pg_read_all_stats: backend_type is hidden
+   -- too; one with a user and a database is a client (an autovacuum worker may pass).
+   OR (a.backend_type IS NULL AND a.usesysid IS NOT NULL AND a.datid IS NOT NULL)
 """
 
 _NORMALISED_SQL = """
@@ -89,6 +92,11 @@ class Connections(BaseModel):
     available: int = Field(description="max_connections - reserved: what clients may take")
     used_percent: float = Field(description="used / available, %")
     self_connections: int = Field(description="infrawatch's own (application_name=infrawatch)")
+    hidden: int = Field(
+        description="other roles' sessions whose state, query and times this role may not see "
+        "(it lacks pg_read_all_stats): counted, by user and application too, but in none of "
+        "the lists"
+    )
 
 
 class NodeActivity(BaseModel):
@@ -175,6 +183,7 @@ async def _node_activity(node: Node) -> NodeActivity:
             available=available,
             used_percent=round(100.0 * len(rows) / available, 2),
             self_connections=sum(1 for r in rows if r["application_name"] == APPLICATION_NAME),
+            hidden=sum(1 for r in rows if r["hidden"]),
         ),
         by_state=_count(rows, "state"),
         by_database=_count(rows, "datname"),

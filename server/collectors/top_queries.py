@@ -53,7 +53,8 @@ _SAMPLES_PER_WINDOW = 10
 
 _CHECK_SQL = """
 SELECT (SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements') AS version,
-       current_setting('shared_preload_libraries') AS preload,
+       -- pg_settings hides this from a role without pg_read_all_settings: NULL, not an error
+       (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries') AS preload,
        current_database() AS database,
        current_user AS role,
        (SELECT oid FROM pg_roles WHERE rolname = current_user)::int8 AS role_oid,
@@ -292,9 +293,10 @@ _HOW_PRELOAD = (
 
 
 def _missing(check: Any) -> tuple[str, str] | None:
-    preload = [name.strip() for name in str(check["preload"]).split(",")]
-    if "pg_stat_statements" not in preload:
-        return "pg_stat_statements is not in shared_preload_libraries", _HOW_PRELOAD
+    if check["preload"] is not None:
+        preload = [name.strip() for name in str(check["preload"]).split(",")]
+        if "pg_stat_statements" not in preload:
+            return "pg_stat_statements is not in shared_preload_libraries", _HOW_PRELOAD
     database = check["database"]
     if check["version"] is None:
         return (
