@@ -28,10 +28,11 @@ from server.auth import Authenticator
 from server.cache.cache import Cache
 from server.cache.metrics import CacheCollector
 from server.cache.middleware import CacheMiddleware, Warmer
-from server.collectors import pg_metrics
+from server.collectors import pg_metrics, watched_pg_metrics
 from server.collectors.partitions import PartitionWatch
 from server.collectors.queue_metrics import export_queue_depths
 from server.collectors.redis_queues import QueueCollector
+from server.collectors.top_queries import TopQueries
 from server.config import AlertSettings, Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import BREAKER as REDIS_BREAKER
@@ -215,6 +216,8 @@ def create_app(
         if postgres is not None
         else None
     )
+    # One per app: the window of database.topQueries lives in it (/metrics reads it too).
+    top_queries = TopQueries.over(postgres, settings.database) if postgres is not None else None
     redis = (
         RedisClient(settings.redis, breakers.get(REDIS_BREAKER))
         if settings.redis.configured
@@ -279,6 +282,8 @@ def create_app(
     # Their figures for /metrics, pulled at scrape time.
     if postgres is not None:
         pg_metrics.register(metrics, postgres, partitions)
+    if postgres is not None and top_queries is not None:
+        watched_pg_metrics.register(metrics, postgres, top_queries)
     export_queue_depths(metrics, queues)
     cache_figures = CacheCollector(cache, redis)
     metrics.add_collector(cache_figures)
@@ -313,6 +318,7 @@ def create_app(
             book=book,
             sender=sender,
             evaluation=evaluation,
+            top_queries=top_queries,
         )
         procedures = real if procedures is None else procedures(real)
     router = Router(
@@ -324,7 +330,11 @@ def create_app(
         observer=rpc_metrics.observe,
     )
     evaluator = Evaluator(
-        default_rules(settings.alerts, redis_cache=redis is not None and cache.enabled),
+        default_rules(
+            settings.alerts,
+            redis_cache=redis is not None and cache.enabled,
+            slow_query_ms=settings.database.slow_query_ms,
+        ),
         book,
         router,
         interval=settings.alerts.evaluation_interval,

@@ -15,7 +15,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from server.errors import ErrorCode, RpcError
-from server.rpc.router import Context, Procedure, mutation, query
+from server.procedures.database import TopQueriesInput
+from server.rpc.router import Context, NoInput, Procedure, mutation, query
 from tests.assembly import Edit, replacing
 
 NOW = datetime.now(UTC)
@@ -159,6 +160,92 @@ REPLICA_LAG: dict[str, Any] = {
         {"name": "replica-2", "up": False, "lag_seconds": None, "lag_bytes": None},
     ]
 }
+
+
+def _session(pid: int, seconds: float, query: str, state: str = "active") -> dict[str, Any]:
+    return {
+        "pid": pid,
+        "user": "shop_app",
+        "database": "shop",
+        "application": "checkout",
+        "state": state,
+        "seconds": seconds,
+        "query": query,
+        "normalised_by": "pg_stat_statements",
+    }
+
+
+ACTIVITY: dict[str, Any] = {
+    "nodes": [
+        {
+            "node": "primary",
+            "role": "primary",
+            "up": True,
+            "error": None,
+            "connections": {
+                "used": 83,
+                "max_connections": 100,
+                "reserved": 3,
+                "available": 97,
+                "used_percent": 85.57,
+                "self_connections": 2,
+                "hidden": 0,
+            },
+            "by_state": {"active": 11, "idle": 70, "idle in transaction": 2},
+            "by_database": {"shop": 83},
+            "by_application": {"checkout": 81, "infrawatch": 2},
+            "by_user": {"shop_app": 81, "postgres": 2},
+            "idle_in_transaction": 2,
+            "oldest_idle_in_transaction_seconds": 73.5,
+            "longest_query": _session(4711, 12.5, "SELECT pg_sleep($1)"),
+            "longest_transaction": _session(4712, 95.0, "UPDATE carts SET total = $1", "idle"),
+            "blocked": [
+                _session(4713, 31.25, "UPDATE carts SET total = $1 WHERE id = $2")
+                | {"blocked_by": [4712]}
+            ],
+            "longest_blocked_seconds": 31.25,
+            "blockers": [_session(4712, 95.0, "UPDATE carts SET total = $1", "idle")],
+        },
+        {"node": "replica-1", "role": "replica", "up": False, "error": "connection refused"},
+    ],
+    "pgbouncer": {"up": True, "error": None, "cl_waiting": 6, "maxwait_seconds": 2.75, "pools": []},
+    "checked_at": _at(1),
+}
+TOP_QUERIES: dict[str, Any] = {
+    "available": True,
+    "reason": None,
+    "how_to_enable": None,
+    "order_by": "time_per_s",
+    "limit": 15,
+    "window_setting_seconds": 60.0,
+    "window_seconds": 59.5,
+    "excluded": {"roles": ["infrawatch"], "reason": "infrawatch connects as 'infrawatch'"},
+    "statements_seen": 1,
+    "statements": [
+        {
+            "queryid": "-4213",
+            "query": "SELECT * FROM orders WHERE customer_id = $1",
+            "role": "shop_app",
+            "database": "shop",
+            "toplevel": True,
+            "calls": 90210,
+            "total_ms": 123456.7,
+            "mean_ms": 1.37,
+            "max_ms": 812.5,
+            "stddev_ms": 4.2,
+            "rows": 180420,
+            "shared_hit_ratio": 99.25,
+            "temp_blocks": 0,
+            "window_calls": 1190,
+            "calls_per_s": 20.0,
+            "time_ms_per_s": 27.4,
+            "window_mean_ms": 1.37,
+        }
+    ],
+    "slow_threshold_ms": 100.0,
+    "slow": [],
+    "checked_at": _at(1),
+}
 UNIFIED_METRICS: dict[str, Any] = {
     "status": "degraded",
     "reasons": ["cache hit rate 45.0 % is below 50 %"],
@@ -254,6 +341,8 @@ OUTPUTS: dict[str, dict[str, Any]] = {
     "monitoring.cacheInvalidationMetrics": INVALIDATION,
     "monitoring.queueStats": QUEUES,
     "monitoring.connectionPoolStats": POOLS,
+    "database.activity": ACTIVITY,
+    "database.topQueries": TOP_QUERIES,
     "monitoring.queryStats": QUERIES,
     "monitoring.partitionMetrics": PARTITIONS,
     "database.replicaHealth": REPLICA_HEALTH,
@@ -301,6 +390,10 @@ def _answer(value: dict[str, Any]) -> Any:
     return handler
 
 
+# The inputs of the procedures the page calls with one (web/sections.py).
+INPUTS: dict[str, type[BaseModel]] = {"database.topQueries": TopQueriesInput}
+
+
 def standins(
     outputs: dict[str, dict[str, Any]] = OUTPUTS, acknowledged: list[dict[str, Any]] | None = None
 ) -> list[Procedure]:
@@ -309,7 +402,7 @@ def standins(
     procs = [
         query(path, list_alerts, input=AlertQuery)
         if path == "alerts.list"
-        else query(path, _answer(value))
+        else query(path, _answer(value), input=INPUTS.get(path, NoInput))
         for path, value in outputs.items()
     ]
     if acknowledged is not None:

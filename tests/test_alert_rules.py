@@ -262,3 +262,68 @@ def test_alert_settings_from_env_and_their_checks() -> None:
     ]
     with pytest.raises(ConfigError, match="ALERT_POOL_UTILIZATION_WARNING"):
         Settings.from_env({"ALERT_POOL_UTILIZATION_WARNING": "150"})
+
+
+def activity(**node: Any) -> dict[str, Any]:
+    base = {
+        "node": "primary",
+        "role": "primary",
+        "up": True,
+        "connections": {"used": 10, "available": 100, "used_percent": 10.0},
+        "idle_in_transaction": 0,
+        "oldest_idle_in_transaction_seconds": None,
+        "blocked": [],
+        "longest_blocked_seconds": None,
+    }
+    down = {"node": "r1", "role": "replica", "up": False, "error": "refused"}
+    return {"nodes": [base | node, down], "pgbouncer": None}
+
+
+@pytest.mark.parametrize(
+    ("percent", "level"), [(79.9, None), (80.0, "warning"), (94.9, "warning"), (95.0, "critical")]
+)
+def test_db_connections_at_and_above_the_thresholds(percent: float, level: str | None) -> None:
+    conns = {"used": 1, "available": 1, "used_percent": percent}
+    result = found(ok("database.activity", activity(connections=conns)))
+    assert result.get("db_connections:primary") == level
+
+
+def test_idle_in_transaction_and_blocked_sessions_above_their_seconds() -> None:
+    out = activity(
+        idle_in_transaction=1,
+        oldest_idle_in_transaction_seconds=60.5,
+        blocked=[{"pid": 7, "blocked_by": [5]}],
+        longest_blocked_seconds=30.0,  # "over 30 s": not yet
+    )
+    assert found(ok("database.activity", out)) == {"idle_in_transaction:primary": "warning"}
+    out["nodes"][0]["longest_blocked_seconds"] = 30.1
+    assert found(ok("database.activity", out))["blocked_session:primary"] == "warning"
+
+
+def test_pgbouncer_waiting_only_with_clients_waiting() -> None:
+    pools = [
+        {"database": "shop", "user": "app", "cl_waiting": 2, "maxwait_seconds": 1.0},
+        {"database": "shop", "user": "batch", "cl_waiting": 1, "maxwait_seconds": 5.2},
+        {"database": "crm", "user": "app", "cl_waiting": 0, "maxwait_seconds": 9.0},
+    ]
+    out = activity() | {"pgbouncer": {"up": True, "pools": pools}}
+    assert found(ok("database.activity", out)) == {
+        "pgbouncer_waiting:shop/app": "warning",
+        "pgbouncer_waiting:shop/batch": "critical",
+    }
+
+
+def test_slow_statement_needs_enough_calls_in_the_window() -> None:
+    def statement(calls: int, mean: float) -> dict[str, Any]:
+        return {
+            "database": "shop",
+            "role": "app",
+            "queryid": str(calls),
+            "query": "SELECT pg_sleep($1)",
+            "window_calls": calls,
+            "window_mean_ms": mean,
+        }
+
+    out = {"available": True, "slow": [statement(10, 150.0), statement(9, 900.0)]}
+    assert found(ok("database.topQueries", out)) == {"slow_statement:shop:app:10": "warning"}
+    assert found(ok("database.topQueries", {"available": False, "slow": []})) == {}

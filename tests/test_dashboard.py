@@ -125,6 +125,10 @@ async def test_page_shows_each_section_in_the_catalogue_with_the_procedures_figu
         assert "HEALTHY" in page["status"].text
     for component in health["components"]:
         assert row_of(page["status"], component["name"])[1] == component["status"]
+    # The test database has no pg_stat_statements: the section says why and what to do.
+    assert "pg_stat_statements unavailable" in page["top_queries"].text
+    assert "CREATE EXTENSION pg_stat_statements" in page["top_queries"].text
+    assert row_of(page["activity"], "primary")[0] == "primary"
 
 
 async def test_a_datastore_going_down_degrades_the_page_it_does_not_break_it(
@@ -209,7 +213,21 @@ async def test_every_section_renders_the_contract_shapes(make_client: MakeClient
     checked_at = OUTPUTS["monitoring.partitionMetrics"]["pairs"][0]["checked_at"]
     assert f'<time datetime="{checked_at}"' in html
 
+    activity = page["activity"]
+    assert row_of(activity, "primary")[1:3] == ["83 / 97", "85.6 % 85.6 %"]
+    assert row_of(activity, "primary")[3:] == ["2", "2", "1.2 min", "1", "31.2 s"]
+    assert row_of(activity, "replica-1")[1] == "down connection refused"
+    assert "SELECT pg_sleep($1)" in activity.text and "checkout 81" in activity.text
+    assert "6 client(s) waiting; the longest wait 2.75 s" in activity.text
+
+    top = page["top_queries"]
+    row = row_of(top, "SELECT * FROM orders WHERE customer_id = $1")
+    assert row[1:5] == ["shop_app", "shop", "20.00", "27.4"]
+    assert row[8:] == ["90,210", "180,420", "99.2 %", "0"]
+    assert "left out: role infrawatch" in top.text
+
     queries = page["queries"]
+    assert "infrawatch's own statements" in queries.text
     assert "612.0 ms" in queries.text and "15.00" in queries.text
     assert row_of(queries, "SELECT * FROM big WHERE x = $1")[1:] == ["4", "420.5 ms", "750.0 ms"]
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
 import psycopg
 import pytest
 from aiohttp.test_utils import TestServer
@@ -126,8 +127,17 @@ async def test_workload_ticks_reach_primary_replica_service_and_redis(
     try:
         for _ in range(6):  # bounded: six ticks, each a bounded amount of work
             await asyncio.to_thread(workload.step)
+        # The workload is the application, under its own role: what topQueries reports.
+        async with aiohttp.ClientSession() as session:
+            body = {"jsonrpc": "2.0", "id": 1, "method": "database.topQueries"}
+            body["params"] = {"limit": 500}
+            async with session.post(server.make_url("/rpc"), json=body) as response:
+                top = (await response.json())["result"]
     finally:
         workload.close()
+    assert top["available"] is True
+    roles = {s["role"] for s in top["statements"] if s["database"] == database}
+    assert "demo_app" in roles and "postgres" not in roles
 
     counts = workload.counts
     assert counts.failures == {}

@@ -322,7 +322,9 @@ async def test_prometheus_families(app: PgApp) -> None:
     ok_selects = sample(
         "infrawatch_db_queries_total", node="primary", operation="select", status="ok"
     )
-    assert ok_selects == 5
+    # And the refresh's reading of the watched server (infrawatch_pg_*): database.activity's
+    # two (limits, sessions) and database.topQueries' check (no extension here: no more).
+    assert ok_selects == 5 + 3
     # CREATE TABLE, and the alert store's start-up migration (through the node layer too).
     assert (
         sample("infrawatch_db_queries_total", node="primary", operation="other", status="ok")
@@ -334,7 +336,7 @@ async def test_prometheus_families(app: PgApp) -> None:
     )
     assert (
         sample("infrawatch_db_query_duration_seconds_count", node="primary", operation="select")
-        == 5
+        == 5 + 3
     )
     snap = cluster.primary.pool.snapshot()
     assert sample("infrawatch_db_pool_size", node="primary") == snap.size >= 1

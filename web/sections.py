@@ -102,14 +102,24 @@ SECTIONS: tuple[Section, ...] = (
         "Cache",
         (Source("monitoring.cacheStats"), Source("monitoring.cacheInvalidationMetrics")),
     ),
-    Section("pools", "Connection pools and PgBouncer", (Source("monitoring.connectionPoolStats"),)),
+    Section("activity", "Server activity: every client", (Source("database.activity"),)),
+    Section(
+        "top_queries",
+        "Top queries: the application's statements",
+        (Source("database.topQueries", {"order_by": "time_per_s", "limit": 15}),),
+    ),
+    Section(
+        "pools",
+        "infrawatch's own connection pools, and PgBouncer",
+        (Source("monitoring.connectionPoolStats"),),
+    ),
     Section(
         "replicas",
         "Replicas and lag",
         (Source("database.replicaHealth"), Source("database.replicaLag")),
     ),
     Section("partitions", "Partition migration", (Source("monitoring.partitionMetrics"),)),
-    Section("queries", "Query statistics", (Source("monitoring.queryStats"),)),
+    Section("queries", "infrawatch's own query statistics", (Source("monitoring.queryStats"),)),
     Section("queues", "Job queues", (Source("monitoring.queueStats"),)),
 )
 

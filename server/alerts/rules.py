@@ -25,9 +25,10 @@ from server.rpc.reading import Reading
 
 log = logging.getLogger(__name__)
 
-Comparison = Literal[">", "<", "=="]
+Comparison = Literal[">", ">=", "<", "=="]
 _COMPARE: dict[Comparison, Callable[[float, float], bool]] = {
     ">": operator.gt,
+    ">=": operator.ge,
     "<": operator.lt,
     "==": operator.eq,
 }
@@ -203,9 +204,15 @@ def _redis_cache_stats(out: Any) -> Iterable[Sample]:
     yield Sample("redis", 0.0 if out["redis_available"] else 1.0, "the cache cannot reach it")
 
 
-def default_rules(s: AlertSettings, *, redis_cache: bool) -> tuple[Rule, ...]:
+def default_rules(
+    s: AlertSettings, *, redis_cache: bool, slow_query_ms: float = 100.0
+) -> tuple[Rule, ...]:
     """The built-in rule set (docs/alerts.md), thresholds from ``s``; ``redis_cache``: the
-    cache runs over Redis, so its losing Redis is an alert."""
+    cache runs over Redis, so its losing Redis is an alert; ``slow_query_ms``: SLOW_QUERY_MS,
+    the slow-statement rule's threshold."""
+    # Imported here: those modules build on Rule and Sample, defined above.
+    from server.alerts.watched_postgres import watched_postgres_rules
+
     rules = [
         *_levels(
             "partition_row_delta",
@@ -292,7 +299,9 @@ def default_rules(s: AlertSettings, *, redis_cache: bool) -> tuple[Rule, ...]:
             _pool_utilization,
             ">",
             "node",
-            "connection pool {subject} is {value:.0f}% in use (threshold {threshold:g}%)",
+            # infrawatch's own pool: the server's connections are db_connections.
+            "infrawatch's own connection pool to {subject} is {value:.0f}% in use "
+            "(threshold {threshold:g}%); the application's connections are db_connections",
             ("warning", s.pool_utilization_warning, "ALERT_POOL_UTILIZATION_WARNING"),
         ),
         *_levels(
@@ -301,10 +310,13 @@ def default_rules(s: AlertSettings, *, redis_cache: bool) -> tuple[Rule, ...]:
             _query_p99,
             ">",
             "queries",
-            "query p99 is {value:.0f} ms (threshold {threshold:g} ms)",
+            # infrawatch's own statements: the application's are slow_statement.
+            "infrawatch's own query p99 is {value:.0f} ms (threshold {threshold:g} ms); the "
+            "application's statements are slow_statement",
             ("warning", s.query_p99_warning, "ALERT_QUERY_P99_WARNING"),
         ),
     ]
+    rules += watched_postgres_rules(s, slow_query_ms=slow_query_ms)
     if redis_cache:
         # The cache's own view of Redis, and its stats failing outright, say the same thing.
         rules.append(

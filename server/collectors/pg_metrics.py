@@ -32,25 +32,33 @@ class PostgresCollector(Collector):
     def _pools(self) -> Iterator[Metric]:
         families = {
             "size": GaugeMetricFamily(
-                "infrawatch_db_pool_size", "Open connections in the pool.", labels=["node"]
+                "infrawatch_db_pool_size",
+                "Open connections in infrawatch's own pool.",
+                labels=["node"],
             ),
             "idle": GaugeMetricFamily(
-                "infrawatch_db_pool_idle", "Idle connections in the pool.", labels=["node"]
+                "infrawatch_db_pool_idle",
+                "Idle connections in infrawatch's own pool.",
+                labels=["node"],
             ),
             "in_use": GaugeMetricFamily(
-                "infrawatch_db_pool_in_use", "Connections handed out.", labels=["node"]
+                "infrawatch_db_pool_in_use",
+                "Connections of infrawatch's own pool handed out.",
+                labels=["node"],
             ),
             "waiting": GaugeMetricFamily(
                 "infrawatch_db_pool_waiting",
-                "Callers waiting to acquire a connection.",
+                "infrawatch callers waiting to acquire a connection of its own pool.",
                 labels=["node"],
             ),
             "max": GaugeMetricFamily(
-                "infrawatch_db_pool_max", "Most connections the pool may open.", labels=["node"]
+                "infrawatch_db_pool_max",
+                "Most connections infrawatch's own pool may open.",
+                labels=["node"],
             ),
             "utilization": GaugeMetricFamily(
                 "infrawatch_db_pool_utilization_ratio",
-                "Connections in use over the pool's maximum (0..1).",
+                "Connections in use over infrawatch's own pool maximum (0..1).",
                 labels=["node"],
             ),
         }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -52,6 +52,11 @@ class ServerConnections(BaseModel):
 
 
 class NodePoolStats(BaseModel):
+    scope: Literal["self"] = Field(
+        default="self",
+        description="the pool figures are infrawatch's own pool; server (every client of the "
+        "watched server) is database.activity's subject",
+    )
     node: str = Field(description='"primary" or the replica\'s name')
     role: str = Field(description='"primary" or "replica"')
     url: str = Field(description="the node's URL, password masked")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -32,6 +33,10 @@ class QueryTotals(BaseModel):
 
 
 class QueryStatsReport(BaseModel):
+    scope: Literal["self"] = Field(
+        default="self",
+        description="infrawatch's own statements only; the application's are database.topQueries",
+    )
     window_seconds: float = Field(description="span of the rolling window")
     count: int = Field(description="statements in the window, whether they ran or not")
     qps: float = Field(description="statements per second over the window")

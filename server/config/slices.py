@@ -201,6 +201,10 @@ class DatabaseSettings(Slice):
     pgbouncer_admin_url: PgBouncerUrl | None = Field(None, alias="PGBOUNCER_ADMIN_URL")
     replica_health_interval: float = Field(30.0, gt=0, alias="REPLICA_HEALTH_INTERVAL")
     slow_query_ms: float = Field(100.0, gt=0, alias="SLOW_QUERY_MS")
+    # database.topQueries: the window of its per-second figures and window means, and whether
+    # the statements of infrawatch's own role are left out (docs/configuration.md).
+    top_queries_window: float = Field(60.0, gt=0, alias="TOP_QUERIES_WINDOW")
+    top_queries_exclude_own_role: bool = Field(True, alias="TOP_QUERIES_EXCLUDE_OWN_ROLE")
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> Self:
@@ -334,6 +338,18 @@ class AlertSettings(Slice):
         80.0, gt=0, le=100, alias="ALERT_POOL_UTILIZATION_WARNING"
     )
     query_p99_warning: float = Field(500.0, ge=0, alias="ALERT_QUERY_P99_WARNING")
+    # The watched PostgreSQL (server/alerts/watched_postgres.py).
+    db_connections_warning: float = Field(80.0, gt=0, le=100, alias="ALERT_DB_CONNECTIONS_WARNING")
+    db_connections_critical: float = Field(
+        95.0, gt=0, le=100, alias="ALERT_DB_CONNECTIONS_CRITICAL"
+    )
+    idle_in_transaction_seconds: float = Field(
+        60.0, ge=0, alias="ALERT_IDLE_IN_TRANSACTION_SECONDS"
+    )
+    blocked_session_seconds: float = Field(30.0, ge=0, alias="ALERT_BLOCKED_SESSION_SECONDS")
+    pgbouncer_maxwait_warning: float = Field(1.0, ge=0, alias="ALERT_PGBOUNCER_MAXWAIT_WARNING")
+    pgbouncer_maxwait_critical: float = Field(5.0, ge=0, alias="ALERT_PGBOUNCER_MAXWAIT_CRITICAL")
+    slow_statement_min_calls: int = Field(10, ge=1, alias="ALERT_SLOW_STATEMENT_MIN_CALLS")
 
     # (rule, the direction in which a reading is bad): its critical threshold must lie further
     # that way than its warning, or the warning never shows.
@@ -343,6 +359,8 @@ class AlertSettings(Slice):
         ("replica_lag", "above"),
         ("cache_get_p95", "above"),
         ("invalidation_failure_rate", "above"),
+        ("db_connections", "above"),
+        ("pgbouncer_maxwait", "above"),
     )
 
     @model_validator(mode="after")

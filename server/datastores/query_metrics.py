@@ -19,13 +19,13 @@ class QueryMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.queries = Counter(
             "infrawatch_db_queries",
-            "Statements run through the datastore layer, by node, operation and outcome.",
+            "infrawatch's own statements (its datastore layer), by node, operation and outcome.",
             ["node", "operation", "status"],
             registry=registry,
         )
         self.duration = Histogram(
             "infrawatch_db_query_duration_seconds",
-            "Execution time of statements that reached the server (acquire wait excluded).",
+            "Execution time of infrawatch's own statements (acquire wait excluded).",
             ["node", "operation"],
             buckets=BUCKETS,
             registry=registry,

@@ -38,9 +38,9 @@ from server.alerts.models import EvaluatorStatus, StoreStatus
 from server.datastores.pool import InstrumentedPool, PoolSnapshot
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
+from server.delivery.models import DeliveryStatus
 from server.errors import RpcError
 from server.redaction import mask_secrets
-from server.delivery.models import DeliveryStatus
 
 Status = Literal["healthy", "degraded", "unhealthy"]
 ComponentStatus = Literal["up", "down", "not_configured"]

@@ -10,6 +10,7 @@ from server.alerts.models import EvaluatorStatus
 from server.cache.cache import Cache
 from server.collectors.partitions import PartitionWatch
 from server.collectors.redis_queues import QueueCollector
+from server.collectors.top_queries import TopQueries
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import RedisClient
@@ -35,6 +36,7 @@ def catalogue(
     book: AlertBook,
     sender: Sender | None = None,
     evaluation: Callable[[], EvaluatorStatus] | None = None,
+    top_queries: TopQueries | None = None,
 ) -> list[Procedure]:
     return [
         *health.procedures(health_checks, read_tokens_required=settings.auth.read_tokens_required),
@@ -42,7 +44,9 @@ def catalogue(
         *cache.procedures(procedure_cache, redis),
         *queues.procedures(queue_collector),
         *keys.procedures(RedisGate(redis)),
-        *database.procedures(postgres, partitions, settings.database, settings.partitions),
+        *database.procedures(
+            postgres, partitions, settings.database, settings.partitions, top_queries
+        ),
         *alerts.procedures(book),
         *(alert_deliveries.procedures(sender, evaluation) if sender is not None else ()),
         *unified.procedures(book, settings.rpc.section_timeout),

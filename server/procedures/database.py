@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.cache.policy import CachePolicy
+from server.collectors.activity import ActivityReport, activity
 from server.collectors.database import DatabaseInfo, database_info
 from server.collectors.partitions import (
     PartitionMetricsReport,
@@ -25,6 +26,7 @@ from server.collectors.replicas import (
     replica_lag,
     replica_stats,
 )
+from server.collectors.top_queries import OrderBy, TopQueries, TopQueriesReport
 from server.config import DatabaseSettings, PartitionSettings
 from server.datastores.postgres import PostgresCluster
 from server.errors import ErrorCode, Unavailable
@@ -54,6 +56,13 @@ class QueryStatsInput(BaseModel):
     limit: int = Field(default=20, ge=1, le=200, description="slow statements to list at most")
 
 
+class TopQueriesInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    order_by: OrderBy = Field(default="total_time", description="the figure to sort by")
+    limit: int = Field(default=20, ge=1, le=500, description="statements to list at most")
+
+
 class PartitionTableStatsInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -67,13 +76,24 @@ def procedures(
     partitions: PartitionWatch | None,
     settings: DatabaseSettings,
     partition_settings: PartitionSettings,
+    top: TopQueries | None = None,
 ) -> list[Procedure]:
-    """The database procedures over one app's cluster (``None``: no ``DATABASE_URL``)."""
+    """The database procedures over one app's cluster (``None``: no ``DATABASE_URL``);
+    ``top``: the app's ``TopQueries`` (it keeps the window's readings), one of its own when
+    not given."""
 
     def cluster() -> PostgresCluster:
         if postgres is None:
             raise Unavailable("no database configured: DATABASE_URL is not set")
         return postgres
+
+    if top is None and postgres is not None:
+        top = TopQueries.over(postgres, settings)
+
+    def top_queries() -> TopQueries:
+        if top is None:
+            raise Unavailable("no database configured: DATABASE_URL is not set")
+        return top
 
     def watch() -> PartitionWatch:
         if partitions is None:
@@ -103,10 +123,38 @@ def procedures(
     async def replica_stats_proc(ctx: Context, _: NoInput) -> ReplicaStatsReport:
         return await replica_stats(cluster())
 
+    async def top_queries_proc(ctx: Context, inp: TopQueriesInput) -> TopQueriesReport:
+        return await top_queries().report(inp.order_by, inp.limit)
+
+    async def activity_proc(ctx: Context, _: NoInput) -> ActivityReport:
+        return await activity(cluster())
+
     async def database_info_proc(ctx: Context, _: NoInput) -> DatabaseInfo:
         return await database_info(cluster(), settings, partition_settings)
 
     return [
+        query(
+            "database.topQueries",
+            top_queries_proc,
+            input=TopQueriesInput,
+            output=TopQueriesReport,
+            summary="The watched server's statements from pg_stat_statements, every role and "
+            "database but infrawatch's own role: calls, calls/s and time/s over "
+            "TOP_QUERIES_WINDOW, total/mean/max/stddev ms, rows, shared-buffer hit ratio, "
+            "temporary blocks; available: false with the reason and how to enable it.",
+            errors=_UNAVAILABLE,
+            positional=("order_by", "limit"),
+        ),
+        query(
+            "database.activity",
+            activity_proc,
+            output=ActivityReport,
+            summary="Per node, every client session: connections against max_connections less "
+            "the reserved ones, by state, database, application and user; idle-in-transaction "
+            "sessions; the longest query and transaction (normalised text); sessions blocked "
+            "on locks and who blocks them; PgBouncer's waiting clients.",
+            errors=_UNAVAILABLE,
+        ),
         query(
             "monitoring.connectionPoolStats",
             connection_pool_stats_proc,

@@ -33,6 +33,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from redis.exceptions import RedisError
@@ -45,6 +46,10 @@ BULLMQ_QUEUE, RQ_QUEUE = "emails", "default"
 # QUEUE_NAMES with their kinds: nothing to detect.
 QUEUES = (f"bullmq:{BULLMQ_QUEUE}", f"rq:{RQ_QUEUE}")
 OPERATOR = "demo"
+# The application's own role and name: what infrawatch watches is somebody else's traffic
+# (its own role is left out of database.topQueries).
+APP_ROLE = "demo_app"
+APP_NAME = "demo-shop"
 STATEMENT_TIMEOUT_MS = 5000
 
 SCHEMA_SQL = """
@@ -101,6 +106,21 @@ DROP TRIGGER IF EXISTS orders_dual_write ON demo.orders_legacy;
 CREATE TRIGGER orders_dual_write
     AFTER INSERT OR UPDATE OR DELETE ON demo.orders_legacy
     FOR EACH ROW EXECUTE FUNCTION demo.orders_dual_write();
+
+-- The application's role, and what database.topQueries reads.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'demo_app') THEN
+        CREATE ROLE demo_app LOGIN;
+    END IF;
+END
+$$;
+GRANT USAGE ON SCHEMA demo TO demo_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA demo TO demo_app;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA demo TO demo_app;
+-- insert_untracked's way past the trigger, without making the application a superuser.
+GRANT SET ON PARAMETER session_replication_role TO demo_app;
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 """
 
 INSERT_SQL = "INSERT INTO demo.orders_legacy (customer_id, amount) VALUES (%s, %s)"
@@ -139,6 +159,14 @@ def connect(dsn: str) -> psycopg.Connection[Any]:
         connect_timeout=5,
         options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
     )
+
+
+def as_application(dsn: str) -> str:
+    """``dsn`` as the application connects: its role and its application_name."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    query = "&".join(q for q in (parts.query, f"application_name={APP_NAME}") if q)
+    return urlunsplit(parts._replace(netloc=f"{APP_ROLE}@{host}", query=query))
 
 
 def create_demo_schema(dsn: str, *, seed_rows: int = 200) -> None:
@@ -198,9 +226,9 @@ class DemoWorkload:
         max_seconds: float = 4 * 3600,
         seed: int | None = None,
     ) -> None:
-        self.primary_dsn = env["DATABASE_URL"]
+        self.primary_dsn = as_application(env["DATABASE_URL"])
         replicas = [u for u in env.get("DATABASE_REPLICA_URLS", "").split(",") if u]
-        self.replica_dsn = replicas[0] if replicas else None
+        self.replica_dsn = as_application(replicas[0]) if replicas else None
         self.redis_url = env.get("REDIS_URL")
         self.service_url = service_url.rstrip("/")
         self.token = operator_token(env) if "AUTH_TOKENS" in env else None

@@ -53,8 +53,16 @@ class PostgresServer(StackServer):
     readiness wait, its ``stop`` the bounded stop.
     """
 
-    def __init__(self, tmp_dir: Path | str, *, name: str = "postgres", port: int | None = None):
+    def __init__(
+        self,
+        tmp_dir: Path | str,
+        *,
+        name: str = "postgres",
+        port: int | None = None,
+        max_connections: int = 100,
+    ):
         super().__init__(tmp_dir, name=name, port=port, log_name="postgres.log")
+        self.max_connections = max_connections
         self.data_dir = self.dir / "data"
         self.primary: PostgresServer | None = None
 
@@ -222,8 +230,10 @@ class PostgresServer(StackServer):
             "unix_socket_directories": f"'{socket_dir or ''}'",
             # Also the replica's application_name in pg_stat_replication.
             "cluster_name": f"'{self.name}'",
-            "max_connections": "100",
-            "shared_preload_libraries": "''",
+            "max_connections": str(self.max_connections),
+            # What database.topQueries reads; each database still needs CREATE EXTENSION.
+            "shared_preload_libraries": "'pg_stat_statements'",
+            "pg_stat_statements.track": "top",
             "wal_level": "replica",
             "max_wal_senders": "5",
             "wal_keep_size": "'64MB'",
