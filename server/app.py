@@ -23,12 +23,14 @@ from server.cache.middleware import CacheMiddleware, Warmer
 from server.collectors import pg_metrics
 from server.collectors.partitions import PartitionWatch
 from server.collectors.queue_metrics import export_queue_depths
+from server.collectors.redis_health import RedisHealthCollector
 from server.collectors.redis_queues import QueueCollector
 from server.config import AlertSettings, Settings
 from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import BREAKER as REDIS_BREAKER
 from server.datastores.redis import RedisClient
 from server.datastores.redis_gate import RedisGate
+from server.datastores.redis_nodes import RedisNodes
 from server.observability import routes as observability
 from server.observability.health import Health, database_check, redis_check
 from server.observability.metrics import Metrics
@@ -79,6 +81,17 @@ def redis_ctx(client: RedisClient) -> Context:
             if watch is not None:
                 await background.stop(watch)
             await client.close()
+
+    return run
+
+
+def redis_nodes_ctx(nodes: RedisNodes) -> Context:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        # No I/O to start: a node is connected to when first asked.
+        try:
+            yield
+        finally:
+            await nodes.close()
 
     return run
 
@@ -173,6 +186,13 @@ def create_app(
     )
     cache = Cache(settings.cache)
     queues = QueueCollector(RedisGate(redis), settings.queues)
+    redis_nodes = RedisNodes(settings.redis) if redis is not None else None
+    redis_health = RedisHealthCollector(
+        redis,
+        redis_nodes,
+        master_name=settings.redis.master_name,
+        window=settings.redis_watch.health_window,
+    )
     book = build_book(postgres, settings.alerts)
     health = Health(
         [database_check(postgres, settings.database.url), redis_check(redis, settings.redis.url)],
@@ -212,6 +232,7 @@ def create_app(
             postgres=postgres,
             partitions=partitions,
             book=book,
+            redis_health=redis_health,
         )
         procedures = real if procedures is None else procedures(real)
     router = Router(
@@ -223,7 +244,11 @@ def create_app(
         observer=rpc_metrics.observe,
     )
     evaluator = Evaluator(
-        default_rules(settings.alerts, redis_cache=redis is not None and cache.enabled),
+        default_rules(
+            settings.alerts,
+            redis_cache=redis is not None and cache.enabled,
+            redis_watch=settings.redis_watch,
+        ),
         book,
         router,
         interval=settings.alerts.evaluation_interval,
@@ -255,6 +280,8 @@ def create_app(
             contexts.append(replica_health_ctx(postgres, interval))
     if redis is not None:
         contexts.append(redis_ctx(redis))
+    if redis_nodes is not None:
+        contexts.append(redis_nodes_ctx(redis_nodes))
     contexts.append(cache_ctx(cache, redis, Warmer(router, settings.cache.warm_interval)))
     contexts.append(alerts_ctx(book, evaluator, settings.alerts))
     app.cleanup_ctx.extend(contexts)

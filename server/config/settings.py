@@ -25,6 +25,7 @@ from server.config.slices import (
     PartitionSettings,
     QueueSettings,
     RedisSettings,
+    RedisWatchSettings,
     RpcSettings,
     ServerSettings,
     Slice,
@@ -43,6 +44,7 @@ class Settings:
     # in the order from_env reports problems
     database: DatabaseSettings
     redis: RedisSettings
+    redis_watch: RedisWatchSettings
     cache: CacheSettings
     queues: QueueSettings
     partitions: PartitionSettings

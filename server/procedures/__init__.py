@@ -6,6 +6,7 @@ from __future__ import annotations
 from server.alerts.book import AlertBook
 from server.cache.cache import Cache
 from server.collectors.partitions import PartitionWatch
+from server.collectors.redis_health import RedisHealthCollector
 from server.collectors.redis_queues import QueueCollector
 from server.config import Settings
 from server.datastores.postgres import PostgresCluster
@@ -13,6 +14,7 @@ from server.datastores.redis import RedisClient
 from server.datastores.redis_gate import RedisGate
 from server.observability.health import Health
 from server.procedures import alerts, breakers, cache, database, health, keys, queues, unified
+from server.procedures import redis_health as redis_health_procedures
 from server.resilience.registry import BreakerRegistry
 from server.rpc.router import Procedure
 
@@ -28,6 +30,7 @@ def catalogue(
     postgres: PostgresCluster | None,
     partitions: PartitionWatch | None,
     book: AlertBook,
+    redis_health: RedisHealthCollector | None = None,
 ) -> list[Procedure]:
     return [
         *health.procedures(health_checks, read_tokens_required=settings.auth.read_tokens_required),
@@ -38,4 +41,5 @@ def catalogue(
         *database.procedures(postgres, partitions, settings.database, settings.partitions),
         *alerts.procedures(book),
         *unified.procedures(book, settings.rpc.section_timeout),
+        *(redis_health_procedures.procedures(redis_health) if redis_health else []),
     ]
