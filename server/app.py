@@ -24,6 +24,7 @@ from server.collectors import pg_metrics
 from server.collectors.partitions import PartitionWatch
 from server.collectors.queue_metrics import export_queue_depths
 from server.collectors.redis_health import RedisHealthCollector
+from server.collectors.redis_health_metrics import export_redis_health
 from server.collectors.redis_queues import QueueCollector
 from server.config import AlertSettings, Settings
 from server.datastores.postgres import PostgresCluster
@@ -204,6 +205,8 @@ def create_app(
     if postgres is not None:
         pg_metrics.register(metrics, postgres, partitions)
     export_queue_depths(metrics, queues)
+    if redis is not None:
+        export_redis_health(metrics, redis_health)
     cache_figures = CacheCollector(cache, redis)
     metrics.add_collector(cache_figures)
     metrics.add_refresh("redis", cache_figures.refresh)

@@ -8,6 +8,8 @@ with evictions, a replica link broken, a sentinel stopped, a Cluster node stoppe
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from server.config import HostPort, Settings
 from tests.alerting import call, evaluator, result, start_app
@@ -168,6 +171,7 @@ def limited_redis(redis_server: RedisServer) -> Iterator[RedisServer]:
     redis_server.cli("CONFIG", "SET", "maxmemory", "0")
     redis_server.cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
     redis_server.cli("FLUSHALL")
+    redis_server.cli("CONFIG", "RESETSTAT")  # later tests expect no evictions on it
 
 
 async def test_maxmemory_with_evictions_fires_memory_and_eviction_warnings(
@@ -363,3 +367,40 @@ async def test_every_cluster_node_then_one_stopped(
         stopped.start()
         redis_cluster.wait_until_ok()
     assert "redis_cluster_state:cluster" not in await firing(client)
+
+
+# --- Prometheus ---
+
+
+async def test_prometheus_families_per_node_are_promtool_clean(
+    aiohttp_client: Any, replicated: tuple[RedisServer, RedisServer]
+) -> None:
+    master, replica = replicated
+    client = await start_app(aiohttp_client, settings(redis_url=master.url))
+    text = await (await client.get("/metrics")).read()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text.decode())
+        for s in f.samples
+    }
+    assert (
+        samples[("infrawatch_redis_node_up", (("node", master.address), ("role", "master")))] == 1
+    )
+    assert samples[("infrawatch_redis_replica_link_up", (("node", replica.address),))] == 1
+    info = master.info("memory")
+    assert samples[("infrawatch_redis_maxmemory_bytes", (("node", master.address),))] == 0
+    assert samples[("infrawatch_redis_memory_used_bytes", (("node", master.address),))] > 0
+    assert info["used_memory"] > 0
+    assert ("infrawatch_redis_evicted_keys_total", (("node", master.address),)) in samples
+    # infrawatch's own cache says whose figures it counts
+    assert b'scope="self"' in text or b"infrawatch_cache_hits_total" not in text
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        ["promtool", "check", "metrics"],
+        input=text,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout == b"" and checked.stderr == b""

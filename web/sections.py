@@ -98,7 +98,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("breakers", "Circuit breakers", (Source("monitoring.circuitBreakerStatus"),)),
     Section(
         "cache",
-        "Cache",
+        "infrawatch's own procedure cache",
         (Source("monitoring.cacheStats"), Source("monitoring.cacheInvalidationMetrics")),
     ),
     Section("pools", "Connection pools and PgBouncer", (Source("monitoring.connectionPoolStats"),)),
