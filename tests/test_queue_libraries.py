@@ -1,0 +1,168 @@
+"""``monitoring.queueStats`` against queues the real libraries made: RQ and Celery (PyPI) and
+BullMQ (npm, ``tests/bullmq_client``) enqueue jobs, a real worker of each runs them (one
+completes, one fails), more jobs are left waiting and delayed; each figure is compared with
+the library's own API, never with a key layout written by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from aiohttp.test_utils import TestClient
+from rq import Queue, SimpleWorker
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry
+
+from server.config import Settings
+from tests import queue_jobs
+from tests.alerting import call, result, start_app
+from tests.stack import RedisServer
+
+BULLMQ_DIR = Path(__file__).resolve().parent / "bullmq_client"
+NODE = shutil.which("node")
+NPM = shutil.which("npm")
+NPM_INSTALL_TIMEOUT = 300
+# An age measured at two moments (the library's, then ours) differs by the time between them.
+AGE_SLACK = 5.0
+
+
+def settings(redis_url: str, queue_names: str) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        queue_names=queue_names,
+        alert_evaluation_interval=3600.0,
+        alert_cache_get_p95_warning=3_600_000.0,
+        alert_cache_get_p95_critical=7_200_000.0,
+    )
+
+
+async def queue_of(client: TestClient, kind: str, name: str) -> dict[str, Any]:
+    stats = result(await call(client, "monitoring.queueStats"))
+    [queue] = [q for q in stats["queues"] if (q["kind"], q["name"]) == (kind, name)]
+    found: dict[str, Any] = queue
+    return found
+
+
+@pytest.fixture
+def conn(redis_url: str, redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """The application's own connection, as RQ wants it (bytes, no decoding)."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+# --- RQ ---
+
+
+async def test_rq_jobs_run_fail_wait_and_are_scheduled(
+    aiohttp_client: Any, redis_url: str, conn: redis.Redis
+) -> None:
+    queue = Queue("mail", connection=conn)
+    queue.enqueue(queue_jobs.double, 21)
+    queue.enqueue(queue_jobs.explode)
+    # in this thread: RQ's worker installs signal handlers (the app is not started yet)
+    SimpleWorker([queue], connection=conn).work(burst=True)
+    for i in range(3):
+        queue.enqueue(queue_jobs.double, i)
+    queue.enqueue_in(timedelta(minutes=10), queue_jobs.double, 99)
+
+    client = await start_app(aiohttp_client, settings(redis_url, "rq:mail"))
+    seen = await queue_of(client, "rq", "mail")
+    states = seen["states"]
+    assert states["queued"] == queue.count == 3
+    assert states["failed"] == FailedJobRegistry(queue=queue).count == 1
+    assert states["finished"] == FinishedJobRegistry(queue=queue).count == 1
+    assert states["scheduled"] == ScheduledJobRegistry(queue=queue).count == 1
+    assert seen["depth"] == queue.count + ScheduledJobRegistry(queue=queue).count
+    head = queue.jobs[0]
+    assert head.enqueued_at is not None
+    age = (datetime.now(UTC) - head.enqueued_at.replace(tzinfo=UTC)).total_seconds()
+    assert abs(seen["oldest_waiting_age_seconds"] - age) < AGE_SLACK
+
+
+async def test_rq_discovered_without_queue_names(
+    aiohttp_client: Any, redis_url: str, conn: redis.Redis
+) -> None:
+    queue = Queue("reports", connection=conn)
+    queue.enqueue(queue_jobs.double, 1)
+    client = await start_app(aiohttp_client, settings(redis_url, ""))
+    seen = await queue_of(client, "rq", "reports")
+    assert seen["depth"] == queue.count == 1
+
+
+# --- BullMQ ---
+
+
+@pytest.fixture(scope="module")
+def bullmq_dir() -> Path:
+    """``npm install`` of the pinned BullMQ (package-lock.json); node_modules is kept."""
+    if NODE is None or NPM is None:
+        pytest.skip("node and npm are not installed: cannot run BullMQ")
+    try:
+        done = subprocess.run(
+            [NPM, "install", "--no-audit", "--no-fund"],
+            cwd=BULLMQ_DIR,
+            capture_output=True,
+            text=True,
+            timeout=NPM_INSTALL_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"npm install took more than {NPM_INSTALL_TIMEOUT}s in {BULLMQ_DIR}")
+    if done.returncode != 0:
+        pytest.fail(f"npm install failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return BULLMQ_DIR
+
+
+async def bullmq_jobs(directory: Path, server: RedisServer, name: str, waiting: int) -> Any:
+    assert NODE is not None
+    proc = await asyncio.create_subprocess_exec(
+        NODE,
+        "jobs.mjs",
+        server.host,
+        str(server.port),
+        name,
+        str(waiting),
+        cwd=directory,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return orjson.loads(out.splitlines()[-1])
+
+
+async def test_bullmq_jobs_run_fail_wait_and_are_delayed(
+    aiohttp_client: Any, redis_url: str, redis_server: RedisServer, bullmq_dir: Path
+) -> None:
+    own = await bullmq_jobs(bullmq_dir, redis_server, "render", 4)
+    counts = own["counts"]
+    assert (counts["completed"], counts["failed"], counts["wait"], counts["delayed"]) == (
+        1,
+        1,
+        4,
+        1,
+    )
+
+    client = await start_app(aiohttp_client, settings(redis_url, "bullmq:render"))
+    seen = await queue_of(client, "bullmq", "render")
+    for state, count in counts.items():
+        assert seen["states"][state] == count, state
+    pending = ("wait", "paused", "prioritized", "delayed", "waiting-children")
+    assert seen["depth"] == sum(counts[s] for s in pending) == 5
+    assert seen["paused"] is False
+    age = time.time() - own["oldest_timestamp_ms"] / 1000
+    assert abs(seen["oldest_waiting_age_seconds"] - age) < AGE_SLACK
+
+    # discovered by SCAN too, with the same figures
+    client = await start_app(aiohttp_client, settings(redis_url, ""))
+    found = await queue_of(client, "bullmq", "render")
+    assert found["states"] == seen["states"]
