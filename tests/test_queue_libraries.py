@@ -18,6 +18,8 @@ import orjson
 import pytest
 import redis
 from aiohttp.test_utils import TestClient
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
 from rq import Queue, SimpleWorker
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry
 
@@ -25,6 +27,10 @@ from server.config import Settings
 from tests import queue_jobs
 from tests.alerting import call, result, start_app
 from tests.stack import RedisServer
+
+# Celery's Redis result backend still calls redis-py's deprecated SETEX: the library's doing,
+# not ours (filterwarnings=error would otherwise stop its worker).
+pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
 
 BULLMQ_DIR = Path(__file__).resolve().parent / "bullmq_client"
 NODE = shutil.which("node")
@@ -166,3 +172,52 @@ async def test_bullmq_jobs_run_fail_wait_and_are_delayed(
     client = await start_app(aiohttp_client, settings(redis_url, ""))
     found = await queue_of(client, "bullmq", "render")
     assert found["states"] == seen["states"]
+
+
+# --- Celery ---
+
+
+@pytest.fixture
+def celery_app(redis_url: str, redis_server: RedisServer) -> Iterator[Celery]:
+    """The application's Celery on the test Redis: broker and result backend."""
+    app = Celery("infrawatch-tests", broker=redis_url, backend=redis_url, set_as_current=False)
+    app.conf.update(
+        broker_connection_retry_on_startup=True,
+        task_default_queue="jobs",
+        worker_hijack_root_logger=False,
+    )
+    app.task(name="tests.queue_jobs.double")(queue_jobs.double)
+    app.task(name="tests.queue_jobs.explode")(queue_jobs.explode)
+    yield app
+    app.close()
+
+
+async def test_celery_tasks_run_fail_and_wait(
+    aiohttp_client: Any, redis_url: str, celery_app: Celery
+) -> None:
+    double, explode = (celery_app.tasks[f"tests.queue_jobs.{n}"] for n in ("double", "explode"))
+    done = double.apply_async((21,))
+    failed = explode.apply_async()
+    # a real worker (Celery's own test worker: a WorkController in a thread, solo pool)
+    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+        # in this thread, where the results' consumer was made (the app is not started yet)
+        assert done.get(timeout=20) == 42
+        with pytest.raises(RuntimeError):
+            failed.get(timeout=20, propagate=True)
+    assert failed.state == "FAILURE"
+    for i in range(3):
+        double.apply_async((i,))
+    double.apply_async((7,), priority=5)  # kombu keeps another list per priority step
+
+    with celery_app.connection_for_write() as connection:
+        declared = connection.default_channel.queue_declare("jobs", passive=True)
+    client = await start_app(aiohttp_client, settings(redis_url, "celery:jobs"))
+    seen = await queue_of(client, "celery", "jobs")
+    assert seen["depth"] == seen["states"]["waiting"] == declared.message_count == 4
+    assert seen["states"]["unacked"] == 0  # the worker acknowledged both before it stopped
+    assert seen["oldest_waiting_age_seconds"] is None  # kombu records no enqueue time
+
+    # discovered by SCAN (kombu's binding set names the queue) with the same figures
+    client = await start_app(aiohttp_client, settings(redis_url, ""))
+    found = await queue_of(client, "celery", "jobs")
+    assert found["depth"] == 4
