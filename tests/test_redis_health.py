@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 
 from server.config import HostPort, Settings
 from tests.alerting import call, evaluator, result, start_app
@@ -404,3 +405,30 @@ async def test_prometheus_families_per_node_are_promtool_clean(
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout == b"" and checked.stderr == b""
+
+
+async def test_queue_discovery_and_key_stats_cover_every_cluster_primary(
+    aiohttp_client: Any, redis_cluster_url: str, redis_cluster: RedisCluster
+) -> None:
+    app = RedisClusterClient.from_url(redis_cluster_url)
+    try:
+        names = [f"q{i}" for i in range(12)]
+        for name in names:  # RQ's queue lists, spread over the nodes by their names' hash
+            await app.rpush(f"rq:queue:{name}", "job")
+        for i in range(30):
+            await app.set(f"app:{i}", "x")
+    finally:
+        await app.aclose()
+    holders = {redis_cluster.node_for_key(f"rq:queue:{n}").port for n in names}
+    assert len(holders) == len(redis_cluster.nodes)  # the test means something: all nodes
+
+    client = await start_app(
+        aiohttp_client,
+        settings(redis_url=redis_cluster_url, redis_cluster_enabled=True),
+    )
+    stats = result(await call(client, "monitoring.queueStats"))
+    assert stats["scan_complete"] is True, stats
+    assert sorted(q["name"] for q in stats["queues"] if q["kind"] == "rq") == sorted(names), stats
+    keys = result(await call(client, "monitoring.cacheKeyStats", {"pattern": "app:*"}))
+    assert keys["exact"] is True
+    assert keys["sampled_keys"] == 30

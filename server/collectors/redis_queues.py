@@ -230,16 +230,24 @@ class QueueCollector:
         queues: set[QueueName] = set()
         binding_keys: set[str] = set()
         cursor, scanned = 0, 0
-        while True:
-            cursor, keys = await self._gate.scan(cursor, min(BATCH, limit))
-            scanned += len(keys)
-            for key in _texts(keys):
-                found = classify(key)
-                if isinstance(found, QueueName):
-                    queues.add(found)
-                elif found is not None:
-                    binding_keys.add(found)
-            if cursor == 0 or scanned >= limit:
+        # every primary in Cluster mode, one after the other, within one key budget
+        nodes = await self._gate.scan_nodes()
+        for walked, node in enumerate(nodes, 1):
+            cursor = 0
+            while True:
+                cursor, keys = await self._gate.scan(cursor, min(BATCH, limit), node)
+                scanned += len(keys)
+                for key in _texts(keys):
+                    found = classify(key)
+                    if isinstance(found, QueueName):
+                        queues.add(found)
+                    elif found is not None:
+                        binding_keys.add(found)
+                if cursor == 0 or scanned >= limit:
+                    break
+            if scanned >= limit:
+                if cursor == 0 and walked < len(nodes):
+                    cursor = -1  # nodes left unwalked: the walk did not reach the end
                 break
         queues.update(await self._registered_rq_queues())
         bindings = await self._read_bindings(sorted(binding_keys)[:MAX_BINDING_SETS])

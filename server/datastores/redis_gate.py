@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from server.datastores.redis import RedisClient
@@ -52,8 +53,21 @@ class RedisGate:
     async def dbsize(self) -> int:
         return await self.run(_dbsize)
 
-    async def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
-        return await self.run(_scan, cursor, count)
+    async def scan_nodes(self) -> list[Any]:
+        """What one SCAN walk covers: every primary in Cluster mode (a cursor is per node
+        there), else ``[None]``, the one server."""
+        client = self._client
+        if client is None or not isinstance(client.raw, RedisCluster):
+            return [None]
+        cluster = client.raw
+        if not cluster.get_primaries():
+            # the client learns the nodes with its first command: none was sent yet
+            await client.execute(cluster.initialize)
+        return list(cluster.get_primaries())
+
+    async def scan(self, cursor: int, count: int, node: Any = None) -> tuple[int, list[bytes]]:
+        """One SCAN call, on ``node`` (one of ``scan_nodes()``)."""
+        return await self.run(_scan, cursor, count, node)
 
     async def sscan(self, key: str, cursor: int) -> tuple[int, list[bytes]]:
         with self._lookups() as tally:
@@ -97,9 +111,14 @@ async def _dbsize(raw: Redis) -> int:
     return int(await raw.dbsize())
 
 
-async def _scan(raw: Redis, cursor: int, count: int) -> tuple[int, list[bytes]]:
-    next_cursor, keys = await raw.scan(cursor, count=count)
-    return int(next_cursor), _as_bytes(keys)
+async def _scan(raw: Redis, cursor: int, count: int, node: Any) -> tuple[int, list[bytes]]:
+    if node is None:
+        next_cursor, keys = await raw.scan(cursor, count=count)
+        return int(next_cursor), _as_bytes(keys)
+    # RedisCluster.scan answers {node: cursor} and the keys of the one node asked.
+    cursors: Any
+    cursors, keys = await raw.scan(cursor, count=count, target_nodes=node)
+    return int(next(iter(cursors.values()))), _as_bytes(keys)
 
 
 # SSCAN and HSCAN read keys that other software owns: one of another type is not ours to read
