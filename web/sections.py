@@ -96,6 +96,7 @@ SECTIONS: tuple[Section, ...] = (
         ),
     ),
     Section("breakers", "Circuit breakers", (Source("monitoring.circuitBreakerStatus"),)),
+    Section("redis", "Redis health", (Source("monitoring.redisHealth"),)),
     Section(
         "cache",
         "infrawatch's own procedure cache",
