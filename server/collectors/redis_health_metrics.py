@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from server.collectors.redis_health import RedisHealth, RedisHealthCollector
+from server.collectors.redis_health import RedisHealthCollector
+from server.collectors.redis_health_models import RedisHealth
 from server.observability.metrics import PREFIX, Metrics
 
 P = f"{PREFIX}_redis"

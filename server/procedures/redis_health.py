@@ -6,7 +6,8 @@ cannot be read is ``down`` in the answer, with the reason; the procedure itself 
 
 from __future__ import annotations
 
-from server.collectors.redis_health import RedisHealth, RedisHealthCollector
+from server.collectors.redis_health import RedisHealthCollector
+from server.collectors.redis_health_models import RedisHealth
 from server.rpc.router import Context, NoInput, Procedure, query
 
 
