@@ -21,7 +21,12 @@ from aiohttp.test_utils import TestClient
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from rq import Queue, SimpleWorker
-from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry
+from rq.registry import (
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+)
 
 from server.config import Settings
 from tests import queue_jobs
@@ -76,9 +81,9 @@ async def test_rq_jobs_run_fail_wait_and_are_scheduled(
     queue.enqueue(queue_jobs.explode)
     # in this thread: RQ's worker installs signal handlers (the app is not started yet)
     SimpleWorker([queue], connection=conn).work(burst=True)
-    for i in range(3):
-        queue.enqueue(queue_jobs.double, i)
+    waiting = [queue.enqueue(queue_jobs.double, i) for i in range(3)]
     queue.enqueue_in(timedelta(minutes=10), queue_jobs.double, 99)
+    queue.enqueue(queue_jobs.double, 5, depends_on=waiting[0])  # deferred until it runs
 
     client = await start_app(aiohttp_client, settings(redis_url, "rq:mail"))
     seen = await queue_of(client, "rq", "mail")
@@ -87,7 +92,8 @@ async def test_rq_jobs_run_fail_wait_and_are_scheduled(
     assert states["failed"] == FailedJobRegistry(queue=queue).count == 1
     assert states["finished"] == FinishedJobRegistry(queue=queue).count == 1
     assert states["scheduled"] == ScheduledJobRegistry(queue=queue).count == 1
-    assert seen["depth"] == queue.count + ScheduledJobRegistry(queue=queue).count
+    assert states["deferred"] == DeferredJobRegistry(queue=queue).count == 1
+    assert seen["depth"] == 3 + 1 + 1  # queued + scheduled + deferred
     head = queue.jobs[0]
     assert head.enqueued_at is not None
     age = (datetime.now(UTC) - head.enqueued_at.replace(tzinfo=UTC)).total_seconds()
@@ -146,25 +152,30 @@ async def bullmq_jobs(directory: Path, server: RedisServer, name: str, waiting: 
     return orjson.loads(out.splitlines()[-1])
 
 
-async def test_bullmq_jobs_run_fail_wait_and_are_delayed(
+async def test_bullmq_jobs_in_every_state(
     aiohttp_client: Any, redis_url: str, redis_server: RedisServer, bullmq_dir: Path
 ) -> None:
     own = await bullmq_jobs(bullmq_dir, redis_server, "render", 4)
     counts = own["counts"]
-    assert (counts["completed"], counts["failed"], counts["wait"], counts["delayed"]) == (
-        1,
-        1,
-        4,
-        1,
-    )
+    # every state holds a job: 4 waiting + the child of the flow, one of each other
+    assert counts == {
+        "wait": 5,
+        "paused": 0,  # BullMQ 5 and later mark a paused queue in its meta hash instead
+        "prioritized": 1,
+        "delayed": 1,
+        "waiting-children": 1,
+        "active": 1,
+        "completed": 1,
+        "failed": 1,
+    }
 
     client = await start_app(aiohttp_client, settings(redis_url, "bullmq:render"))
     seen = await queue_of(client, "bullmq", "render")
     for state, count in counts.items():
         assert seen["states"][state] == count, state
     pending = ("wait", "paused", "prioritized", "delayed", "waiting-children")
-    assert seen["depth"] == sum(counts[s] for s in pending) == 5
-    assert seen["paused"] is False
+    assert seen["depth"] == sum(counts[s] for s in pending) == 8
+    assert seen["paused"] is own["paused"] is True
     age = time.time() - own["oldest_timestamp_ms"] / 1000
     assert abs(seen["oldest_waiting_age_seconds"] - age) < AGE_SLACK
 
@@ -221,3 +232,19 @@ async def test_celery_tasks_run_fail_and_wait(
     client = await start_app(aiohttp_client, settings(redis_url, ""))
     found = await queue_of(client, "celery", "jobs")
     assert found["depth"] == 4
+
+    # a consumer holds one message unacknowledged, as a worker does while it runs a task
+    connection = celery_app.connection_for_read()
+    try:
+        channel = connection.default_channel
+        held = channel.basic_get("jobs", no_ack=False)
+        assert held is not None
+        left = channel.queue_declare("jobs", passive=True).message_count
+        seen = await queue_of(client, "celery", "jobs")
+        assert seen["states"] == {"waiting": left, "unacked": 1}
+        assert left == 3
+        held.ack()
+    finally:
+        connection.release()
+    seen = await queue_of(client, "celery", "jobs")
+    assert seen["states"] == {"waiting": 3, "unacked": 0}

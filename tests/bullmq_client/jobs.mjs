@@ -1,10 +1,12 @@
-// Real BullMQ jobs on the test Redis: two run by a real Worker (one completes, one fails), then
-// jobs left waiting and one delayed. Prints BullMQ's own view (getJobCounts, the next waiting
-// job's timestamp) as one JSON line; the assertions are in tests/test_queue_libraries.py.
+// Real BullMQ jobs on the test Redis: two run by a real Worker (one completes, one fails), one
+// held by a worker (active), jobs left waiting, one delayed, one prioritized, a parent waiting
+// for its child; then the queue is paused. Prints BullMQ's own view (getJobCounts before the
+// pause, the next waiting job's timestamp, isPaused) as one JSON line; the assertions are in
+// tests/test_queue_libraries.py.
 //
 //   node jobs.mjs <redis-host> <redis-port> <queue-name> <waiting-jobs>
 
-import { Queue, Worker } from "bullmq";
+import { FlowProducer, Queue, Worker } from "bullmq";
 import { Redis } from "ioredis";
 
 const [host, port, name, waitingText] = process.argv.slice(2);
@@ -41,10 +43,21 @@ for (;;) {
 }
 await worker.close();
 
+// One job taken by a worker and held (manual processing): active.
+await queue.add("held", { i: 0 });
+const holder = new Worker(name, null, { connection: client() });
+const held = await holder.getNextJob("held-by-the-test");
+if (!held) throw new Error("no job to hold");
+
 for (let i = 0; i < Number(waitingText); i += 1) {
   await queue.add("waits", { i });
 }
 await queue.add("later", { i: -1 }, { delay: 600000 });
+await queue.add("urgent", { i: -2 }, { priority: 3 });
+// A parent waits for its child: the parent is waiting-children, the child waits.
+const flows = new FlowProducer({ connection: client() });
+await flows.add({ name: "parent", queueName: name, children: [{ name: "child", queueName: name }] });
+await flows.close();
 
 const counts = await queue.getJobCounts(
   "wait",
@@ -59,7 +72,10 @@ const counts = await queue.getJobCounts(
 // The job a worker would take next: the oldest waiting one.
 const waiting = await queue.getWaiting();
 const oldest = waiting.reduce((min, job) => Math.min(min, job.timestamp), Infinity);
-console.log(JSON.stringify({ counts, oldest_timestamp_ms: oldest, now_ms: Date.now() }));
+await queue.pause();
+const paused = await queue.isPaused();
+console.log(JSON.stringify({ counts, oldest_timestamp_ms: oldest, paused, now_ms: Date.now() }));
+await holder.close(true);
 await queue.close();
 // Clients handed in stay open after close(): ours to end.
 await Promise.all(clients.map((made) => made.quit()));
