@@ -30,7 +30,7 @@ from rq.registry import (
 
 from server.config import Settings
 from tests import queue_jobs
-from tests.alerting import call, result, start_app
+from tests.alerting import call, evaluator, result, start_app
 from tests.stack import RedisServer
 
 # Celery's Redis result backend still calls redis-py's deprecated SETEX: the library's doing,
@@ -248,3 +248,53 @@ async def test_celery_tasks_run_fail_and_wait(
         connection.release()
     seen = await queue_of(client, "celery", "jobs")
     assert seen["states"] == {"waiting": 3, "unacked": 0}
+
+
+# --- the queue rules, on real RQ jobs ---
+
+
+async def test_queue_backlog_and_failed_jobs_fire_and_resolve(
+    aiohttp_client: Any, redis_url: str, conn: redis.Redis
+) -> None:
+    queue = Queue("bulk", connection=conn)
+    for i in range(6):
+        queue.enqueue(queue_jobs.double, i)
+    for _ in range(3):
+        queue.enqueue(queue_jobs.explode)
+    client = await start_app(
+        aiohttp_client,
+        Settings(
+            redis_url=redis_url,
+            queue_names="rq:bulk",
+            alert_evaluation_interval=3600.0,
+            alert_cache_get_p95_warning=3_600_000.0,
+            alert_cache_get_p95_critical=7_200_000.0,
+            alert_queue_backlog_warning=5,
+            alert_queue_failed_warning=2,
+        ),
+    )
+    alerts = await firing(client)
+    backlog = alerts["queue_backlog:rq:bulk"]
+    assert (backlog["level"], backlog["value"]) == ("warning", 9)
+    assert "queue_failed:rq:bulk" not in alerts  # none has failed yet
+
+    # in this thread: RQ's worker installs signal handlers (the app only waits meanwhile)
+    SimpleWorker([queue], connection=conn).work(burst=True)
+    assert FailedJobRegistry(queue=queue).count == 3
+    alerts = await firing(client)
+    assert "queue_backlog:rq:bulk" not in alerts  # drained
+    failed = alerts["queue_failed:rq:bulk"]
+    assert (failed["level"], failed["value"]) == ("warning", 3)
+    assert "holds 3 failed jobs" in failed["message"]
+
+    registry = FailedJobRegistry(queue=queue)
+    for job_id in registry.get_job_ids():
+        registry.remove(job_id, delete_job=True)
+    assert "queue_failed:rq:bulk" not in await firing(client)
+
+
+async def firing(client: TestClient) -> dict[str, dict[str, Any]]:
+    """fingerprint -> alert, of every alert firing after one evaluation round."""
+    await evaluator(client).run_once()
+    answer = result(await call(client, "alerts.list", {"state": "firing"}))
+    return {a["fingerprint"]: a for a in answer["alerts"]}
