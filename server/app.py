@@ -31,6 +31,8 @@ from server.cache.middleware import CacheMiddleware, Warmer
 from server.collectors import pg_metrics, watched_pg_metrics
 from server.collectors.partitions import PartitionWatch
 from server.collectors.queue_metrics import export_queue_depths
+from server.collectors.redis_health import RedisHealthCollector
+from server.collectors.redis_health_metrics import export_redis_health
 from server.collectors.redis_queues import QueueCollector
 from server.collectors.top_queries import TopQueries
 from server.config import AlertSettings, Settings
@@ -38,6 +40,7 @@ from server.datastores.postgres import PostgresCluster
 from server.datastores.redis import BREAKER as REDIS_BREAKER
 from server.datastores.redis import RedisClient
 from server.datastores.redis_gate import RedisGate
+from server.datastores.redis_nodes import RedisNodes
 from server.delivery import (
     DeliveryCollector,
     MemoryOutbox,
@@ -99,6 +102,17 @@ def redis_ctx(client: RedisClient) -> Context:
             if watch is not None:
                 await background.stop(watch)
             await client.close()
+
+    return run
+
+
+def redis_nodes_ctx(nodes: RedisNodes) -> Context:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        # No I/O to start: a node is connected to when first asked.
+        try:
+            yield
+        finally:
+            await nodes.close()
 
     return run
 
@@ -271,6 +285,13 @@ def create_app(
         if election is not None
         else lambda: standalone_status(instance_id, settings.alerts.evaluation_enabled)
     )
+    redis_nodes = RedisNodes(settings.redis) if redis is not None else None
+    redis_health = RedisHealthCollector(
+        redis,
+        redis_nodes,
+        master_name=settings.redis.master_name,
+        window=settings.redis_watch.health_window,
+    )
     health = Health(
         [database_check(postgres, settings.database.url), redis_check(redis, settings.redis.url)],
         timeout=settings.health.check_timeout,
@@ -285,6 +306,8 @@ def create_app(
     if postgres is not None and top_queries is not None:
         watched_pg_metrics.register(metrics, postgres, top_queries)
     export_queue_depths(metrics, queues)
+    if redis is not None:
+        export_redis_health(metrics, redis_health)
     cache_figures = CacheCollector(cache, redis)
     metrics.add_collector(cache_figures)
     metrics.add_refresh("redis", cache_figures.refresh)
@@ -319,6 +342,7 @@ def create_app(
             sender=sender,
             evaluation=evaluation,
             top_queries=top_queries,
+            redis_health=redis_health,
         )
         procedures = real if procedures is None else procedures(real)
     router = Router(
@@ -334,6 +358,7 @@ def create_app(
             settings.alerts,
             redis_cache=redis is not None and cache.enabled,
             slow_query_ms=settings.database.slow_query_ms,
+            redis_watch=settings.redis_watch,
         ),
         book,
         router,
@@ -369,6 +394,8 @@ def create_app(
             contexts.append(replica_health_ctx(postgres, interval))
     if redis is not None:
         contexts.append(redis_ctx(redis))
+    if redis_nodes is not None:
+        contexts.append(redis_nodes_ctx(redis_nodes))
     contexts.append(cache_ctx(cache, redis, Warmer(router, settings.cache.warm_interval)))
     contexts.append(alerts_ctx(book, evaluator, settings.alerts, election))
     if targets:  # after the store: the outbox's tables are migrated by then

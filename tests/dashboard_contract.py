@@ -336,7 +336,103 @@ DELIVERIES: dict[str, Any] = {
     },
 }
 
+
+def _node(address: str, role: str, **over: Any) -> dict[str, Any]:
+    node: dict[str, Any] = {
+        "address": address,
+        "role": role,
+        "status": "up",
+        "error": None,
+        "version": "7.0.15",
+        "uptime_seconds": 86400,
+        "used_memory_bytes": 3 * 1024 * 1024,
+        "maxmemory_bytes": 4 * 1024 * 1024,
+        "memory_used_percent": 75.0,
+        "maxmemory_policy": "allkeys-lru",
+        "mem_fragmentation_ratio": 1.21,
+        "evicted_keys": 42,
+        "expired_keys": 7,
+        "evicted_keys_per_second": 0.25,
+        "expired_keys_per_second": 0.0,
+        "keyspace_hits": 900,
+        "keyspace_misses": 100,
+        "keyspace_hit_rate": 90.0,
+        "window_seconds": 60.0,
+        "connected_clients": 23,
+        "maxclients": 10000,
+        "clients_used_percent": 0.23,
+        "blocked_clients": 2,
+        "rejected_connections": 0,
+        "rejected_connections_per_second": 0.0,
+        "master_address": None,
+        "master_link_status": None,
+        "master_last_io_seconds": None,
+        "master_link_down_seconds": None,
+        "replication_lag_bytes": None,
+        "replicas": [],
+        "cluster_state": None,
+        "cluster_slots_assigned": None,
+        "cluster_slots_ok": None,
+        "cluster_slots_pfail": None,
+        "cluster_slots_fail": None,
+        "cluster_flags": [],
+        "sentinel_quorum_ok": None,
+        "sentinel_quorum_message": None,
+    }
+    return node | over
+
+
+REDIS_HEALTH: dict[str, Any] = {
+    "redis_configured": True,
+    "mode": "sentinel",
+    "window": 60.0,
+    "nodes": [
+        _node(
+            "10.0.0.1:6379",
+            "master",
+            replicas=[
+                {
+                    "address": "10.0.0.2:6379",
+                    "state": "online",
+                    "offset": 1000,
+                    "lag_bytes": 2048,
+                    "lag_seconds": 0,
+                }
+            ],
+        ),
+        _node(
+            "10.0.0.2:6379",
+            "replica",
+            master_address="10.0.0.1:6379",
+            master_link_status="down",
+            replication_lag_bytes=2048,
+        ),
+        _node("10.0.0.9:26379", "sentinel", status="down", error="<b>connection refused</b>"),
+    ],
+    "keyspace": {
+        "scope": "application",
+        "hits": 6543,
+        "misses": 3457,
+        "lookups": 10000,
+        "hit_rate": 65.43,
+        "window_seconds": 60.0,
+        "own_hits": 12,
+        "own_misses": 30,
+    },
+    "sentinel": {
+        "master_name": "mymaster",
+        "master_address": "10.0.0.1:6379",
+        "sentinels": 1,
+        "reachable": 0,
+        "quorum_ok": False,
+        "reason": "no sentinel answered",
+    },
+    "cluster": None,
+    "warnings": [],
+}
+
 OUTPUTS: dict[str, dict[str, Any]] = {
+    "monitoring.redisHealth": REDIS_HEALTH,
     "monitoring.cacheStats": CACHE_STATS,
     "monitoring.cacheInvalidationMetrics": INVALIDATION,
     "monitoring.queueStats": QUEUES,

@@ -92,8 +92,116 @@ def cache_stats(hits: int, misses: int, hit_rate: float | None, **over: Any) -> 
     ],
 )
 def test_cache_hit_rate(hits: int, misses: int, rate: float | None, level: str | None) -> None:
-    result = found(ok("monitoring.cacheStats", cache_stats(hits, misses, rate)))
-    assert result.get("cache_hit_rate:cache") == level
+    """The application's keyspace hit rate over the window (monitoring.redisHealth)."""
+    result = found(ok("monitoring.redisHealth", redis_health(keyspace(hits, misses, rate))))
+    assert result.get("cache_hit_rate:keyspace") == level
+
+
+def test_infrawatchs_own_cache_figures_raise_no_hit_rate_alert() -> None:
+    """A quiet deployment: infrawatch's own procedure cache missing every read is no alert."""
+    assert found(ok("monitoring.cacheStats", cache_stats(0, 5000, 0.0))) == {}
+    own_rules = [r for r in RULES if r.source == "monitoring.cacheStats"]
+    assert {r.name for r in own_rules} <= {"cache_get_latency", "redis_unavailable"}
+    for rule in own_rules:
+        if rule.name == "cache_get_latency":
+            assert rule.message.startswith("infrawatch's own procedure cache")
+
+
+def keyspace(hits: int, misses: int, rate: float | None) -> dict[str, Any]:
+    return {
+        "scope": "application",
+        "hits": hits,
+        "misses": misses,
+        "lookups": hits + misses,
+        "hit_rate": rate,
+        "window_seconds": 60.0,
+        "own_hits": 3,
+        "own_misses": 40,
+    }
+
+
+def node(address: str, role: str = "master", **over: Any) -> dict[str, Any]:
+    return {
+        "address": address,
+        "role": role,
+        "status": "up",
+        "error": None,
+        "memory_used_percent": None,
+        "maxmemory_policy": "noeviction",
+        "evicted_keys_per_second": 0.0,
+        "master_address": None,
+        "master_link_status": "up" if role == "replica" else None,
+        "replication_lag_bytes": 0 if role == "replica" else None,
+    } | over
+
+
+def redis_health(
+    keyspace: dict[str, Any] | None = None,
+    nodes: list[dict[str, Any]] | None = None,
+    sentinel: dict[str, Any] | None = None,
+    cluster: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "redis_configured": True,
+        "mode": "standalone",
+        "window": 60.0,
+        "nodes": nodes or [],
+        "keyspace": keyspace,
+        "sentinel": sentinel,
+        "cluster": cluster,
+        "warnings": [],
+    }
+
+
+def test_rules_on_the_watched_redis_nodes() -> None:
+    out = redis_health(
+        nodes=[
+            node("m:1", memory_used_percent=90.0, maxmemory_policy="allkeys-lru"),
+            node("m:2", memory_used_percent=89.9, evicted_keys_per_second=0.5),
+            node("r:1", "replica", master_link_status="down", master_address="m:1"),
+            node("r:2", "replica", replication_lag_bytes=16 * 1024 * 1024 + 1),
+            node("r:3", "replica", status="down", error="refused"),
+            node("s:1", "sentinel", memory_used_percent=99.0),
+        ],
+        sentinel={"master_name": "mymaster", "quorum_ok": False, "reason": "NOQUORUM 1"},
+        cluster={"state": "fail", "reason": "cluster_state:fail", "failing_nodes": ["m:3"]},
+    )
+    verdict = evaluate(RULES, ok("monitoring.redisHealth", out))
+    levels = {c.fingerprint: c.level for c in verdict.conditions}
+    assert levels == {
+        "redis_memory:m:1": "warning",  # >= 90 %
+        "redis_evictions:m:2": "warning",
+        "redis_replica_link:r:1": "critical",
+        "redis_replica_link:r:3": "critical",
+        "redis_replica_lag:r:2": "critical",
+        "redis_sentinel_quorum:mymaster": "critical",
+        "redis_cluster_state:cluster": "critical",
+    }
+    messages = {c.fingerprint: c.message for c in verdict.conditions}
+    assert "m:1 link down" in messages["redis_replica_link:r:1"]
+    assert "refused" in messages["redis_replica_link:r:3"]
+    assert "NOQUORUM 1" in messages["redis_sentinel_quorum:mymaster"]
+    assert "failing: m:3" in messages["redis_cluster_state:cluster"]
+
+
+def test_queue_backlog_and_failed_jobs_per_queue() -> None:
+    rules = default_rules(
+        SETTINGS.alerts,
+        redis_cache=False,
+        redis_watch=Settings(
+            alert_queue_backlog_warning=10, alert_queue_failed_warning=2
+        ).redis_watch,
+    )
+    out = {
+        "queues": [
+            {"name": "mail", "kind": "rq", "depth": 11, "states": {"failed": 2}},
+            {"name": "render", "kind": "bullmq", "depth": 10, "states": {"failed": 3}},
+        ]
+    }
+    assert found(ok("monitoring.queueStats", out), rules) == {
+        "queue_backlog:rq:mail": "warning",
+        "queue_failed:bullmq:render": "warning",
+    }
 
 
 @pytest.mark.parametrize(("p95", "level"), [(50.0, None), (50.1, "warning"), (100.5, "critical")])
@@ -190,7 +298,7 @@ def test_redis_unavailable_from_health_or_from_the_cache_failing() -> None:
     assert [c.fingerprint for c in verdict.conditions] == ["redis_unavailable:redis"]
     assert "redis unreachable" in verdict.conditions[0].message
     # Only the Redis rule reads an outage as a condition; the other cache rules wait.
-    assert "cache_hit_rate" not in verdict.evaluated
+    assert "cache_get_latency" not in verdict.evaluated
 
 
 def test_redis_rule_on_cache_stats_only_when_redis_is_configured() -> None:

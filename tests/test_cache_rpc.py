@@ -385,13 +385,13 @@ async def test_prometheus_families(start: Callable[..., Any], redis_server: Redi
     await metrics.refresh(2.0)
     text = generate_latest(metrics.registry).decode()
 
-    assert 'infrawatch_cache_hits_total{namespace="t"} 1.0' in text
-    assert 'infrawatch_cache_misses_total{namespace="t"} 1.0' in text
-    assert 'infrawatch_cache_invalidations_total{namespace="t"} 1.0' in text
-    assert 'infrawatch_cache_invalidation_failures_total{namespace="t"} 0.0' in text
+    assert 'infrawatch_cache_hits_total{namespace="t",scope="self"} 1.0' in text
+    assert 'infrawatch_cache_misses_total{namespace="t",scope="self"} 1.0' in text
+    assert 'infrawatch_cache_invalidations_total{namespace="t",scope="self"} 1.0' in text
+    assert 'infrawatch_cache_invalidation_failures_total{namespace="t",scope="self"} 0.0' in text
     assert (
-        'infrawatch_cache_operation_duration_seconds_count{namespace="t",operation="set"} 1.0'
-        in text
+        'infrawatch_cache_operation_duration_seconds_count{namespace="t",operation="set",'
+        'scope="self"} 1.0' in text
     )
     assert "infrawatch_redis_up 1.0" in text
     checked = await asyncio.create_subprocess_exec(

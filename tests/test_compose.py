@@ -125,13 +125,14 @@ def test_rules_name_only_documented_families() -> None:
 
 def test_dashboards_are_grafana_json_naming_documented_families() -> None:
     families = documented_families()
-    assert len(families) == 51  # the documented families (docs/observability.md)
+    assert len(families) == 68  # the documented families (docs/observability.md)
     known = set(families) | recorded_names()
     assert {p.stem for p in DASHBOARDS} == {
         "overview",
         "breakers",
         "cache",
         "pools-replicas",
+        "redis-health",
         "partitions",
         "watched-postgres",
     }

@@ -249,6 +249,26 @@ async def test_every_section_renders_the_contract_shapes(make_client: MakeClient
     assert row_of(queues, "reports")[:3] == ["reports", "rq", "3"]
 
 
+async def test_redis_health_section_shows_each_node_and_the_applications_hit_rate(
+    make_client: MakeClient,
+) -> None:
+    client = await make_client(catalogue=with_catalogue(standins()))
+    page = sections_of(await (await client.get("/")).text())
+    redis = page["redis"]
+    assert "65.4 %" in redis.text  # the application's keyspace hit rate
+    assert "10,000" in redis.text
+    assert "no sentinel answered" in redis.text
+    master = row_of(redis, "10.0.0.1:6379")
+    assert master[1:6] == ["master", "up", "3.0 MiB", "75.0 %", "allkeys-lru"]
+    assert "10.0.0.2:6379 online lag 2.0 KiB" in master[-1]
+    replica = row_of(redis, "10.0.0.2:6379")
+    assert "link down" in replica[-1] and "2.0 KiB" in replica[-1]
+    sentinel = row_of(redis, "10.0.0.9:26379")
+    assert sentinel[2].startswith("down") and "<b>connection refused</b>" in sentinel[2]
+    # infrawatch's own cache says whose it is
+    assert "scope: self" in page["cache"].text
+
+
 async def test_alerts_critical_first_with_one_form_per_unacknowledged_alert(
     make_client: MakeClient,
 ) -> None:

@@ -97,9 +97,10 @@ SECTIONS: tuple[Section, ...] = (
     ),
     Section("deliveries", "Alert delivery", (Source("alerts.deliveries"),)),
     Section("breakers", "Circuit breakers", (Source("monitoring.circuitBreakerStatus"),)),
+    Section("redis", "Redis health", (Source("monitoring.redisHealth"),)),
     Section(
         "cache",
-        "Cache",
+        "infrawatch's own procedure cache",
         (Source("monitoring.cacheStats"), Source("monitoring.cacheInvalidationMetrics")),
     ),
     Section("activity", "Server activity: every client", (Source("database.activity"),)),

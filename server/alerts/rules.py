@@ -19,8 +19,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from server.alerts import watched_redis
 from server.alerts.models import Condition, Level, fingerprint, rank
-from server.config import AlertSettings
+from server.alerts.sample import Extractor, Sample
+from server.config import AlertSettings, RedisWatchSettings
 from server.rpc.reading import Reading
 
 log = logging.getLogger(__name__)
@@ -47,14 +49,7 @@ BREAKERS = "monitoring.circuitBreakerStatus"
 HEALTH = "monitoring.unifiedHealth"
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    subject: str
-    value: float | None
-    detail: str = ""
-
-
-Extractor = Callable[[Any], Iterable[Sample]]
+__all__ = ["Extractor", "Rule", "Sample", "Verdict", "default_rules", "evaluate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,15 +147,6 @@ def _partition_deltas(out: Any) -> Iterable[Sample]:
         yield Sample(str(pair["pair"]), abs(delta) if delta is not None else None)
 
 
-def _hit_rate(min_lookups: int) -> Extractor:
-    def extract(out: Any) -> Iterable[Sample]:
-        lookups = (out["hits"] or 0) + (out["misses"] or 0)
-        # A handful of cold-start misses is not a cache problem.
-        yield Sample("cache", out["hit_rate"] if lookups >= min_lookups else None)
-
-    return extract
-
-
 def _get_p95(out: Any) -> Iterable[Sample]:
     yield Sample("cache", out["latency"]["get"]["p95_ms"])
 
@@ -205,11 +191,15 @@ def _redis_cache_stats(out: Any) -> Iterable[Sample]:
 
 
 def default_rules(
-    s: AlertSettings, *, redis_cache: bool, slow_query_ms: float = 100.0
+    s: AlertSettings,
+    *,
+    redis_cache: bool,
+    slow_query_ms: float = 100.0,
+    redis_watch: RedisWatchSettings | None = None,
 ) -> tuple[Rule, ...]:
-    """The built-in rule set (docs/alerts.md), thresholds from ``s``; ``redis_cache``: the
-    cache runs over Redis, so its losing Redis is an alert; ``slow_query_ms``: SLOW_QUERY_MS,
-    the slow-statement rule's threshold."""
+    """The built-in rule set (docs/alerts.md), thresholds from ``s`` (and ``redis_watch``, the
+    rules on the watched Redis); ``redis_cache``: the cache runs over Redis, so its losing Redis
+    is an alert; ``slow_query_ms``: SLOW_QUERY_MS, the slow-statement rule's threshold."""
     # Imported here: those modules build on Rule and Sample, defined above.
     from server.alerts.watched_postgres import watched_postgres_rules
 
@@ -225,16 +215,7 @@ def default_rules(
             ("warning", s.partition_delta_warning, "ALERT_PARTITION_DELTA_WARNING"),
             ("critical", s.partition_delta_critical, "ALERT_PARTITION_DELTA_CRITICAL"),
         ),
-        *_levels(
-            "cache_hit_rate",
-            CACHE_STATS,
-            _hit_rate(s.cache_min_lookups),
-            "<",
-            "cache",
-            "cache hit rate {value:.1f}% is below {threshold:g}%",
-            ("warning", s.cache_hit_rate_warning, "ALERT_CACHE_HIT_RATE_WARNING"),
-            ("critical", s.cache_hit_rate_critical, "ALERT_CACHE_HIT_RATE_CRITICAL"),
-        ),
+        *_watched_redis(s, redis_watch or RedisWatchSettings()),
         *_levels(
             "replica_lag",
             REPLICA_LAG,
@@ -251,7 +232,8 @@ def default_rules(
             _get_p95,
             ">",
             "cache",
-            "cache GET p95 is {value:.1f} ms (threshold {threshold:g} ms)",
+            "infrawatch's own procedure cache: GET p95 is {value:.1f} ms "
+            "(threshold {threshold:g} ms)",
             ("warning", s.cache_get_p95_warning, "ALERT_CACHE_GET_P95_WARNING"),
             ("critical", s.cache_get_p95_critical, "ALERT_CACHE_GET_P95_CRITICAL"),
         ),
@@ -261,7 +243,8 @@ def default_rules(
             _invalidation_failure_rate,
             ">",
             "cache",
-            "{value:.1f}% of cache invalidations fail (threshold {threshold:g}%)",
+            "infrawatch's own procedure cache: {value:.1f}% of its invalidations fail "
+            "(threshold {threshold:g}%)",
             (
                 "warning",
                 s.invalidation_failure_rate_warning,
@@ -333,6 +316,102 @@ def default_rules(
             )
         )
     return tuple(rules)
+
+
+def _watched_redis(s: AlertSettings, w: RedisWatchSettings) -> list[Rule]:
+    """The rules on the watched Redis and its job queues (``watched_redis.py``)."""
+    health, queues = watched_redis.REDIS_HEALTH, watched_redis.QUEUE_STATS
+    return [
+        *_levels(
+            "cache_hit_rate",
+            health,
+            watched_redis.keyspace_hit_rate(s.cache_min_lookups),
+            "<",
+            "keyspace",
+            "the application's Redis keyspace hit rate is {value:.1f}% ({detail}), below "
+            "{threshold:g}%",
+            ("warning", s.cache_hit_rate_warning, "ALERT_CACHE_HIT_RATE_WARNING"),
+            ("critical", s.cache_hit_rate_critical, "ALERT_CACHE_HIT_RATE_CRITICAL"),
+        ),
+        *_levels(
+            "redis_memory",
+            health,
+            watched_redis.memory_used,
+            ">=",
+            "node",
+            "Redis {subject} uses {value:.1f}% of its maxmemory ({detail}; threshold "
+            "{threshold:g}%)",
+            ("warning", w.memory_warning, "ALERT_REDIS_MEMORY_WARNING"),
+        ),
+        *_levels(
+            "redis_evictions",
+            health,
+            watched_redis.evictions,
+            ">",
+            "node",
+            "Redis {subject} evicts {value:g} keys/s (threshold {threshold:g}/s)",
+            ("warning", w.evictions_warning, "ALERT_REDIS_EVICTIONS_WARNING"),
+        ),
+        Rule(
+            "redis_replica_link",
+            "critical",
+            health,
+            watched_redis.replica_link_down,
+            "==",
+            1.0,
+            "node",
+            "Redis replica {subject}: {detail}",
+        ),
+        *_levels(
+            "redis_replica_lag",
+            health,
+            watched_redis.replica_lag_bytes,
+            ">",
+            "node",
+            "Redis replica {subject} is {value:.0f} bytes behind its master (threshold "
+            "{threshold:g})",
+            ("critical", float(w.replica_lag_bytes_critical), "ALERT_REDIS_REPLICA_LAG_BYTES"),
+        ),
+        Rule(
+            "redis_sentinel_quorum",
+            "critical",
+            health,
+            watched_redis.sentinel_quorum_lost,
+            "==",
+            1.0,
+            "master",
+            "Sentinel cannot reach quorum for {subject}: a failover could not be authorised "
+            "({detail})",
+        ),
+        Rule(
+            "redis_cluster_state",
+            "critical",
+            health,
+            watched_redis.cluster_not_ok,
+            "==",
+            1.0,
+            "cluster",
+            "Redis Cluster is not ok: {detail}",
+        ),
+        *_levels(
+            "queue_backlog",
+            queues,
+            watched_redis.queue_backlog,
+            ">",
+            "queue",
+            "queue {subject} holds {value:g} waiting jobs (threshold {threshold:g})",
+            ("warning", float(w.queue_backlog_warning), "ALERT_QUEUE_BACKLOG_WARNING"),
+        ),
+        *_levels(
+            "queue_failed",
+            queues,
+            watched_redis.queue_failed,
+            ">",
+            "queue",
+            "queue {subject} holds {value:g} failed jobs (threshold {threshold:g})",
+            ("warning", float(w.queue_failed_warning), "ALERT_QUEUE_FAILED_WARNING"),
+        ),
+    ]
 
 
 def _levels(

@@ -213,8 +213,11 @@ class Cache:
     async def _read_redis(self, redis: RedisClient, full: str) -> Entry | None:
         near = self.near
         token = near.begin(full)
+        lookups = redis.own_lookups  # not the application's: redisHealth leaves them out
+        lookups.begin()
         try:
             raw = await redis.execute(redis.raw.get, full)
+            lookups.value(raw)
         except Unavailable as exc:
             near.finish(full, token, None)
             self._fell_back(exc)
@@ -222,6 +225,8 @@ class Cache:
         except BaseException:
             near.finish(full, token, None)
             raise
+        finally:
+            lookups.end()
         entry = _decode(full, raw)
         near.finish(full, token, entry)
         self._recovered()

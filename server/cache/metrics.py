@@ -5,6 +5,9 @@
 delete), ``infrawatch_cache_invalidations_total{namespace}``,
 ``infrawatch_cache_invalidation_failures_total{namespace}``, and ``infrawatch_redis_up`` (1/0;
 absent when Redis is not configured), refreshed by one PING before each scrape.
+
+Every ``infrawatch_cache_*`` series carries ``scope="self"``: they count infrawatch's own
+procedure cache, not the application's use of Redis (``infrawatch_redis_*``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from server.cache.stats import OPERATIONS
 from server.datastores.redis import RedisClient
 from server.errors import Unavailable
 
+SCOPE = "self"
 _COUNTERS = (
     ("hits", "infrawatch_cache_hits", "Cache lookups that found a fresh value."),
     ("misses", "infrawatch_cache_misses", "Cache lookups that found no fresh value."),
@@ -59,20 +63,23 @@ class CacheCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         namespaces = list(self.cache.stats.namespaces.values())
         for field, name, doc in _COUNTERS:
-            family = CounterMetricFamily(name, doc, labels=["namespace"])
+            family = CounterMetricFamily(
+                name, f"infrawatch's own procedure cache: {doc}", labels=["namespace", "scope"]
+            )
             for ns in namespaces:
-                family.add_metric([ns.name], getattr(ns, field))
+                family.add_metric([ns.name, SCOPE], getattr(ns, field))
             yield family
         durations = HistogramMetricFamily(
             "infrawatch_cache_operation_duration_seconds",
-            "Duration of cache operations, hot tier and Redis alike.",
-            labels=["namespace", "operation"],
+            "infrawatch's own procedure cache: duration of its operations, hot tier and Redis "
+            "alike.",
+            labels=["namespace", "operation", "scope"],
         )
         for ns in namespaces:
             for op in OPERATIONS:
                 histogram = ns.durations[op]
                 durations.add_metric(
-                    [ns.name, op], histogram.cumulative(), sum_value=histogram.total
+                    [ns.name, op, SCOPE], histogram.cumulative(), sum_value=histogram.total
                 )
         yield durations
         if self.redis is not None:

@@ -60,7 +60,14 @@ class MemoryFallbackStatus(BaseModel):
     evictions: int
 
 
+SELF_SCOPE = (
+    "self: infrawatch's own procedure cache, not the watched application's Redis "
+    "(that is monitoring.redisHealth); these figures feed no alert rule on the watched system"
+)
+
+
 class CacheStatsReport(BaseModel):
+    scope: Literal["self"] = Field("self", description=SELF_SCOPE)
     backend: Literal["redis", "memory"]
     enabled: bool
     redis_configured: bool
@@ -88,6 +95,7 @@ class NamespaceInvalidations(BaseModel):
 
 
 class CacheInvalidationMetrics(BaseModel):
+    scope: Literal["self"] = Field("self", description=SELF_SCOPE)
     invalidations: int
     failures: int
     failure_rate: float | None = Field(description="percent of invalidations that failed")

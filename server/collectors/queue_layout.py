@@ -44,8 +44,13 @@ BULLMQ_STATES: tuple[tuple[str, Structure, bool], ...] = (
 # Keys every BullMQ queue may have besides its states: they mark a queue during discovery.
 BULLMQ_MARKERS = frozenset({state for state, _, _ in BULLMQ_STATES} | {"meta", "id", "events"})
 BULLMQ_LEGACY_MARKER = "0:"
+# A job's hash (queue-keys.ts: <prefix>:<queue>:<id>) holds when it was added, in ms.
+BULLMQ_TIMESTAMP = "timestamp"
 
 RQ_QUEUES_SET = "rq:queues"
+# A job's hash (rq/job.py: rq:job:<id>) holds when it was enqueued, ISO 8601 in UTC.
+RQ_JOB_PREFIX = "rq:job:"
+RQ_ENQUEUED_AT = "enqueued_at"
 RQ_QUEUE_PREFIX = "rq:queue:"
 RQ_INTERMEDIATE = ":intermediate"
 # (state, key template, structure, counts toward depth)
@@ -87,6 +92,13 @@ def state_keys(queue: QueueName) -> list[StateKey]:
     if queue.kind == "rq":
         return [StateKey(s, t.format(queue.name), kind, p) for s, t, kind, p in RQ_STATES]
     return [StateKey("waiting", key, "list", True) for key in celery_lists(queue.name)]
+
+
+def job_hash(queue: QueueName, job_id: str) -> tuple[str, str]:
+    """The hash of a BullMQ or RQ job, and its field saying when the job was added."""
+    if queue.kind == "bullmq":
+        return f"{queue.prefix or BULLMQ_PREFIX}:{queue.name}:{job_id}", BULLMQ_TIMESTAMP
+    return f"{RQ_JOB_PREFIX}{job_id}", RQ_ENQUEUED_AT
 
 
 def bullmq_meta_key(queue: QueueName) -> str:

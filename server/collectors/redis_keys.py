@@ -201,18 +201,28 @@ async def key_stats(gate: RedisGate, inp: KeyStatsInput) -> KeyStats:
 
 
 async def _sample(gate: RedisGate, size: int) -> tuple[list[bytes], bool]:
-    """The first ``size`` distinct keys of a SCAN walk, and whether the walk ended."""
+    """The first ``size`` distinct keys of a SCAN walk, and whether the walk ended.
+
+    In Cluster mode the walk goes over each primary in turn. A key's node follows from the
+    hash of its name, as its place in one node's walk does, so the sample stays close to
+    uniform (hash tags aside, which put a namespace on one node on purpose)."""
     seen: dict[bytes, None] = {}  # ordered, and SCAN may return a key twice while rehashing
-    cursor = 0
     count = min(BATCH, size)
-    # Without MATCH every call returns about COUNT keys; the bound only guards the odd case.
-    for _ in range(math.ceil(size / count) * 4 + 10):
-        cursor, keys = await gate.scan(cursor, count)
-        seen.update(dict.fromkeys(keys))
-        if cursor == 0 or len(seen) >= size:
+    complete = True
+    for node in await gate.scan_nodes():
+        cursor = 0
+        # Without MATCH every call returns about COUNT keys; the bound only guards the odd case.
+        for _ in range(math.ceil(size / count) * 4 + 10):
+            cursor, keys = await gate.scan(cursor, count, node)
+            seen.update(dict.fromkeys(keys))
+            if cursor == 0 or len(seen) >= size:
+                break
+        if cursor != 0:
+            complete = False
+        if len(seen) >= size:
             break
     keys = list(seen)
-    return keys[:size], cursor == 0 and len(keys) <= size
+    return keys[:size], complete and len(keys) <= size
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.collectors.queue_layout import (
     BULLMQ_LEGACY_MARKER,
+    BULLMQ_TIMESTAMP,
     CELERY_UNACKED,
     RQ_QUEUE_PREFIX,
     RQ_QUEUES_SET,
@@ -32,6 +33,7 @@ from server.collectors.queue_layout import (
     bullmq_meta_key,
     classify,
     detection_keys,
+    job_hash,
     parse_binding,
     state_keys,
 )
@@ -76,6 +78,12 @@ class QueueInfo(BaseModel):
     )
     paused: bool | None = Field(
         None, description="BullMQ: the queue is paused (meta hash); null for RQ and Celery."
+    )
+    oldest_waiting_age_seconds: float | None = Field(
+        None,
+        description="Age of the job next in line, from when it was added: BullMQ the job "
+        "hash's timestamp of the wait list's tail, RQ the enqueued_at of the queue's head; "
+        "null when none waits, and always for Celery (kombu records no enqueue time).",
     )
 
 
@@ -131,6 +139,8 @@ class _Plan:
     rows: list[tuple[QueueName, list[tuple[StateKey, int, int | None]], int | None]] = field(
         default_factory=list
     )
+    # per queue: where the reply naming its next job lands (LINDEX), for its age
+    heads: dict[int, int] = field(default_factory=dict)
 
     def add(self, *command: Any) -> int:
         self.commands.append(command)
@@ -220,16 +230,24 @@ class QueueCollector:
         queues: set[QueueName] = set()
         binding_keys: set[str] = set()
         cursor, scanned = 0, 0
-        while True:
-            cursor, keys = await self._gate.scan(cursor, min(BATCH, limit))
-            scanned += len(keys)
-            for key in _texts(keys):
-                found = classify(key)
-                if isinstance(found, QueueName):
-                    queues.add(found)
-                elif found is not None:
-                    binding_keys.add(found)
-            if cursor == 0 or scanned >= limit:
+        # every primary in Cluster mode, one after the other, within one key budget
+        nodes = await self._gate.scan_nodes()
+        for walked, node in enumerate(nodes, 1):
+            cursor = 0
+            while True:
+                cursor, keys = await self._gate.scan(cursor, min(BATCH, limit), node)
+                scanned += len(keys)
+                for key in _texts(keys):
+                    found = classify(key)
+                    if isinstance(found, QueueName):
+                        queues.add(found)
+                    elif found is not None:
+                        binding_keys.add(found)
+                if cursor == 0 or scanned >= limit:
+                    break
+            if scanned >= limit:
+                if cursor == 0 and walked < len(nodes):
+                    cursor = -1  # nodes left unwalked: the walk did not reach the end
                 break
         queues.update(await self._registered_rq_queues())
         bindings = await self._read_bindings(sorted(binding_keys)[:MAX_BINDING_SETS])
@@ -285,6 +303,10 @@ class QueueCollector:
                 legacy = None
                 if queue.kind == "bullmq" and sk.structure == "list" and sk.state != "active":
                     legacy = plan.add("LINDEX", sk.key, -1)
+                    if sk.state == "wait":
+                        plan.heads[len(plan.rows)] = legacy  # workers take from the tail
+                if queue.kind == "rq" and sk.state == "queued":
+                    plan.heads[len(plan.rows)] = plan.add("LINDEX", sk.key, 0)  # LPOP side
                 slots.append((sk, count, legacy))
             meta = None
             if queue.kind == "bullmq":
@@ -296,6 +318,7 @@ class QueueCollector:
 
         warnings: list[str] = []
         infos = [_info(q, slots, meta, replies, warnings) for q, slots, meta in plan.rows]
+        await self._ages(plan, replies, infos)
         unacked = None
         if unacked_at is not None:
             unacked = _reply_int(replies[unacked_at], CELERY_UNACKED, warnings)
@@ -306,6 +329,27 @@ class QueueCollector:
                     if info.kind == "celery":
                         info.states["unacked"] = 0
         return infos, warnings, unacked
+
+    async def _ages(self, plan: _Plan, replies: list[Any], infos: list[QueueInfo]) -> None:
+        """One more pipeline: the added-at time of each queue's next job, from its hash."""
+        asked: list[tuple[QueueInfo, str]] = []
+        commands: list[tuple[Any, ...]] = []
+        for row, at in plan.heads.items():
+            job_id = _text(replies[at])
+            queue = plan.rows[row][0]
+            if not job_id or job_id.startswith(BULLMQ_LEGACY_MARKER):
+                continue
+            key, field = job_hash(queue, job_id)
+            commands.append(("HGET", key, field))
+            asked.append((infos[row], field))
+        if not commands:
+            return
+        stamps = await self._gate.pipeline(commands)
+        now = time.time()
+        for (info, field), stamp in zip(asked, stamps, strict=True):
+            added = _added_at(field, _text(stamp))
+            if added is not None:
+                info.oldest_waiting_age_seconds = round(max(0.0, now - added), 3)
 
     async def _attribute_unacked(self, infos: list[QueueInfo], bindings: list[Binding]) -> None:
         """Count each unacked task against its queue, routed as kombu restores it: by the
@@ -357,6 +401,18 @@ def _info(
         key_prefix=(queue.prefix or "bull") if queue.kind == "bullmq" else None,
         paused=paused,
     )
+
+
+def _added_at(field: str, stamp: str | None) -> float | None:
+    """Epoch seconds from a job hash's field: BullMQ ms, RQ an ISO time in UTC."""
+    if not stamp:
+        return None
+    try:
+        if field == BULLMQ_TIMESTAMP:
+            return int(stamp) / 1000
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _reply_int(reply: Any, key: str, warnings: list[str]) -> int:

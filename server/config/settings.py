@@ -26,6 +26,7 @@ from server.config.slices import (
     PartitionSettings,
     QueueSettings,
     RedisSettings,
+    RedisWatchSettings,
     RpcSettings,
     ServerSettings,
     Slice,
@@ -44,6 +45,7 @@ class Settings:
     # in the order from_env reports problems
     database: DatabaseSettings
     redis: RedisSettings
+    redis_watch: RedisWatchSettings
     cache: CacheSettings
     queues: QueueSettings
     partitions: PartitionSettings

@@ -270,6 +270,21 @@ class RedisSettings(Slice):
         return "cluster" if self.cluster_enabled else "standalone"
 
 
+class RedisWatchSettings(Slice):
+    """The watched Redis: the window of ``monitoring.redisHealth``'s rates and the thresholds of
+    the rules on it (``server/alerts/watched_redis.py``). The keyspace hit rate's thresholds are
+    ``ALERT_CACHE_HIT_RATE_*`` and ``ALERT_CACHE_MIN_LOOKUPS`` (``AlertSettings``)."""
+
+    health_window: float = Field(60.0, gt=0, alias="REDIS_HEALTH_WINDOW")
+    memory_warning: float = Field(90.0, gt=0, le=100, alias="ALERT_REDIS_MEMORY_WARNING")
+    evictions_warning: float = Field(0.0, ge=0, alias="ALERT_REDIS_EVICTIONS_WARNING")
+    replica_lag_bytes_critical: int = Field(
+        16 * 1024 * 1024, ge=0, alias="ALERT_REDIS_REPLICA_LAG_BYTES"
+    )
+    queue_backlog_warning: int = Field(1000, ge=0, alias="ALERT_QUEUE_BACKLOG_WARNING")
+    queue_failed_warning: int = Field(100, ge=0, alias="ALERT_QUEUE_FAILED_WARNING")
+
+
 class CacheSettings(Slice):
     """The procedure cache: Redis with an in-process hot tier and a memory fallback."""
 

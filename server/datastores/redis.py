@@ -50,6 +50,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 
 from server.config import RedisSettings
+from server.datastores.redis_lookups import OwnLookups
 from server.errors import Unavailable
 from server.resilience.breaker import Breaker
 
@@ -86,6 +87,8 @@ class RedisClient:
         self._slots = asyncio.Semaphore(settings.max_connections)
         self.master_address: tuple[str, int] | None = None  # Sentinel mode, once known
         self.master_changes = 0
+        # Key lookups our own reads cause, for monitoring.redisHealth to leave out.
+        self.own_lookups = OwnLookups()
         self._master_listeners: list[MasterListener] = []
         options = self._options(settings)
         self.raw: aioredis.Redis | RedisCluster

@@ -10,13 +10,16 @@ is a WRONGTYPE reply to SSCAN or HSCAN, which is an empty answer, not a failure.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from server.datastores.redis import RedisClient
+from server.datastores.redis_lookups import OwnLookups
 from server.errors import Unavailable
 
 P = ParamSpec("P")
@@ -50,21 +53,57 @@ class RedisGate:
     async def dbsize(self) -> int:
         return await self.run(_dbsize)
 
-    async def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
-        return await self.run(_scan, cursor, count)
+    async def scan_nodes(self) -> list[Any]:
+        """What one SCAN walk covers: every primary in Cluster mode (a cursor is per node
+        there), else ``[None]``, the one server."""
+        client = self._client
+        if client is None or not isinstance(client.raw, RedisCluster):
+            return [None]
+        cluster = client.raw
+        if not cluster.get_primaries():
+            # the client learns the nodes with its first command: none was sent yet
+            await client.execute(cluster.initialize)
+        return list(cluster.get_primaries())
+
+    async def scan(self, cursor: int, count: int, node: Any = None) -> tuple[int, list[bytes]]:
+        """One SCAN call, on ``node`` (one of ``scan_nodes()``)."""
+        return await self.run(_scan, cursor, count, node)
 
     async def sscan(self, key: str, cursor: int) -> tuple[int, list[bytes]]:
-        return await self.run(_sscan, key, cursor)
+        with self._lookups() as tally:
+            next_cursor, members = await self.run(_sscan, key, cursor)
+            tally.scan(next_cursor, len(members))
+        return next_cursor, members
 
     async def hscan(self, key: str, cursor: int) -> tuple[int, dict[bytes, bytes]]:
-        return await self.run(_hscan, key, cursor)
+        with self._lookups() as tally:
+            next_cursor, entries = await self.run(_hscan, key, cursor)
+            tally.scan(next_cursor, len(entries))
+        return next_cursor, entries
+
+    @contextlib.contextmanager
+    def _lookups(self) -> Iterator[OwnLookups]:
+        """Our own key lookups, tallied so that monitoring.redisHealth leaves them out."""
+        if self._client is None:
+            raise Unavailable("redis is not configured (set REDIS_URL)")
+        tally = self._client.own_lookups
+        tally.begin()
+        try:
+            yield tally
+        finally:
+            tally.end()
 
     async def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Run ``commands`` (each ``(name, *args)``) in pipelines of ``BATCH``; a command's own
         error (WRONGTYPE, an unknown or renamed command) comes back in its place, not raised."""
         results: list[Any] = []
-        for start in range(0, len(commands), BATCH):
-            results.extend(await self.run(_execute, commands[start : start + BATCH]))
+        with self._lookups() as tally:
+            for start in range(0, len(commands), BATCH):
+                batch = commands[start : start + BATCH]
+                replies = await self.run(_execute, batch)
+                for command, reply in zip(batch, replies, strict=True):
+                    tally.reply(command, reply)
+                results.extend(replies)
         return results
 
 
@@ -72,9 +111,14 @@ async def _dbsize(raw: Redis) -> int:
     return int(await raw.dbsize())
 
 
-async def _scan(raw: Redis, cursor: int, count: int) -> tuple[int, list[bytes]]:
-    next_cursor, keys = await raw.scan(cursor, count=count)
-    return int(next_cursor), _as_bytes(keys)
+async def _scan(raw: Redis, cursor: int, count: int, node: Any) -> tuple[int, list[bytes]]:
+    if node is None:
+        next_cursor, keys = await raw.scan(cursor, count=count)
+        return int(next_cursor), _as_bytes(keys)
+    # RedisCluster.scan answers {node: cursor} and the keys of the one node asked.
+    cursors: Any
+    cursors, keys = await raw.scan(cursor, count=count, target_nodes=node)
+    return int(next(iter(cursors.values()))), _as_bytes(keys)
 
 
 # SSCAN and HSCAN read keys that other software owns: one of another type is not ours to read

@@ -9,6 +9,7 @@ from server.alerts.book import AlertBook
 from server.alerts.models import EvaluatorStatus
 from server.cache.cache import Cache
 from server.collectors.partitions import PartitionWatch
+from server.collectors.redis_health import RedisHealthCollector
 from server.collectors.redis_queues import QueueCollector
 from server.collectors.top_queries import TopQueries
 from server.config import Settings
@@ -19,6 +20,7 @@ from server.delivery import Sender
 from server.observability.health import Health
 from server.procedures import alerts, breakers, cache, database, health, keys, queues, unified
 from server.procedures import deliveries as alert_deliveries
+from server.procedures import redis_health as redis_health_procedures
 from server.resilience.registry import BreakerRegistry
 from server.rpc.router import Procedure
 
@@ -37,6 +39,7 @@ def catalogue(
     sender: Sender | None = None,
     evaluation: Callable[[], EvaluatorStatus] | None = None,
     top_queries: TopQueries | None = None,
+    redis_health: RedisHealthCollector | None = None,
 ) -> list[Procedure]:
     return [
         *health.procedures(health_checks, read_tokens_required=settings.auth.read_tokens_required),
@@ -50,4 +53,5 @@ def catalogue(
         *alerts.procedures(book),
         *(alert_deliveries.procedures(sender, evaluation) if sender is not None else ()),
         *unified.procedures(book, settings.rpc.section_timeout),
+        *(redis_health_procedures.procedures(redis_health) if redis_health else []),
     ]

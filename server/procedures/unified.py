@@ -34,6 +34,7 @@ SECTIONS: tuple[str, ...] = (
     "monitoring.circuitBreakerStatus",
     "monitoring.cacheStats",
     "monitoring.cacheInvalidationMetrics",
+    "monitoring.redisHealth",
     "monitoring.queueStats",
     "monitoring.connectionPoolStats",
     "monitoring.queryStats",
