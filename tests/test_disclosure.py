@@ -158,6 +158,9 @@ READS = (
     "monitoring.unifiedMetrics",
     "database.replicaStats",
     "database.replicaHealth",
+    "database.activity",
+    "database.topQueries",
+    "monitoring.redisHealth",
 )
 
 

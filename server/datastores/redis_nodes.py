@@ -72,11 +72,13 @@ class RedisNodes:
                 return await client.execute_command(*args)  # type: ignore[no-untyped-call]
         except TimeoutError as exc:
             raise Unavailable(
-                f"redis node {address_text(address)}: no answer within {self._bound:g}s"
+                f"redis node: no answer within {self._bound:g}s"
             ) from exc
         except connection_errors() as exc:
+            # redis-py's text repeats the host and port: operators only (``detail``); the
+            # node's address is in the answer beside the error anyway.
             raise Unavailable(
-                f"redis node {address_text(address)}: {type(exc).__name__}: {exc}"
+                f"redis node: {type(exc).__name__}", detail=f"{type(exc).__name__}: {exc}"
             ) from exc
 
     async def info(self, address: Address) -> dict[str, Any]:
@@ -107,7 +109,7 @@ class RedisNodes:
         if client is None:
             if len(self._clients) >= MAX_NODES:
                 raise Unavailable(
-                    f"redis node {address_text(address)}: more than {MAX_NODES} nodes known"
+                    f"redis node: more than {MAX_NODES} nodes known"
                 )
             settings = self._settings
             client = aioredis.Redis(
