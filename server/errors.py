@@ -142,9 +142,7 @@ class TooManyRequests(RpcError):
     no breaker counts it; ``retry_after`` (seconds) becomes tRPC's ``Retry-After`` header."""
 
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
-        super().__init__(
-            ErrorCode.TOO_MANY_REQUESTS, message, details={"retry_after": retry_after}
-        )
+        super().__init__(ErrorCode.TOO_MANY_REQUESTS, message, details={"retry_after": retry_after})
         self.retry_after = retry_after
 
 

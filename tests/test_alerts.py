@@ -499,7 +499,11 @@ async def test_an_acknowledgement_never_waits_behind_the_outage_backlog(
     # Written at once, on its own: the backlog is still queued, untouched by the ack.
     assert took < 2.0, took
     assert alert_book.status().pending_rounds == 3000
-    assert (acked["id"], acked["acknowledged_by"], acked["note"]) == (held.id, OPERATOR_NAME, "on it")
+    assert (acked["id"], acked["acknowledged_by"], acked["note"]) == (
+        held.id,
+        OPERATOR_NAME,
+        "on it",
+    )
     [row] = await rows(pg_dsn, "SELECT * FROM infrawatch.alerts")
     assert str(row["id"]) == held.id and row["acknowledged_by"] == OPERATOR_NAME
     assert row["first_fired_at"] == started

@@ -10,8 +10,9 @@ from aiohttp import web
 
 from server import __version__
 from server.appkeys import SETTINGS
+from server.rpc.cost import Coalescer
 from web import views
-from web.appkeys import SESSIONS
+from web.appkeys import GATHERINGS, SESSIONS
 from web.filters import FILTERS, GLOBALS, TESTS
 from web.headers import add_security_headers
 from web.session import SessionCodec
@@ -46,6 +47,9 @@ def setup_dashboard(app: web.Application) -> None:
     app[SESSIONS] = SessionCodec(
         settings.dashboard.session_secret, settings.auth.tokens, settings.dashboard.session_max_age
     )
+    # The page is the costliest read of all (every section at once): a flood of page views
+    # shares one gathering per caller, and one answer for a second or so (server/rpc/cost.py).
+    app[GATHERINGS] = Coalescer(settings.rpc.coalesce_ttl)
     app.router.add_get("/", views.dashboard_page, name="dashboard")
     app.router.add_get(views.FRAGMENT_PATH, views.sections_fragment, name="dashboard-sections")
     app.router.add_post("/alerts/{id}/acknowledge", views.acknowledge, name="acknowledge")

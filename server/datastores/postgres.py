@@ -148,7 +148,12 @@ class PostgresCluster:
             "primary", "primary", settings.url, breakers, purpose="health", size=HEALTH_POOL_SIZE
         )
         self.alert_store = self._node(
-            "primary", "primary", settings.url, breakers, purpose="alerts", size=ALERT_STORE_POOL_SIZE
+            "primary",
+            "primary",
+            settings.url,
+            breakers,
+            purpose="alerts",
+            size=ALERT_STORE_POOL_SIZE,
         )
         self.write_breaker = breakers.get(WRITE_BREAKER)
         taken: set[str] = {"primary"}
@@ -190,7 +195,9 @@ class PostgresCluster:
             max_size=size or settings.connection_limit,
             timeout=self.timeout,
             statement_cache_size=settings.statement_cache_size,
-            server_settings=None if "application_name" in query else {"application_name": application},
+            server_settings=None
+            if "application_name" in query
+            else {"application_name": application},
         )
         if purpose == "health":
             breaker_name = HEALTH_BREAKER
@@ -218,9 +225,7 @@ class PostgresCluster:
             await node.pool.open()
 
     async def close(self) -> None:
-        await asyncio.gather(
-            *(node.pool.close(self._close_timeout) for node in self._all_nodes())
-        )
+        await asyncio.gather(*(node.pool.close(self._close_timeout) for node in self._all_nodes()))
 
     def _all_nodes(self) -> list[Node]:
         """``nodes`` and the side pools of the health probes and the alert store."""

@@ -17,7 +17,8 @@ from server.resilience.models import (
     SetBreakerState,
 )
 from server.resilience.registry import BreakerRegistry
-from server.rpc.router import Context, NoInput, Procedure, mutation, query
+from server.rpc.cost import Cost
+from server.rpc.router import Context, JsonReady, NoInput, Procedure, mutation, query
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,10 @@ log = logging.getLogger(__name__)
 def procedures(breakers: BreakerRegistry) -> list[Procedure]:
     """The breaker procedures over one app's registry."""
 
-    async def circuit_breaker_status(ctx: Context, _: NoInput) -> BreakerStatusList:
-        return BreakerStatusList(breakers=[b.snapshot() for b in breakers.all()])
+    async def circuit_breaker_status(ctx: Context, _: NoInput) -> JsonReady:
+        # Built as JSON, not as 1 + 6 models per breaker: a live read polled by dashboards and
+        # scripts (docs/performance.md). tests/test_breaker_procedures.py holds it to the model.
+        return JsonReady({"breakers": [b.status() for b in breakers.all()]})
 
     async def reset_circuit_breaker(ctx: Context, inp: BreakerName) -> BreakerStatus:
         breaker = breakers.find(inp.name)
@@ -57,6 +60,7 @@ def procedures(breakers: BreakerRegistry) -> list[Procedure]:
             output=BreakerStatusList,
             summary="Every circuit breaker: state, rolling counts, error rate, latency, last "
             "failure, when it reopens, and cumulative totals.",
+            options=(Cost.CHEAP,),
         ),
         mutation(
             "monitoring.resetCircuitBreaker",
@@ -66,6 +70,7 @@ def procedures(breakers: BreakerRegistry) -> list[Procedure]:
             summary="Close one breaker by name and clear its rolling window.",
             errors=(ErrorCode.NOT_FOUND,),
             positional=("name",),
+            options=(Cost.OPERATOR,),
         ),
         mutation(
             "monitoring.setCircuitBreakerState",
@@ -75,6 +80,7 @@ def procedures(breakers: BreakerRegistry) -> list[Procedure]:
             summary="Force one breaker open, disable it (calls pass, statistics kept) or close it.",
             errors=(ErrorCode.NOT_FOUND,),
             positional=("name", "state"),
+            options=(Cost.OPERATOR,),
         ),
     ]
 

@@ -28,6 +28,7 @@ from server.collectors.replicas import (
 from server.config import DatabaseSettings, PartitionSettings
 from server.datastores.postgres import PostgresCluster
 from server.errors import ErrorCode, Unavailable
+from server.rpc.cost import Cost
 from server.rpc.router import Context, NoInput, Procedure, query
 
 _UNAVAILABLE = (ErrorCode.SERVICE_UNAVAILABLE,)
@@ -115,6 +116,7 @@ def procedures(
             "latency, and the server's pg_stat_activity against max_connections; PgBouncer's "
             "SHOW POOLS, STATS, DATABASES and LISTS.",
             errors=_UNAVAILABLE,
+            options=(Cost.EXPENSIVE,),
         ),
         query(
             "monitoring.queryStats",
@@ -125,6 +127,7 @@ def procedures(
             "and the slowest normalised statements above SLOW_QUERY_MS.",
             errors=_UNAVAILABLE,
             positional=("limit",),
+            options=(Cost.CHEAP,),
         ),
         query(
             "monitoring.partitionMetrics",
@@ -134,7 +137,7 @@ def procedures(
             "dual-write triggers, writes within PARTITION_WRITES_WINDOW, and the switchover "
             "verdict with each check.",
             errors=_UNAVAILABLE,
-            options=(PARTITION_METRICS_CACHE,),
+            options=(Cost.EXPENSIVE, PARTITION_METRICS_CACHE),
         ),
         query(
             "monitoring.partitionTableStats",
@@ -143,7 +146,7 @@ def procedures(
             output=PartitionTableStatsReport,
             summary="Per partition of each partitioned table: bounds, rows and size.",
             errors=(*_UNAVAILABLE, ErrorCode.NOT_FOUND),
-            options=(PARTITION_TABLE_STATS_CACHE,),
+            options=(Cost.EXPENSIVE, PARTITION_TABLE_STATS_CACHE),
             positional=("pair",),
         ),
         query(
@@ -152,6 +155,7 @@ def procedures(
             output=ReplicaHealthReport,
             summary="Each replica: healthy, in the read rotation, last check and why it failed.",
             errors=_UNAVAILABLE,
+            options=(Cost.CHEAP,),
         ),
         query(
             "database.replicaLag",
@@ -159,6 +163,7 @@ def procedures(
             output=ReplicaLagReport,
             summary="Each replica's lag behind the primary in bytes and seconds, measured now.",
             errors=_UNAVAILABLE,
+            options=(Cost.EXPENSIVE,),
         ),
         query(
             "database.replicaStats",
@@ -166,6 +171,7 @@ def procedures(
             output=ReplicaStatsReport,
             summary="Reads routed per node, failovers to the primary, and each replica's pool.",
             errors=_UNAVAILABLE,
+            options=(Cost.CHEAP,),
         ),
         query(
             "database.info",
@@ -174,6 +180,6 @@ def procedures(
             summary="Each server's version, role, max_connections and uptime; PgBouncer's "
             "version; the database settings infrawatch runs with.",
             errors=_UNAVAILABLE,
-            options=(DATABASE_INFO_CACHE,),
+            options=(Cost.EXPENSIVE, DATABASE_INFO_CACHE),
         ),
     ]

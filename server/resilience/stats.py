@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from server.resilience.models import BreakerTotals, LatencyStats, WindowStats
 
@@ -125,32 +126,49 @@ class RollingWindow:
         )
 
     def window_stats(self, now: float) -> WindowStats:
-        c = self.counts(now)
-        rate = c.error_rate
-        return WindowStats(
-            window_seconds=self.seconds,
-            calls=c.calls,
-            successes=c.successes,
-            failures=c.failures,
-            timeouts=c.timeouts,
-            rejections=c.rejections,
-            error_rate=None if rate is None else round(rate, 2),
-        )
+        return WindowStats(**self.window_json(now))
 
     def latency_stats(self, now: float) -> LatencyStats:
+        return LatencyStats(**self.latency_json(now))
+
+    # The same figures as plain JSON (``WindowStats``, ``LatencyStats``), for the live status
+    # read, which skips building models (docs/performance.md).
+
+    def window_json(self, now: float) -> dict[str, Any]:
+        newest = int(now / self._width)
+        oldest = newest - len(self._buckets)
+        successes = failures = timeouts = rejections = 0
+        for b in self._buckets:
+            if oldest < b.epoch <= newest:
+                successes += b.successes
+                failures += b.failures
+                timeouts += b.timeouts
+                rejections += b.rejections
+        calls = successes + failures + timeouts
+        return {
+            "window_seconds": self.seconds,
+            "calls": calls,
+            "successes": successes,
+            "failures": failures,
+            "timeouts": timeouts,
+            "rejections": rejections,
+            "error_rate": round(100.0 * (failures + timeouts) / calls, 2) if calls else None,
+        }
+
+    def latency_json(self, now: float) -> dict[str, Any]:
         live = self._live(now)
         samples = sum(b.samples for b in live)
         if not samples:
-            return LatencyStats(samples=0, mean_ms=None, p50_ms=None, p95_ms=None, p99_ms=None)
+            return {"samples": 0, "mean_ms": None, "p50_ms": None, "p95_ms": None, "p99_ms": None}
         ordered = sorted(x for b in live for x in b.latencies)
         mean = sum(b.latency_sum for b in live) / samples
-        return LatencyStats(
-            samples=samples,
-            mean_ms=_ms(mean),
-            p50_ms=_ms(percentile(ordered, 50)),
-            p95_ms=_ms(percentile(ordered, 95)),
-            p99_ms=_ms(percentile(ordered, 99)),
-        )
+        return {
+            "samples": samples,
+            "mean_ms": _ms(mean),
+            "p50_ms": _ms(percentile(ordered, 50)),
+            "p95_ms": _ms(percentile(ordered, 95)),
+            "p99_ms": _ms(percentile(ordered, 99)),
+        }
 
 
 def percentile(ordered: list[float], pct: float) -> float:
@@ -180,12 +198,15 @@ class Totals:
         return self.successes + self.failures + self.timeouts + self.ignored + self.rejections
 
     def model(self) -> BreakerTotals:
-        return BreakerTotals(
-            calls=self.calls,
-            successes=self.successes,
-            failures=self.failures,
-            timeouts=self.timeouts,
-            ignored=self.ignored,
-            rejections=self.rejections,
-            transitions=self.transitions,
-        )
+        return BreakerTotals(**self.json())
+
+    def json(self) -> dict[str, int]:
+        return {
+            "calls": self.calls,
+            "successes": self.successes,
+            "failures": self.failures,
+            "timeouts": self.timeouts,
+            "ignored": self.ignored,
+            "rejections": self.rejections,
+            "transitions": self.transitions,
+        }
