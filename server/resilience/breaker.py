@@ -379,22 +379,26 @@ class Breaker:
     def status(self) -> dict[str, Any]:
         """``snapshot()`` as the JSON of ``BreakerStatus``, built without models: the live
         status read (``monitoring.circuitBreakerStatus``) answers this as it is."""
+        # Each figure read once, by attribute (no enum hashing, no repeated properties): this
+        # runs once per breaker per call of a status read that clients poll.
         now = monotonic()
-        state = self.state
-        remaining = self.seconds_until_half_open()
-        reopens_at = (
-            None if remaining is None else _iso(datetime.now(UTC) + timedelta(seconds=remaining))
-        )
+        storage = self._storage
+        state = self._override or _STATES[storage.state]
+        remaining: float | None = None
+        reopens_at: str | None = None
+        if state is BreakerState.OPEN:
+            remaining = max(0.0, self._reopen_deadline - now)
+            reopens_at = _iso(datetime.now(UTC) + timedelta(seconds=remaining))
         failure = self.last_failure
-        window = self._window
+        window, latency = self._window.json(now)
         return {
             "name": self.name,
             "state": state.value,
             "forced_open": state is BreakerState.FORCED_OPEN,
             "disabled": state is BreakerState.DISABLED,
-            "consecutive_failures": self.consecutive_failures,
-            "window": window.window_json(now),
-            "latency": window.latency_json(now),
+            "consecutive_failures": int(storage.counter),
+            "window": window,
+            "latency": latency,
             "last_failure": None
             if failure is None
             else {

@@ -72,6 +72,11 @@ class RollingWindow:
         self._width = seconds / buckets
         self._reservoir = reservoir
         self._buckets = [Bucket() for _ in range(buckets)]
+        # Bumped by every observation: ``json`` reuses its last answer while neither this nor
+        # the newest bucket has changed (a status read polled far more often than calls come).
+        self._version = 0
+        self._json_key: tuple[int, int] | None = None
+        self._json: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
 
     def _bucket(self, now: float) -> Bucket:
         epoch = int(now / self._width)
@@ -81,6 +86,7 @@ class RollingWindow:
         return bucket
 
     def _observe(self, bucket: Bucket, latency: float) -> None:
+        self._version += 1
         bucket.latency_sum += latency
         n = bucket.samples
         bucket.samples = n + 1
@@ -105,9 +111,11 @@ class RollingWindow:
         self._observe(bucket, latency)
 
     def rejection(self, now: float) -> None:
+        self._version += 1
         self._bucket(now).rejections += 1
 
     def clear(self) -> None:
+        self._version += 1
         for bucket in self._buckets:
             bucket.reset(-1)
 
@@ -134,6 +142,53 @@ class RollingWindow:
     # The same figures as plain JSON (``WindowStats``, ``LatencyStats``), for the live status
     # read, which skips building models (docs/performance.md).
 
+    def json(self, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``window_json`` and ``latency_json`` in one pass over the live buckets; the last
+        answer again (copies) while nothing was observed and no bucket aged out."""
+        newest = int(now / self._width)
+        key = (self._version, newest)
+        if key != self._json_key:
+            self._json = self._compute_json(newest)
+            self._json_key = key
+        window, latency = self._json
+        return window.copy(), latency.copy()
+
+    def _compute_json(self, newest: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        oldest = newest - len(self._buckets)
+        successes = failures = timeouts = rejections = samples = 0
+        latency_sum = 0.0
+        live = []
+        for b in self._buckets:
+            if oldest < b.epoch <= newest:
+                successes += b.successes
+                failures += b.failures
+                timeouts += b.timeouts
+                rejections += b.rejections
+                if b.samples:
+                    samples += b.samples
+                    latency_sum += b.latency_sum
+                    live.append(b)
+        calls = successes + failures + timeouts
+        window = {
+            "window_seconds": self.seconds,
+            "calls": calls,
+            "successes": successes,
+            "failures": failures,
+            "timeouts": timeouts,
+            "rejections": rejections,
+            "error_rate": round(100.0 * (failures + timeouts) / calls, 2) if calls else None,
+        }
+        if not samples:
+            return window, _NO_LATENCY.copy()
+        ordered = sorted(x for b in live for x in b.latencies)
+        return window, {
+            "samples": samples,
+            "mean_ms": _ms(latency_sum / samples),
+            "p50_ms": _ms(percentile(ordered, 50)),
+            "p95_ms": _ms(percentile(ordered, 95)),
+            "p99_ms": _ms(percentile(ordered, 99)),
+        }
+
     def window_json(self, now: float) -> dict[str, Any]:
         newest = int(now / self._width)
         oldest = newest - len(self._buckets)
@@ -159,7 +214,7 @@ class RollingWindow:
         live = self._live(now)
         samples = sum(b.samples for b in live)
         if not samples:
-            return {"samples": 0, "mean_ms": None, "p50_ms": None, "p95_ms": None, "p99_ms": None}
+            return _NO_LATENCY.copy()
         ordered = sorted(x for b in live for x in b.latencies)
         mean = sum(b.latency_sum for b in live) / samples
         return {
@@ -169,6 +224,15 @@ class RollingWindow:
             "p95_ms": _ms(percentile(ordered, 95)),
             "p99_ms": _ms(percentile(ordered, 99)),
         }
+
+
+_NO_LATENCY: dict[str, Any] = {
+    "samples": 0,
+    "mean_ms": None,
+    "p50_ms": None,
+    "p95_ms": None,
+    "p99_ms": None,
+}
 
 
 def percentile(ordered: list[float], pct: float) -> float:
