@@ -18,6 +18,7 @@ from server.errors import ErrorCode, RpcError
 from server.rpc.cost import Admission, Cost
 from server.rpc.router import ANONYMOUS, Caller, Context, NoInput, Router, mutation, query
 from tests.assembly import real_catalogue
+from web.appkeys import GATHERINGS
 
 TOKEN = "alice-token-0123456789"
 
@@ -236,3 +237,15 @@ async def test_jsonrpc_batch_members_count_one_by_one(client: TestClient) -> Non
     assert response.status == 413
     assert client.app is not None
     assert client.app[ADMISSION].gates[Cost.EXPENSIVE].shed >= 3
+
+
+async def test_a_flood_of_page_views_shares_one_gathering(aiohttp_client: Any) -> None:
+    settings = Settings(session_secret="s" * 32, rpc_coalesce_ttl=1.0)
+    client = await aiohttp_client(create_app(settings))
+    assert client.app is not None
+    gatherings = client.app[GATHERINGS]
+    pages = await asyncio.gather(*(client.get("/") for _ in range(20)))
+    assert [p.status for p in pages] == [200] * 20
+    # Twenty anonymous views, one gathering of the page's procedures.
+    assert gatherings.runs == 1
+    assert gatherings.shared == 19

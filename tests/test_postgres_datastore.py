@@ -129,6 +129,11 @@ async def test_pool_exhaustion_counts_waiters_and_times_out_clearly(
         what="18 callers waiting on 2 busy connections",
         within=10,
     )
+    # The health probe has a pool of its own: readiness answers at once, the primary up.
+    began = time.monotonic()
+    ready = await app.client.get("/health/ready")
+    assert ready.status == 200, await ready.text()
+    assert time.monotonic() - began < 1.0
     stats = await app.call("monitoring.connectionPoolStats")
     activity = await asyncio.to_thread(
         postgres.psql,
