@@ -15,7 +15,7 @@ from server.app import create_app
 from server.appkeys import ADMISSION
 from server.config import Settings
 from server.errors import ErrorCode, RpcError
-from server.rpc.cost import Admission, Cost
+from server.rpc.cost import Admission, Coalescer, Cost
 from server.rpc.router import ANONYMOUS, Caller, Context, NoInput, Router, mutation, query
 from tests.assembly import real_catalogue
 from web.appkeys import GATHERINGS
@@ -249,3 +249,22 @@ async def test_a_flood_of_page_views_shares_one_gathering(aiohttp_client: Any) -
     # Twenty anonymous views, one gathering of the page's procedures.
     assert gatherings.runs == 1
     assert gatherings.shared == 19
+
+
+async def test_a_cancelled_leader_hands_the_run_to_a_follower() -> None:
+    coalescer: Coalescer[str] = Coalescer(0.0)
+    started = asyncio.Event()
+
+    async def slow() -> str:
+        started.set()
+        await asyncio.sleep(0.2)
+        return "done"
+
+    leader = asyncio.create_task(coalescer.run("k", slow))
+    await started.wait()
+    follower = asyncio.create_task(coalescer.run("k", slow))
+    await asyncio.sleep(0)  # the follower waits on the leader's run
+    leader.cancel()
+    assert await follower == "done"  # not cancelled with it: it ran the call itself
+    assert leader.cancelled()
+    assert coalescer.runs == 2

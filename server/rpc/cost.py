@@ -116,6 +116,10 @@ class Gate:
         self.active -= 1
 
 
+class _LeaderGone(Exception):
+    """The call running for its followers was cancelled: one of them runs it instead."""
+
+
 class Coalescer(Generic[T]):
     """One run per key at a time; its outcome serves every caller that arrives meanwhile, and
     (a value only, never an error) for ``ttl`` seconds after."""
@@ -138,18 +142,23 @@ class Coalescer(Generic[T]):
                 self.shared += 1
                 return recent[1]
             del self._recent[key]
-        running = self._running.get(key)
-        if running is not None:
+        while (running := self._running.get(key)) is not None:
+            try:
+                # Shielded: a follower that gives up does not cancel the run the others wait
+                # for. A leader cancelled (its client went away) hands the run on instead.
+                value = await asyncio.shield(running)
+            except _LeaderGone:
+                continue
             self.shared += 1
-            # Shielded: a follower that gives up does not cancel the run the others wait for.
-            return await asyncio.shield(running)
+            return value
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._running[key] = future
         self.runs += 1
         try:
             value = await fn()
         except BaseException as exc:
-            future.set_exception(exc)
+            gone = isinstance(exc, asyncio.CancelledError)
+            future.set_exception(_LeaderGone() if gone else exc)
             future.exception()  # retrieved: no follower is no "exception never retrieved"
             raise
         finally:
