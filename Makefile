@@ -14,7 +14,7 @@ SYSTEM_PACKAGES := redis-server:redis-server redis-sentinel:redis-sentinel pgbou
 	promtool:prometheus prometheus:prometheus chromium:chromium node:nodejs npm:npm wrk:wrk \
 	yq:yq prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager
 
-.PHONY: run test bench lint system-deps venv
+.PHONY: run test bench soak lint system-deps venv
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ test: system-deps $(STAMP)
 
 bench: system-deps $(STAMP)
 	$(PY) -m bench
+
+# An hour of mixed load and idle rounds; RSS must stay flat (not in `make test`).
+SOAK_ARGS ?=
+soak: system-deps $(STAMP)
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check server web tests bench

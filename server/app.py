@@ -55,6 +55,7 @@ from server.observability.health import Health, database_check, redis_check
 from server.observability.metrics import Metrics
 from server.procedures import catalogue
 from server.resilience.registry import BreakerRegistry
+from server.rpc.cost import Admission
 from server.rpc.openrpc import discover_procedure
 from server.rpc.router import Procedure, Router
 from server.throttle import FailureThrottle
@@ -326,6 +327,7 @@ def create_app(
         read_tokens_required=settings.auth.read_tokens_required,
         metrics_refresh_timeout=settings.metrics.refresh_timeout,
         metrics_sync_interval=settings.metrics.sync_interval,
+        metrics_refresh_ttl=settings.rpc.coalesce_ttl,
     )
 
     if procedures is None or callable(procedures):
@@ -345,10 +347,18 @@ def create_app(
             redis_health=redis_health,
         )
         procedures = real if procedures is None else procedures(real)
+    admission = Admission(
+        cheap=settings.rpc.cheap_concurrency,
+        expensive=settings.rpc.expensive_concurrency,
+        operator=settings.rpc.operator_concurrency,
+        queue_wait=settings.rpc.queue_wait,
+        coalesce_ttl=settings.rpc.coalesce_ttl,
+    )
     router = Router(
         [*procedures, discover_procedure(procedures)],
-        # Outermost, alone: a cache hit is answered by its synchronous peek (see Router).
-        middleware=[CacheMiddleware(cache)],
+        # Outermost: a cache hit is answered by its synchronous peek (see Router), before cost
+        # control, which bounds and coalesces what does run (server/rpc/cost.py).
+        middleware=[CacheMiddleware(cache), admission],
         timeout=settings.rpc.timeout,
         queries_need_caller=settings.auth.read_tokens_required,
         observer=rpc_metrics.observe,
@@ -380,6 +390,7 @@ def create_app(
     app[appkeys.ALERTS] = book
     app[appkeys.HEALTH] = health
     app[appkeys.ROUTER] = router
+    app[appkeys.ADMISSION] = admission
     app[appkeys.EVALUATOR] = evaluator
     app[appkeys.DELIVERY] = sender
     app[appkeys.ELECTION] = election

@@ -22,10 +22,12 @@ from server.delivery import Sender
 from server.observability.health import Health
 from server.observability.metrics import Metrics
 from server.resilience.registry import BreakerRegistry
+from server.rpc.cost import Admission
 from server.rpc.router import Router
 
 SETTINGS = web.AppKey("settings", Settings)
 ROUTER = web.AppKey("router", Router)
+ADMISSION = web.AppKey("admission", Admission)
 AUTH = web.AppKey("auth", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
 BREAKERS = web.AppKey("breakers", BreakerRegistry)

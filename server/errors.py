@@ -8,6 +8,8 @@
      ├─ Throttled               TOO_MANY_REQUESTS: too many failed credentials from one address
      ├─ SqlError                the statement itself is at fault: CONFLICT, BAD_REQUEST or
      │                          INTERNAL_SERVER_ERROR by SQLSTATE class; never counted by a breaker
+     ├─ TooManyRequests         TOO_MANY_REQUESTS: load shed, ours to refuse; ``retry_after``
+     │   └─ PoolExhausted       our own pool stayed busy: load shedding, no breaker counts it
      └─ Unavailable             SERVICE_UNAVAILABLE: a dependency cannot serve us
          ├─ CircuitOpen         rejected at once: its breaker is open, forced open or half-open
          ├─ CallTimeout         the call overran its breaker's call timeout
@@ -162,6 +164,20 @@ class SqlError(RpcError):
         )
         self.sqlstate = sqlstate
         self.condition = condition
+
+
+class TooManyRequests(RpcError):
+    """Shed: this service is at its bound for this kind of work. Not a dependency failure, so
+    no breaker counts it; ``retry_after`` (seconds) becomes tRPC's ``Retry-After`` header."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(ErrorCode.TOO_MANY_REQUESTS, message, details={"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
+class PoolExhausted(TooManyRequests):
+    """Every connection of our own pool stayed in use for the whole acquire timeout: our
+    saturation, not the database's failure (it answers; we asked too much at once)."""
 
 
 class Unavailable(RpcError):

@@ -9,12 +9,14 @@ resources (its breakers, its cache, its database): that is what these helpers do
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Collection, Iterable
 
 from aiohttp import web
 
 from server.app import create_app
 from server.config import Settings
+from server.rpc.cost import Cost
 from server.rpc.router import Procedure
 
 # The real catalogue in, the one the app serves out.
@@ -28,9 +30,20 @@ def replacing(extra: Iterable[Procedure], *, without: Collection[str] = ()) -> E
     dropped = {p.path for p in extra} | set(without)
 
     def edit(real: list[Procedure]) -> list[Procedure]:
-        return [p for p in real if p.path not in dropped] + extra
+        classes = {p.path: p.option(Cost) for p in real}
+        kept = [p for p in real if p.path not in dropped]
+        return kept + [_with_cost(p, classes.get(p.path)) for p in extra]
 
     return edit
+
+
+def _with_cost(proc: Procedure, real: Cost | None) -> Procedure:
+    """A stand-in declares the cost class of the procedure it stands in for (the router
+    refuses a procedure without one); a test's own procedure, the plain class of its kind."""
+    if proc.option(Cost) is not None:
+        return proc
+    cost = real or (Cost.OPERATOR if proc.kind == "mutation" else Cost.CHEAP)
+    return dataclasses.replace(proc, options=(cost, *proc.options))
 
 
 def create_app_with(settings: Settings, edit: Edit) -> web.Application:

@@ -160,6 +160,9 @@ def make_settings(pg_dsn: str, redis_url: str) -> Callable[..., Settings]:
             "redis_url": redis_url,
             "auth_tokens": {OPERATOR_NAME: OPERATOR_TOKEN},
             "session_secret": SESSION_SECRET,
+            # Tests read figures right after changing them: no micro-cache of expensive reads
+            # (coalescing stays); tests/test_cost.py and tests/test_flood.py test it.
+            "rpc_coalesce_ttl": 0.0,
         }
         return Settings(**(values | overrides))
 

@@ -65,8 +65,9 @@ class Apps:
         # background reads would add to them) and read figures right after changing them (a
         # cached answer would hide the change). The cached procedures' policies are tested
         # with the cache on in tests/test_cached_procedures.py.
+        # For the same reason, no micro-cache of expensive reads (tests/test_cost.py has it).
         settings = dataclasses.replace(
-            settings, alert_evaluation_enabled=False, cache_enabled=False
+            settings, alert_evaluation_enabled=False, cache_enabled=False, rpc_coalesce_ttl=0.0
         )
         client: TestClient = TestClient(TestServer(create_app(settings)))
         await client.start_server()

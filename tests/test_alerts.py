@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -17,6 +18,7 @@ from prometheus_client import generate_latest
 
 from server.alerts import AlertBook, Evaluator
 from server.alerts.migrations import MIGRATIONS
+from server.alerts.models import Condition
 from server.alerts.rules import Rule, Sample
 from server.appkeys import METRICS, ROUTER
 from server.config import Settings
@@ -449,20 +451,20 @@ async def test_evaluation_continues_in_memory_and_catches_the_store_up(
 ) -> None:
     client = await make_app()
     # The store's own breaker forced open: every write of the alert store is refused.
-    await force(client, "database-write", "open")
+    await force(client, "alert-store", "open")
     await evaluator(client).run_once()
     status = book(client).status()
     assert (status.durable, status.available, status.pending_rounds) == (True, False, 1)
-    assert "database-write" in (status.last_error or "")
+    assert "alert-store" in (status.last_error or "")
 
     page = await alerts(client)
     assert page["source"] == "memory"
     [alert] = page["alerts"]
-    assert alert["fingerprint"] == "breaker_open:database-write"
+    assert alert["fingerprint"] == "breaker_open:alert-store"
     assert error_code(await acknowledge(client, alert["id"])) == "SERVICE_UNAVAILABLE"
     assert await rows(pg_dsn, "SELECT 1 FROM infrawatch.alerts") == []
 
-    await force(client, "database-write", "closed")
+    await force(client, "alert-store", "closed")
     await evaluator(client).run_once()  # writes the queued round, then this one
     assert book(client).status().pending_rounds == 0
     [row] = await rows(pg_dsn, "SELECT * FROM infrawatch.alerts")
@@ -471,6 +473,53 @@ async def test_evaluation_continues_in_memory_and_catches_the_store_up(
     assert row["state"] == "resolved" and row["acknowledged_at"] is None
     page = await alerts(client)
     assert page["source"] == "database" and page["alerts"][0]["state"] == "resolved"
+
+
+async def test_an_acknowledgement_never_waits_behind_the_outage_backlog(
+    make_app: MakeApp, pg_dsn: str
+) -> None:
+    client = await make_app()
+    alert_book = book(client)
+    await force(client, "alert-store", "open")
+    # An outage's backlog: rounds whose shapes alternate, so that none collapses into another.
+    started = datetime.now(UTC)
+    flapping = Condition("flapping", "db", "warning", "flaps", 1.0, 0.0)
+    steady = Condition("steady", "db", "critical", "held", 2.0, 1.0)
+    for n in range(3000):
+        conditions = (steady, flapping) if n % 2 else (steady,)
+        at = started + timedelta(milliseconds=n)
+        await alert_book.record(conditions, frozenset({"flapping", "steady"}), at)
+    assert alert_book.status().pending_rounds == 3000
+    [held] = [r for r in alert_book.firing() if r.rule == "steady"]
+    await force(client, "alert-store", "closed")
+
+    began = time.perf_counter()
+    acked = result(await acknowledge(client, held.id, "on it"))
+    took = time.perf_counter() - began
+    # Written at once, on its own: the backlog is still queued, untouched by the ack.
+    assert took < 2.0, took
+    assert alert_book.status().pending_rounds == 3000
+    assert (acked["id"], acked["acknowledged_by"], acked["note"]) == (
+        held.id,
+        OPERATOR_NAME,
+        "on it",
+    )
+    [row] = await rows(pg_dsn, "SELECT * FROM infrawatch.alerts")
+    assert str(row["id"]) == held.id and row["acknowledged_by"] == OPERATOR_NAME
+    assert row["first_fired_at"] == started
+    # Idempotent: a repeat returns the first acknowledgement.
+    again = result(await acknowledge(client, held.id, "again"))
+    assert again["note"] == "on it"
+
+    # The backlog replays onto the same row and keeps the acknowledgement.
+    await alert_book.flush()
+    assert alert_book.status().pending_rounds == 0
+    steady_rows = await rows(
+        pg_dsn, "SELECT * FROM infrawatch.alerts WHERE rule = 'steady' ORDER BY first_fired_at"
+    )
+    assert [str(r["id"]) for r in steady_rows] == [held.id]
+    assert steady_rows[0]["note"] == "on it" and steady_rows[0]["state"] == "firing"
+    assert steady_rows[0]["last_fired_at"] == started + timedelta(milliseconds=2999)
 
 
 # --- without a database ---

@@ -15,6 +15,7 @@ from server.config import Settings
 from server.errors import CircuitOpen, ErrorCode, InvalidInput, RpcError
 from server.procedures.breakers import procedures
 from server.resilience import BreakerState
+from server.resilience.models import BreakerStatus, BreakerStatusList
 from server.resilience.registry import BreakerRegistry
 from server.rpc.router import ANONYMOUS, Caller, Context, Router
 
@@ -95,6 +96,41 @@ async def test_status_lists_every_breaker_with_measured_figures(
     assert by_name["redis"]["state"] == "closed"
     assert by_name["redis"]["policy"]["call_timeout"] == 0.1
     assert by_name["redis"]["reopens_at"] is None
+
+
+async def test_status_json_is_exactly_what_the_output_model_would_write(
+    router: Router, breakers: BreakerRegistry
+) -> None:
+    """The status is built as JSON without models (docs/performance.md): it must validate as
+    ``BreakerStatusList`` and match, field for field, what the model writes, in every state."""
+    pg = breakers.get("postgres")
+    breakers.get("redis", call_timeout=None)
+    held = breakers.get("cache")
+    calm = breakers.get("calm")
+    await pg.call(ok)
+    for _ in range(2):
+        with pytest.raises(Down):
+            await pg.call(down)
+    held.force_open("test")
+    calm.disable("test")
+
+    out = await call(router, "monitoring.circuitBreakerStatus", caller=ANONYMOUS)
+
+    model = BreakerStatusList.model_validate(out)
+    assert [b.name for b in model.breakers] == ["cache", "calm", "postgres", "redis"]
+    for status in out["breakers"]:
+        rebuilt = BreakerStatus.model_validate(status).model_dump(mode="json")
+        assert rebuilt == status, status["name"]
+    assert {b["name"]: b["state"] for b in out["breakers"]} == {
+        "cache": "forced_open",
+        "calm": "disabled",
+        "postgres": "open",
+        "redis": "closed",
+    }
+    assert out["breakers"][2]["reopens_at"].endswith("Z")
+    assert out["breakers"][2]["last_failure"]["at"].endswith("Z")
+    # snapshot(), the model of mutations' answers, is built from the same JSON.
+    assert pg.snapshot().model_dump(mode="json")["totals"] == out["breakers"][2]["totals"]
 
 
 async def test_status_with_no_breakers(router: Router, breakers: BreakerRegistry) -> None:

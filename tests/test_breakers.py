@@ -529,3 +529,30 @@ async def test_registry_listeners_reach_present_and_future_breakers() -> None:
 
 async def _raise(exc: BaseException) -> None:
     raise exc
+
+
+def test_the_rolling_window_json_is_reused_only_while_nothing_changed() -> None:
+    window = RollingWindow(10.0, buckets=10, reservoir=8)
+
+    def fresh(now: float) -> tuple[dict[str, object], dict[str, object]]:
+        return window.window_json(now), window.latency_json(now)
+
+    assert window.json(100.0) == fresh(100.0)
+    window.success(100.2, 0.010)
+    assert window.json(100.3) == fresh(100.3)
+    assert window.json(100.4)[1]["samples"] == 1  # an observation is seen at once
+    window.failure(101.5, 0.030)
+    window.rejection(101.6)
+    assert window.json(101.7) == fresh(101.7)
+    assert window.json(101.7)[0]["rejections"] == 1
+    # Buckets age out with time alone: no observation, a new answer.
+    assert window.json(110.9) == fresh(110.9)
+    assert window.json(110.9)[0]["calls"] == 1
+    assert window.json(125.0) == fresh(125.0)
+    assert window.json(125.0)[1]["samples"] == 0
+    window.success(125.0, 0.005)
+    window.clear()
+    assert window.json(125.1) == fresh(125.1)
+    # Copies: changing an answer does not change the next.
+    window.json(125.2)[0]["calls"] = 99
+    assert window.json(125.2)[0]["calls"] == 0

@@ -25,6 +25,7 @@ from server.appkeys import BREAKERS, POSTGRES, ROUTER
 from server.config import Settings
 from server.errors import Unavailable
 from server.resilience import BreakerState
+from server.rpc.cost import Cost
 from server.rpc.router import ANONYMOUS, Caller, Context, Procedure, query
 from tests.assembly import Edit, create_app_with
 from tests.conftest import OPERATOR_NAME, OPERATOR_TOKEN, SESSION_SECRET
@@ -386,7 +387,7 @@ async def test_sections_reuse_the_answers_unified_metrics_already_read(
                 calls.append(path)
             return value
 
-        return query(path, handler)
+        return query(path, handler, options=(Cost.CHEAP,))
 
     unified = {
         "status": "degraded",

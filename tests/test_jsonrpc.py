@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from server.app import create_app
 from server.config import Settings
 from server.errors import ErrorCode, RpcError
+from server.rpc.cost import Cost
 from server.rpc.router import Context, NoInput, Procedure, mutation, query
 
 TOKEN = "alice-token-0123456789"
@@ -58,13 +59,19 @@ async def crash(_ctx: Context, _: NoInput) -> None:
 
 
 PROCEDURES: list[Procedure] = [
-    query("math.subtract", subtract, input=Subtract, positional=("minuend", "subtrahend")),
-    query("math.sum", total, input=Values),
-    query("data.get", get_data),
-    query("notes.update", record, input=Note),
-    mutation("notes.record", record, input=Note),
-    query("fail.conflict", conflict),
-    query("fail.crash", crash),
+    query(
+        "math.subtract",
+        subtract,
+        input=Subtract,
+        positional=("minuend", "subtrahend"),
+        options=(Cost.CHEAP,),
+    ),
+    query("math.sum", total, input=Values, options=(Cost.CHEAP,)),
+    query("data.get", get_data, options=(Cost.CHEAP,)),
+    query("notes.update", record, input=Note, options=(Cost.CHEAP,)),
+    mutation("notes.record", record, input=Note, options=(Cost.OPERATOR,)),
+    query("fail.conflict", conflict, options=(Cost.CHEAP,)),
+    query("fail.crash", crash, options=(Cost.CHEAP,)),
 ]
 
 

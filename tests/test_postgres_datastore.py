@@ -18,7 +18,7 @@ from prometheus_client import generate_latest
 from server.app import create_app
 from server.config import Settings
 from server.datastores.query_stats import normalise, operation_of
-from server.errors import ErrorCode, PoolTimeout, SqlError, Unavailable
+from server.errors import ErrorCode, PoolExhausted, SqlError, Unavailable
 from tests.pg_app import AppFactory, PgApp, database_of, samples
 from tests.stack import PostgresServer, free_port
 from tests.waiting import until_accepted
@@ -130,6 +130,11 @@ async def test_pool_exhaustion_counts_waiters_and_times_out_clearly(
         what="18 callers waiting on 2 busy connections",
         within=10,
     )
+    # The health probe has a pool of its own: readiness answers at once, the primary up.
+    began = time.monotonic()
+    ready = await app.client.get("/health/ready")
+    assert ready.status == 200, await ready.text()
+    assert time.monotonic() - began < 1.0
     stats = await app.call("monitoring.connectionPoolStats")
     activity = await asyncio.to_thread(
         postgres.psql,
@@ -150,10 +155,16 @@ async def test_pool_exhaustion_counts_waiters_and_times_out_clearly(
     assert "no connection within the 2s acquire timeout" in primary["error"]
 
     timeouts = [r for r in results if isinstance(r, BaseException)]
-    assert all(isinstance(r, PoolTimeout) for r in timeouts), timeouts
+    assert all(isinstance(r, PoolExhausted) for r in timeouts), timeouts
     assert 2 <= 20 - len(timeouts) <= 4
     assert "all connections stayed in use (2/2 in use" in timeouts[0].message
     assert elapsed < 10  # bounded by the acquire timeout, never a hang
+    # Our own saturation is load shedding (TOO_MANY_REQUESTS), not the database's failure.
+    assert timeouts[0].code is ErrorCode.TOO_MANY_REQUESTS
+    for name in ("database-query", "database-write"):
+        breaker = app.breakers.find(name)
+        assert breaker.state.value == "closed"
+        assert breaker.totals.failures == 0, name
 
     after = await app.call("monitoring.connectionPoolStats")
     primary = after["nodes"][0]
@@ -206,9 +217,10 @@ async def test_start_up_with_the_database_down_degrades(make_app: AppFactory) ->
 
     assert stats["nodes"][0]["server"] is None
     assert "cannot connect" in stats["nodes"][0]["error"]
-    # The alert store's start-up migration and our fetchval; the stats call's own attempt
-    # is counted after its figures are taken.
-    assert stats["nodes"][0]["acquire_errors"] == 2
+    # Our fetchval (the alert store's start-up migration tried its own pool); the stats
+    # call's own attempt is counted after its figures are taken.
+    assert stats["nodes"][0]["acquire_errors"] == 1
+    assert app.cluster.alert_store.pool.acquire_errors == 1
     assert info["nodes"][0]["up"] is False
     assert health["status"] == "unhealthy"
 

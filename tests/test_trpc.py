@@ -20,6 +20,7 @@ from server.app import create_app
 from server.appkeys import BREAKERS
 from server.config import Settings
 from server.errors import ErrorCode, RpcError
+from server.rpc.cost import Cost
 from server.rpc.router import Context, NoInput, Procedure, mutation, query
 from server.runner import AppRunner
 
@@ -71,15 +72,15 @@ async def mark_cached(ctx: Context, proc: Procedure, inp: BaseModel, nxt: Any) -
 
 
 PROCEDURES: list[Procedure] = [
-    query("math.add", add, input=Add),
-    query("data.get", get_data),
-    query("echo.text", echo, input=Note),
-    query("data.cached", get_data, middleware=(mark_cached,)),
-    query("data.rpcOnly", get_data, protocols=frozenset({"jsonrpc"})),
-    mutation("notes.record", record, input=Note),
-    mutation("notes.touch", touch),
-    query("fail.conflict", conflict),
-    query("fail.crash", crash),
+    query("math.add", add, input=Add, options=(Cost.CHEAP,)),
+    query("data.get", get_data, options=(Cost.CHEAP,)),
+    query("echo.text", echo, input=Note, options=(Cost.CHEAP,)),
+    query("data.cached", get_data, middleware=(mark_cached,), options=(Cost.CHEAP,)),
+    query("data.rpcOnly", get_data, protocols=frozenset({"jsonrpc"}), options=(Cost.CHEAP,)),
+    mutation("notes.record", record, input=Note, options=(Cost.OPERATOR,)),
+    mutation("notes.touch", touch, options=(Cost.OPERATOR,)),
+    query("fail.conflict", conflict, options=(Cost.CHEAP,)),
+    query("fail.crash", crash, options=(Cost.CHEAP,)),
 ]
 
 

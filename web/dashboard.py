@@ -10,8 +10,9 @@ from aiohttp import web
 
 from server import __version__
 from server.appkeys import REDIS, SETTINGS
+from server.rpc.cost import Coalescer
 from web import views
-from web.appkeys import REVOCATIONS, SESSIONS
+from web.appkeys import GATHERINGS, REVOCATIONS, SESSIONS
 from web.filters import FILTERS, GLOBALS, TESTS
 from web.headers import add_security_headers
 from web.revocations import Revocations
@@ -48,6 +49,9 @@ def setup_dashboard(app: web.Application) -> None:
         settings.dashboard.session_secret, settings.auth.tokens, settings.dashboard.session_max_age
     )
     app[REVOCATIONS] = Revocations(app[REDIS])
+    # The page is the costliest read of all (every section at once): a flood of page views
+    # shares one gathering per caller, and one answer for a second or so (server/rpc/cost.py).
+    app[GATHERINGS] = Coalescer(settings.rpc.coalesce_ttl)
     app.router.add_get("/", views.dashboard_page, name="dashboard")
     app.router.add_get(views.FRAGMENT_PATH, views.sections_fragment, name="dashboard-sections")
     app.router.add_post("/alerts/{id}/acknowledge", views.acknowledge, name="acknowledge")

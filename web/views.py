@@ -22,7 +22,7 @@ from server.auth import client_address
 from server.errors import RpcError, Throttled
 from server.rpc.router import ANONYMOUS, Caller, Context
 from web import sections
-from web.appkeys import REVOCATIONS, SESSIONS
+from web.appkeys import GATHERINGS, REVOCATIONS, SESSIONS
 from web.session import COOKIE_NAME, CSRF_FIELD, Session
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,10 @@ async def _page(request: web.Request, session: Session | None, *, watch: bool) -
     router = request.app[ROUTER]
     operator = session.operator if session is not None else None
     caller = Caller(operator) if operator is not None else ANONYMOUS
-    gathered = await sections.gather(router, caller, per_call_seconds=settings.rpc.section_timeout)
+    gathered = await request.app[GATHERINGS].run(
+        caller.name or "-",
+        lambda: sections.gather(router, caller, per_call_seconds=settings.rpc.section_timeout),
+    )
     interactive = operator is not None and not watch
     context = _common(request, session) | {
         "interactive": interactive,
@@ -116,6 +119,7 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
             flash=f"Alert {alert_id} was not acknowledged: {exc.message}",
             status=exc.info.http_status,
         )
+    request.app[GATHERINGS].clear()  # the page that follows shows the acknowledgement
     log.info("dashboard: alert %s acknowledged by %s", alert_id, session.operator)
     return _redirect(f"/#alert-{quote(alert_id, safe='')}")
 

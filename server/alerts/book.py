@@ -9,8 +9,11 @@ is the record and a ``MemoryStore`` mirrors this instance's evaluations beside i
   idempotent upsert, and an older round never overwrites a newer report.
 - ``list`` answers from the mirror, marked ``source: "memory"``, while PostgreSQL cannot.
 - ``acknowledge`` is never answered from memory. An acknowledgement is an operator's action:
-  it is written to PostgreSQL (after the queue, so an alert that fired during an outage can be
-  acknowledged) or refused with SERVICE_UNAVAILABLE, never accepted and then lost.
+  it is written to PostgreSQL at once, or refused with SERVICE_UNAVAILABLE, never accepted and
+  then lost. It never waits behind the queue (up to ``JOURNAL_LIMIT`` rounds after an outage):
+  an alert that fired during the outage, and so is not in PostgreSQL yet, is written first on
+  its own (one idempotent upsert, from the oldest queued round that fired it), then
+  acknowledged; the queue's later replay updates that same row.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from server.alerts.events import AlertEvent, event, round_events
@@ -34,7 +38,7 @@ from server.alerts.models import (
     StoreStatus,
 )
 from server.alerts.pg_store import PostgresStore
-from server.errors import StoreRejected, Unavailable
+from server.errors import ErrorCode, RpcError, StoreRejected, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +222,7 @@ class AlertBook:
                 self._on_events([event("acknowledged", record, at, self.label)])
         else:
             try:
-                await self.flush()
-                record = await self._durable.acknowledge(alert_id, by, at, note)
+                record = await self._acknowledge_now(self._durable, alert_id, by, at, note)
             except Unavailable as exc:
                 self._failed(exc)
                 raise Unavailable(
@@ -229,6 +232,29 @@ class AlertBook:
             self._memory.absorb(record)
         self._firing = [record if r.id == record.id else r for r in self._firing]
         return record
+
+    async def _acknowledge_now(
+        self, store: PostgresStore, alert_id: str, by: str, at: datetime, note: str | None
+    ) -> AlertRecord:
+        try:
+            return await store.acknowledge(alert_id, by, at, note)
+        except RpcError as exc:
+            if exc.code is not ErrorCode.NOT_FOUND:
+                raise
+            pending = self._queued_firing(alert_id)
+            if pending is None:
+                raise
+        await store.reconcile(pending)
+        return await store.acknowledge(alert_id, by, at, note)
+
+    def _queued_firing(self, alert_id: str) -> Round | None:
+        """The oldest queued round that fired ``alert_id``, cut down to that one condition and
+        no resolutions: writing it creates the alert as it first fired, and nothing else."""
+        for round_ in self._journal:
+            for condition in round_.conditions:
+                if round_.ids.get(condition.fingerprint) == alert_id:
+                    return replace(round_, conditions=(condition,), evaluated=frozenset())
+        return None
 
     # --- figures ---
 

@@ -1,8 +1,10 @@
 """``PostgresStore``: alerts in ``infrawatch.alerts`` on the primary. Every database call of
 alerting is in this module.
 
-Every call is a ``Node.run`` on the primary through the ``database-write`` breaker, as every
-other write: timed into the query statistics, foreign errors mapped at the datastore's edge.
+Every call is a ``Node.run`` on the primary's ``alert_store`` node: a pool of its own and the
+``alert-store`` breaker, so a flood that fills the main pool or trips ``database-query`` cannot
+refuse an operator's acknowledgement. Timed into the query statistics, foreign errors mapped
+at the datastore's edge.
 Connection-level failures and serialization conflicts are ``Unavailable`` (the book keeps
 evaluating in memory and catches up); any other statement error becomes ``StoreRejected`` (a
 bug or a schema drift: retrying the same statement will not help). Firing, resolving and
@@ -30,7 +32,7 @@ from server.alerts.memory_store import not_found
 from server.alerts.migrations import RECONCILE_LOCK, migrate
 from server.alerts.models import AlertQuery, AlertRecord, Round
 from server.datastores.postgres import PostgresCluster
-from server.errors import SqlError, StoreRejected, Unavailable
+from server.errors import PoolExhausted, SqlError, StoreRejected, Unavailable
 
 T = TypeVar("T")
 
@@ -175,9 +177,10 @@ class PostgresStore:
         """``fn(connection, *args)`` on the primary; ``sql`` names it in the statistics."""
         cluster = self._cluster
         try:
-            return await cluster.primary.run(
-                sql, lambda conn: fn(conn, *args), breaker=cluster.write_breaker
-            )
+            return await cluster.alert_store.run(sql, lambda conn: fn(conn, *args))
+        except PoolExhausted as exc:
+            # Its own pool busy (an acknowledgement beside a replay): the book waits, retries.
+            raise Unavailable(f"alert store busy: {exc.message}") from exc
         except SqlError as exc:
             if exc.sqlstate.startswith(_TRANSIENT_CLASS):
                 raise Unavailable(f"alert store: {exc.message}", detail=exc.detail) from exc

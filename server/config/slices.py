@@ -465,6 +465,14 @@ class RpcSettings(Slice):
     timeout: float = Field(30.0, gt=0, alias="RPC_TIMEOUT")
     section_timeout: float = Field(5.0, gt=0, alias="SECTION_TIMEOUT")
     max_batch_size: int = Field(100, gt=0, alias="MAX_BATCH_SIZE")
+    # Cost control (server/rpc/cost.py): calls over the wire run at most this many at once per
+    # cost class; one past the bound waits up to RPC_QUEUE_WAIT seconds, then TOO_MANY_REQUESTS.
+    cheap_concurrency: int = Field(64, gt=0, alias="RPC_CHEAP_CONCURRENCY")
+    expensive_concurrency: int = Field(4, gt=0, alias="RPC_EXPENSIVE_CONCURRENCY")
+    operator_concurrency: int = Field(8, gt=0, alias="RPC_OPERATOR_CONCURRENCY")
+    queue_wait: float = Field(0.5, ge=0, alias="RPC_QUEUE_WAIT")
+    # An expensive read's answer serves every identical call for this long (0: coalesce only).
+    coalesce_ttl: float = Field(1.0, ge=0, le=60, alias="RPC_COALESCE_TTL")
 
 
 class ServerSettings(Slice):

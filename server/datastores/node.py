@@ -17,7 +17,7 @@ import asyncpg
 from server.datastores.pool import InstrumentedPool
 from server.datastores.query_stats import Status
 from server.datastores.sqlstate import map_error
-from server.errors import CallTimeout, CircuitOpen, PoolTimeout, QueryTimeout
+from server.errors import CallTimeout, CircuitOpen, PoolExhausted, PoolTimeout, QueryTimeout
 from server.resilience.breaker import Breaker
 
 T = TypeVar("T")
@@ -74,11 +74,19 @@ class Node:
         given, else on a connection from the pool; ``sql`` is what the statistics see."""
         timing = _Timing()
         try:
-            result = await (breaker or self.breaker).call(self._execute, call, timing, conn)
+            if conn is not None:
+                result = await (breaker or self.breaker).call(self._statement, conn, call, timing)
+            else:
+                # A place in our own pool first, outside the breaker: a queue of our own making
+                # (PoolExhausted) is load shedding, not the server's failure.
+                async with self.pool.reserve() as started:
+                    result = await (breaker or self.breaker).call(
+                        self._execute, call, timing, started
+                    )
         except CircuitOpen:
             self._observe(self.name, sql, "rejected", None)
             raise
-        except (QueryTimeout, CallTimeout, PoolTimeout):
+        except (QueryTimeout, CallTimeout, PoolTimeout, PoolExhausted):
             self._observe(self.name, sql, "timeout", timing.seconds())
             raise
         except Exception:
@@ -109,12 +117,8 @@ class Node:
 
         return await self.run(sql, call)
 
-    async def _execute(
-        self, call: Statement[T], timing: _Timing, conn: asyncpg.Connection | None
-    ) -> T:
-        if conn is not None:
-            return await self._statement(conn, call, timing)
-        async with self.pool.acquire() as pooled:
+    async def _execute(self, call: Statement[T], timing: _Timing, started: float) -> T:
+        async with self.pool.connection(started) as pooled:
             return await self._statement(pooled, call, timing)
 
     async def _statement(self, conn: asyncpg.Connection, call: Statement[T], timing: _Timing) -> T:

@@ -2,7 +2,10 @@
 
 asyncpg reports size and idle connections; callers queued for a connection and how long they
 waited are ours to count, around ``acquire``. Every acquire is bounded by the pool's timeout
-and ends in a connection, ``PoolTimeout`` or ``Unavailable``: never a hang.
+and ends in a connection, ``PoolExhausted``, ``PoolTimeout`` or ``Unavailable``: never a hang.
+An acquire that times out while every connection is in use is ``PoolExhausted`` (our own
+saturation, shed as TOO_MANY_REQUESTS, never counted by a breaker); one that times out while
+connecting is ``PoolTimeout`` (the server is slow to accept us: a dependency failure).
 
 Opening does no I/O: start-up never waits on, or fails for, a database that is down. The
 asyncpg pool is made on the first acquire, connecting ``min_size`` connections (asyncpg insists
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from server.datastores.sqlstate import map_connect_error
-from server.errors import PoolTimeout, Unavailable
+from server.errors import PoolExhausted, PoolTimeout, Unavailable
 from server.resilience.models import LatencyStats
 from server.resilience.stats import RollingWindow
 
@@ -66,6 +69,8 @@ class InstrumentedPool:
         self._server_settings = dict(server_settings or {})
         self._pool: asyncpg.Pool | None = None
         self._starting = asyncio.Lock()
+        # Places for callers, one per connection: waiting for one is ours (see ``reserve``).
+        self._places = asyncio.Semaphore(max_size)
         self._closed = True
         self.waiting = 0
         self.waiting_peak = 0
@@ -114,25 +119,52 @@ class InstrumentedPool:
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
-        """A connection for the block, or ``PoolTimeout``/``Unavailable`` within the timeout."""
+        """A connection for the block, or ``PoolExhausted``/``PoolTimeout``/``Unavailable``
+        within the timeout."""
+        async with self.reserve() as started, self.connection(started) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def reserve(self) -> AsyncIterator[float]:
+        """A place among ``max_size`` for the block (yields when the wait began), or
+        ``PoolExhausted`` when none frees up within the timeout.
+
+        Waiting for a place is our own saturation, so ``Node.run`` waits here *outside* its
+        breaker: neither the breaker's call timeout nor its failure count sees a queue of our
+        own making; only ``connection`` (connecting, the server's part) runs inside it."""
         if self._closed:
             raise Unavailable(f"{self.node}: the connection pool is closed")
         self.waiting += 1
         self.waiting_peak = max(self.waiting_peak, self.waiting)
         started = time.monotonic()
         try:
-            # One deadline for starting the pool (first use) and waiting for a connection.
+            async with asyncio.timeout(self.timeout):
+                await self._places.acquire()
+        except TimeoutError as exc:
+            self.acquire_timeouts += 1
+            raise PoolExhausted(self._timeout_message(exhausted=True)) from exc
+        finally:
+            self.waiting -= 1
+        try:
+            yield started
+        finally:
+            self._places.release()
+
+    @asynccontextmanager
+    async def connection(self, started: float) -> AsyncIterator[asyncpg.Connection]:
+        """Under a ``reserve``: a connection (idle, or connected now) within the timeout, else
+        ``PoolTimeout`` (connecting took too long) or ``Unavailable``."""
+        try:
+            # One deadline for starting the pool (first use) and getting a connection.
             async with asyncio.timeout(self.timeout):
                 pool = await self._started_pool()
                 conn = await pool.acquire()
         except TimeoutError as exc:
             self.acquire_timeouts += 1
-            raise PoolTimeout(self._timeout_message()) from exc
+            raise PoolTimeout(self._timeout_message(exhausted=False)) from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             self.acquire_errors += 1
             raise map_connect_error(self.node, exc) from exc
-        finally:
-            self.waiting -= 1
         now = time.monotonic()
         self.acquires += 1
         self._latency.success(now, now - started)
@@ -141,11 +173,12 @@ class InstrumentedPool:
         finally:
             await pool.release(conn)
 
-    def _timeout_message(self) -> str:
+    def _timeout_message(self, *, exhausted: bool) -> str:
         pool = self._pool
         in_use = pool.get_size() - pool.get_idle_size() if pool is not None else 0
-        if in_use >= self.max_size:
+        if exhausted:
             why = "all connections stayed in use"
+            in_use = max(in_use, self.max_size)
         else:
             why = "connecting to the server took too long"
         return (

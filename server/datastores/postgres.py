@@ -23,7 +23,9 @@ connection came within the timeout, ``QueryTimeout``) or ``SqlError`` for a stat
 INTERNAL_SERVER_ERROR); ``sqlstate.py`` has the table.
 
 Every statement, the monitoring ones included, goes through a breaker (``database-query`` for
-primary reads, ``database-write`` for writes, ``database-replica-<name>`` per replica), is timed
+primary reads, ``database-write`` for writes, ``database-replica-<name>`` per replica,
+``database-health`` for health probes and ``alert-store`` for the alert store, each of these two
+on its own small pool: ``health``, ``alert_store``), is timed
 into ``stats`` (``QueryStats``) and the Prometheus families of ``QueryMetrics``.
 
 Pools: one per node, ``DATABASE_CONNECTION_LIMIT`` connections at most, ``DATABASE_MIN_CONNECTIONS``
@@ -57,6 +59,7 @@ from server.datastores.replicas import Replica, ReplicaLag, ReplicaSet, replica_
 from server.errors import (
     CallTimeout,
     CircuitOpen,
+    PoolExhausted,
     PoolTimeout,
     QueryTimeout,
     RpcError,
@@ -73,6 +76,13 @@ QUERY_BREAKER = "database-query"
 WRITE_BREAKER = "database-write"
 REPLICA_BREAKER_PREFIX = "database-replica-"
 PGBOUNCER_BREAKER = "pgbouncer-admin"
+# Health probes and the alert store each have their own small pool on the primary and their
+# own breaker: a flood that fills the main pool, or trips database-query, cannot make
+# /health/ready fail or refuse an operator's acknowledgement.
+HEALTH_BREAKER = "database-health"
+ALERT_STORE_BREAKER = "alert-store"
+HEALTH_POOL_SIZE = 1
+ALERT_STORE_POOL_SIZE = 2
 APPLICATION_NAME = "infrawatch"
 # "canceling statement due to conflict with recovery": the replica's problem, not the query's.
 _RECOVERY_CONFLICT = "40001"
@@ -134,6 +144,17 @@ class PostgresCluster:
         self.stats = QueryStats(settings.slow_query_ms)
         self._metrics = QueryMetrics(registry) if registry is not None else None
         self.primary = self._node("primary", "primary", settings.url, breakers)
+        self.health = self._node(
+            "primary", "primary", settings.url, breakers, purpose="health", size=HEALTH_POOL_SIZE
+        )
+        self.alert_store = self._node(
+            "primary",
+            "primary",
+            settings.url,
+            breakers,
+            purpose="alerts",
+            size=ALERT_STORE_POOL_SIZE,
+        )
         self.write_breaker = breakers.get(WRITE_BREAKER)
         taken: set[str] = {"primary"}
         replicas = []
@@ -151,21 +172,41 @@ class PostgresCluster:
         )
         self.lag: dict[str, ReplicaLag] = {}  # the last measurement of each replica
 
-    def _node(self, name: str, role: Role, url: str, breakers: BreakerRegistry) -> Node:
+    def _node(
+        self,
+        name: str,
+        role: Role,
+        url: str,
+        breakers: BreakerRegistry,
+        *,
+        purpose: str | None = None,
+        size: int | None = None,
+    ) -> Node:
+        """A node over its own pool; ``purpose`` (health, alerts) makes a small side pool on
+        the same server (no connection kept open, ``application_name`` infrawatch-<purpose>)
+        with its own breaker."""
         settings = self._settings
         query = parse_qs(urlsplit(url).query)
+        application = APPLICATION_NAME if purpose is None else f"{APPLICATION_NAME}-{purpose}"
         pool = InstrumentedPool(
-            name,
+            name if purpose is None else f"{name} ({purpose})",
             url,
-            min_size=settings.min_connections,
-            max_size=settings.connection_limit,
+            min_size=settings.min_connections if purpose is None else 0,
+            max_size=size or settings.connection_limit,
             timeout=self.timeout,
             statement_cache_size=settings.statement_cache_size,
             server_settings=None
             if "application_name" in query
-            else {"application_name": APPLICATION_NAME},
+            else {"application_name": application},
         )
-        breaker_name = QUERY_BREAKER if role == "primary" else REPLICA_BREAKER_PREFIX + name
+        if purpose == "health":
+            breaker_name = HEALTH_BREAKER
+        elif purpose == "alerts":
+            breaker_name = ALERT_STORE_BREAKER
+        elif role == "primary":
+            breaker_name = QUERY_BREAKER
+        else:
+            breaker_name = REPLICA_BREAKER_PREFIX + name
         return Node(name, role, mask_url(url), pool, breakers.get(breaker_name), self._observe)
 
     @property
@@ -180,11 +221,15 @@ class PostgresCluster:
 
     async def start(self) -> None:
         """Open every pool; no I/O, so a database that is down cannot stop start-up."""
-        for node in self.nodes:
+        for node in self._all_nodes():
             await node.pool.open()
 
     async def close(self) -> None:
-        await asyncio.gather(*(node.pool.close(self._close_timeout) for node in self.nodes))
+        await asyncio.gather(*(node.pool.close(self._close_timeout) for node in self._all_nodes()))
+
+    def _all_nodes(self) -> list[Node]:
+        """``nodes`` and the side pools of the health probes and the alert store."""
+        return [*self.nodes, self.health, self.alert_store]
 
     # --- the public API ---
 
@@ -228,7 +273,11 @@ class PostgresCluster:
         """A transaction on the primary, every statement through ``database-write``."""
         node, breaker = self.primary, self.write_breaker
         async with AsyncExitStack() as stack:
-            conn = await breaker.call(lambda: stack.enter_async_context(node.pool.acquire()))
+            # A place in the pool outside the breaker, as Node.run takes one (PoolExhausted).
+            started = await stack.enter_async_context(node.pool.reserve())
+            conn = await breaker.call(
+                lambda: stack.enter_async_context(node.pool.connection(started))
+            )
             tx = conn.transaction(isolation=isolation, readonly=readonly)
             await node.run("BEGIN", lambda c: tx.start(), breaker=breaker, conn=conn)
             try:
@@ -246,9 +295,10 @@ class PostgresCluster:
             await node.run("COMMIT", lambda c: tx.commit(), breaker=breaker, conn=conn)
 
     async def ping(self) -> float:
-        """Round trip of ``SELECT 1`` on the primary, in seconds."""
+        """Round trip of ``SELECT 1`` on the primary, in seconds: on the health probes' own
+        pool and breaker (``database-health``), never queued behind the service's own reads."""
         started = time.perf_counter()
-        await self.primary.run("SELECT 1", lambda c: c.fetchval("SELECT 1"))
+        await self.health.run("SELECT 1", lambda c: c.fetchval("SELECT 1"))
         return time.perf_counter() - started
 
     # --- routing ---
@@ -266,7 +316,7 @@ class PostgresCluster:
                 return await replica.node.run(sql, call)
             except (QueryTimeout, CallTimeout):
                 raise  # as slow on the primary, most likely: no second try
-            except (CircuitOpen, PoolTimeout) as exc:
+            except (CircuitOpen, PoolTimeout, PoolExhausted) as exc:
                 self._fail_over(replica, exc)
             except Unavailable as exc:
                 self.replicas.failed(replica, exc)

@@ -71,9 +71,7 @@ class RedisNodes:
             async with asyncio.timeout(self._bound):
                 return await client.execute_command(*args)  # type: ignore[no-untyped-call]
         except TimeoutError as exc:
-            raise Unavailable(
-                f"redis node: no answer within {self._bound:g}s"
-            ) from exc
+            raise Unavailable(f"redis node: no answer within {self._bound:g}s") from exc
         except connection_errors() as exc:
             # redis-py's text repeats the host and port: operators only (``detail``); the
             # node's address is in the answer beside the error anyway.
@@ -108,9 +106,7 @@ class RedisNodes:
         client = self._clients.get(address)
         if client is None:
             if len(self._clients) >= MAX_NODES:
-                raise Unavailable(
-                    f"redis node: more than {MAX_NODES} nodes known"
-                )
+                raise Unavailable(f"redis node: more than {MAX_NODES} nodes known")
             settings = self._settings
             client = aioredis.Redis(
                 host=address[0],

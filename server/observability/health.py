@@ -297,13 +297,14 @@ def database_check(postgres: PostgresCluster | None, url: str | None) -> Check:
         if postgres is None:
             return None
         seconds = await postgres.ping()
-        pool = postgres.primary.pool
         details = None
         if show_details:
             details = {**_address(url)}
-            # Through the primary's own breaker, as every statement to it goes.
-            details["server_version"] = await postgres.primary.breaker.call(_server_version, pool)
-        return Probed(seconds, pool_figures(pool.snapshot()), details)
+            # On the probes' own pool and breaker (database-health), as the ping.
+            health = postgres.health
+            details["server_version"] = await health.breaker.call(_server_version, health.pool)
+        # The figures operators watch are the service's main pool's, not the probes' own.
+        return Probed(seconds, pool_figures(postgres.primary.pool.snapshot()), details)
 
     return Check("database", probe_database, critical=True)
 

@@ -235,11 +235,12 @@ class Metrics:
         accept: str | None = None,
         accept_encoding: str | None = None,
         *,
-        refresh_timeout: float = 1.0,
+        refresh_timeout: float | None = 1.0,
     ) -> Exposition:
-        """Refresh awaited figures (bounded), then render in the format ``accept`` asks for,
-        gzipped when ``accept_encoding`` allows."""
-        await self.refresh(refresh_timeout)
+        """Refresh awaited figures (bounded; ``None``: the caller has refreshed them), then
+        render in the format ``accept`` asks for, gzipped when ``accept_encoding`` allows."""
+        if refresh_timeout is not None:
+            await self.refresh(refresh_timeout)
         encode, content_type = negotiate(accept)
         slicer = Slicer()
         families: Iterable[Metric]

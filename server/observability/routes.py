@@ -29,11 +29,13 @@ from server.auth import Authenticator, client_address
 from server.errors import ErrorCode, RpcError, Throttled
 from server.observability.breaker_metrics import MERGE as BREAKER_MERGE
 from server.observability.breaker_metrics import BreakerCollector
+from server.observability.exposition import Exposition
 from server.observability.health import Health, HealthReport
 from server.observability.http_metrics import ACCESS_LOG_CLASS, HttpDurations, HttpMetrics
 from server.observability.metrics import Metrics
 from server.observability.rpc_metrics import RpcMetrics
 from server.resilience.registry import BreakerRegistry
+from server.rpc.cost import Coalescer
 from server.wire.http import error_response
 
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -50,6 +52,7 @@ def install(
     read_tokens_required: bool,
     metrics_refresh_timeout: float,
     metrics_sync_interval: float,
+    metrics_refresh_ttl: float = 0.0,
 ) -> RpcMetrics:
     """Add the HTTP response counter, the breaker collector, the routes and the ``--workers`` sync
     task to ``app``; returns the RPC observer for the router."""
@@ -63,7 +66,12 @@ def install(
     app.on_response_prepare.append(http.on_response_prepare)
     app.cleanup_ctx.append(metrics_sync_ctx(metrics, metrics_sync_interval))
     scrape = Scrape(
-        metrics, auth, metrics_basic_auth, read_tokens_required, metrics_refresh_timeout
+        metrics,
+        auth,
+        metrics_basic_auth,
+        read_tokens_required,
+        metrics_refresh_timeout,
+        metrics_refresh_ttl,
     )
     probes = Probes(health, auth, read_tokens_required)
     app.router.add_get("/metrics", scrape.handle)
@@ -102,12 +110,18 @@ class Scrape:
         basic_auth: tuple[str, str] | None,
         read_tokens_required: bool,
         refresh_timeout: float,
+        refresh_ttl: float = 0.0,
     ) -> None:
         self.metrics = metrics
         self.auth = auth
         self.basic_auth = basic_auth
         self.read_tokens_required = read_tokens_required
         self.refresh_timeout = refresh_timeout
+        self._refreshes: Coalescer[None] = Coalescer(refresh_ttl)
+        self._expositions: Coalescer[Exposition] = Coalescer(0.0)
+
+    async def _refresh(self) -> None:
+        await self.metrics.refresh(self.refresh_timeout)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         client = client_address(request.remote)
@@ -129,10 +143,15 @@ class Scrape:
                 text="credentials required\n",
                 headers={"WWW-Authenticate": f'{scheme} realm="infrawatch metrics"'},
             )
-        exposition = await self.metrics.expose(
-            request.headers.get("Accept"),
-            request.headers.get("Accept-Encoding"),
-            refresh_timeout=self.refresh_timeout,
+        accept = request.headers.get("Accept")
+        encoding = request.headers.get("Accept-Encoding")
+        # A flood of scrapes: the awaited figures (Redis INFO, SHOW POOLS) are read once per
+        # RPC_COALESCE_TTL, and concurrent scrapes of one kind share one render. A scrape that
+        # follows another still renders anew: pushed counters are always current.
+        await self._refreshes.run("refresh", self._refresh)
+        exposition = await self._expositions.run(
+            f"{accept}\n{encoding}",
+            lambda: self.metrics.expose(accept, encoding, refresh_timeout=None),
         )
         headers = {
             "Content-Type": exposition.content_type,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from server.alerts.book import AlertBook
 from server.alerts.models import AcknowledgeInput, Alert, AlertPage, AlertQuery
 from server.errors import ErrorCode
+from server.rpc.cost import Cost
 from server.rpc.router import Context, Procedure, mutation, query
 
 
@@ -27,6 +28,7 @@ def procedures(book: AlertBook) -> list[Procedure]:
             summary="Alerts, newest occurrence first, filtered by state, level and "
             "acknowledgement, paged by limit and offset.",
             errors=(ErrorCode.SERVICE_UNAVAILABLE,),
+            options=(Cost.EXPENSIVE,),
         ),
         mutation(
             "alerts.acknowledge",
@@ -37,5 +39,6 @@ def procedures(book: AlertBook) -> list[Procedure]:
             "Idempotent: the first acknowledgement stands and a repeat returns it.",
             errors=(ErrorCode.NOT_FOUND, ErrorCode.SERVICE_UNAVAILABLE),
             positional=("id", "note"),
+            options=(Cost.OPERATOR,),
         ),
     ]

@@ -7,6 +7,7 @@ set-state forces it open, disables it (calls pass, statistics still kept) or clo
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from server.errors import ErrorCode
 from server.resilience.breaker import Breaker
@@ -17,7 +18,8 @@ from server.resilience.models import (
     SetBreakerState,
 )
 from server.resilience.registry import BreakerRegistry
-from server.rpc.router import Context, NoInput, Procedure, mutation, query
+from server.rpc.cost import Cost
+from server.rpc.router import Context, JsonReady, NoInput, Procedure, mutation, query
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +27,13 @@ log = logging.getLogger(__name__)
 def procedures(breakers: BreakerRegistry) -> list[Procedure]:
     """The breaker procedures over one app's registry."""
 
-    async def circuit_breaker_status(ctx: Context, _: NoInput) -> BreakerStatusList:
-        statuses = [b.snapshot() for b in breakers.all()]
+    async def circuit_breaker_status(ctx: Context, _: NoInput) -> JsonReady:
+        # Built as JSON, not as 1 + 6 models per breaker: a live read polled by dashboards and
+        # scripts (docs/performance.md). tests/test_breaker_procedures.py holds it to the model.
+        statuses = [b.status() for b in breakers.all()]
         if not ctx.caller.authenticated:
             statuses = [_without_detail(status) for status in statuses]
-        return BreakerStatusList(breakers=statuses)
+        return JsonReady({"breakers": statuses})
 
     async def reset_circuit_breaker(ctx: Context, inp: BreakerName) -> BreakerStatus:
         breaker = breakers.find(inp.name)
@@ -60,6 +64,7 @@ def procedures(breakers: BreakerRegistry) -> list[Procedure]:
             output=BreakerStatusList,
             summary="Every circuit breaker: state, rolling counts, error rate, latency, last "
             "failure, when it reopens, and cumulative totals.",
+            options=(Cost.CHEAP,),
         ),
         mutation(
             "monitoring.resetCircuitBreaker",
@@ -69,6 +74,7 @@ def procedures(breakers: BreakerRegistry) -> list[Procedure]:
             summary="Close one breaker by name and clear its rolling window.",
             errors=(ErrorCode.NOT_FOUND,),
             positional=("name",),
+            options=(Cost.OPERATOR,),
         ),
         mutation(
             "monitoring.setCircuitBreakerState",
@@ -78,16 +84,17 @@ def procedures(breakers: BreakerRegistry) -> list[Procedure]:
             summary="Force one breaker open, disable it (calls pass, statistics kept) or close it.",
             errors=(ErrorCode.NOT_FOUND,),
             positional=("name", "state"),
+            options=(Cost.OPERATOR,),
         ),
     ]
 
 
-def _without_detail(status: BreakerStatus) -> BreakerStatus:
+def _without_detail(status: dict[str, Any]) -> dict[str, Any]:
     """The status as anyone may see it: the last failure's own text (hosts, users) removed."""
-    failure = status.last_failure
-    if failure is None or failure.detail is None:
+    failure = status["last_failure"]
+    if failure is None or failure["detail"] is None:
         return status
-    return status.model_copy(update={"last_failure": failure.model_copy(update={"detail": None})})
+    return status | {"last_failure": failure | {"detail": None}}
 
 
 def _apply(breaker: Breaker, state: str, reason: str) -> None:

@@ -20,6 +20,7 @@ from server.cache.models import (
 from server.collectors.redis_info import RedisInfo, redis_info
 from server.datastores.redis import RedisClient
 from server.errors import ErrorCode, Unavailable
+from server.rpc.cost import Cost
 from server.rpc.router import Context, NoInput, Procedure, mutation, query
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def procedures(cache: Cache, redis: RedisClient | None) -> list[Procedure]:
             output=CacheStatsReport,
             summary="Cache backend (redis/memory), hits, misses, hit rate, stale answers, GET/"
             "SET/DELETE latency, per-namespace counts, hot tier, and a summary of Redis INFO.",
+            options=(Cost.CHEAP,),
         ),
         query(
             "monitoring.cacheInvalidationMetrics",
@@ -74,6 +76,7 @@ def procedures(cache: Cache, redis: RedisClient | None) -> list[Procedure]:
             output=CacheInvalidationMetrics,
             summary="Invalidations and their failures (totals, rates, per namespace), hot-tier "
             "invalidations, and GET/SET/DELETE timings.",
+            options=(Cost.CHEAP,),
         ),
         mutation(
             "monitoring.invalidateCache",
@@ -84,11 +87,13 @@ def procedures(cache: Cache, redis: RedisClient | None) -> list[Procedure]:
             "never KEYS); returns how many were deleted.",
             errors=(ErrorCode.SERVICE_UNAVAILABLE,),
             positional=("namespace", "pattern"),
+            options=(Cost.OPERATOR,),
         ),
         mutation(
             "monitoring.resetCacheMetrics",
             reset_cache_metrics,
             output=ResetCacheMetricsResult,
             summary="Zero the cache's counters and latency windows.",
+            options=(Cost.OPERATOR,),
         ),
     ]

@@ -30,6 +30,7 @@ from server.collectors.top_queries import OrderBy, TopQueries, TopQueriesReport
 from server.config import DatabaseSettings, PartitionSettings
 from server.datastores.postgres import PostgresCluster
 from server.errors import ErrorCode, Unavailable
+from server.rpc.cost import Cost
 from server.rpc.router import Context, NoInput, Procedure, query
 
 _UNAVAILABLE = (ErrorCode.SERVICE_UNAVAILABLE,)
@@ -144,6 +145,7 @@ def procedures(
             "temporary blocks; available: false with the reason and how to enable it.",
             errors=_UNAVAILABLE,
             positional=("order_by", "limit"),
+            options=(Cost.EXPENSIVE,),
         ),
         query(
             "database.activity",
@@ -154,6 +156,7 @@ def procedures(
             "sessions; the longest query and transaction (normalised text); sessions blocked "
             "on locks and who blocks them; PgBouncer's waiting clients.",
             errors=_UNAVAILABLE,
+            options=(Cost.EXPENSIVE,),
         ),
         query(
             "monitoring.connectionPoolStats",
@@ -163,6 +166,7 @@ def procedures(
             "latency, and the server's pg_stat_activity against max_connections; PgBouncer's "
             "SHOW POOLS, STATS, DATABASES and LISTS.",
             errors=_UNAVAILABLE,
+            options=(Cost.EXPENSIVE,),
         ),
         query(
             "monitoring.queryStats",
@@ -173,6 +177,7 @@ def procedures(
             "and the slowest normalised statements above SLOW_QUERY_MS.",
             errors=_UNAVAILABLE,
             positional=("limit",),
+            options=(Cost.CHEAP,),
         ),
         query(
             "monitoring.partitionMetrics",
@@ -182,7 +187,7 @@ def procedures(
             "dual-write triggers, writes within PARTITION_WRITES_WINDOW, and the switchover "
             "verdict with each check.",
             errors=_UNAVAILABLE,
-            options=(PARTITION_METRICS_CACHE,),
+            options=(Cost.EXPENSIVE, PARTITION_METRICS_CACHE),
         ),
         query(
             "monitoring.partitionTableStats",
@@ -191,7 +196,7 @@ def procedures(
             output=PartitionTableStatsReport,
             summary="Per partition of each partitioned table: bounds, rows and size.",
             errors=(*_UNAVAILABLE, ErrorCode.NOT_FOUND),
-            options=(PARTITION_TABLE_STATS_CACHE,),
+            options=(Cost.EXPENSIVE, PARTITION_TABLE_STATS_CACHE),
             positional=("pair",),
         ),
         query(
@@ -200,6 +205,7 @@ def procedures(
             output=ReplicaHealthReport,
             summary="Each replica: healthy, in the read rotation, last check and why it failed.",
             errors=_UNAVAILABLE,
+            options=(Cost.CHEAP,),
         ),
         query(
             "database.replicaLag",
@@ -207,6 +213,7 @@ def procedures(
             output=ReplicaLagReport,
             summary="Each replica's lag behind the primary in bytes and seconds, measured now.",
             errors=_UNAVAILABLE,
+            options=(Cost.EXPENSIVE,),
         ),
         query(
             "database.replicaStats",
@@ -214,6 +221,7 @@ def procedures(
             output=ReplicaStatsReport,
             summary="Reads routed per node, failovers to the primary, and each replica's pool.",
             errors=_UNAVAILABLE,
+            options=(Cost.CHEAP,),
         ),
         query(
             "database.info",
@@ -222,6 +230,6 @@ def procedures(
             summary="Each server's version, role, max_connections and uptime; PgBouncer's "
             "version; the database settings infrawatch runs with.",
             errors=_UNAVAILABLE,
-            options=(DATABASE_INFO_CACHE,),
+            options=(Cost.EXPENSIVE, DATABASE_INFO_CACHE),
         ),
     ]

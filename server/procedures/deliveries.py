@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from server.alerts.models import EvaluatorStatus
 from server.delivery import DeliveryStatus, Sender
+from server.rpc.cost import Cost
 from server.rpc.router import Context, NoInput, Procedure, query
 
 
@@ -27,5 +28,7 @@ def procedures(
             "pending and the oldest one's age, sent, failed attempts, last success, last "
             "error; whether the outbox is durable (PostgreSQL) or in memory; which instance "
             "evaluates. An unreachable outbox shows as available: false.",
+            # INFO on every node / counts over the outbox tables: coalesced and bounded.
+            options=(Cost.EXPENSIVE,),
         ),
     ]

@@ -7,6 +7,7 @@ answer, whichever way it is asked.
 from __future__ import annotations
 
 from server.observability.health import ComponentHealth, Health, HealthReport, overall
+from server.rpc.cost import Cost
 from server.rpc.router import Context, NoInput, Procedure, query
 
 # The names this module has always exported; the model itself is shared with /health.
@@ -26,5 +27,6 @@ def procedures(health: Health, *, read_tokens_required: bool) -> list[Procedure]
             unified_health,
             output=HealthReport,
             summary="Quick status: reachability and round-trip time of the primary and Redis.",
+            options=(Cost.CHEAP,),
         ),
     ]

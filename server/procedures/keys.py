@@ -9,6 +9,7 @@ from __future__ import annotations
 from server.collectors.redis_keys import KeyStats, KeyStatsInput, key_stats
 from server.datastores.redis_gate import RedisGate
 from server.errors import ErrorCode
+from server.rpc.cost import Cost
 from server.rpc.router import Context, Procedure, query
 
 
@@ -25,5 +26,6 @@ def procedures(redis: RedisGate) -> list[Procedure]:
             summary="Key counts per namespace (SCAN sample, never KEYS): sampled and estimated "
             "counts, share with an expiry, sampled MEMORY USAGE.",
             errors=(ErrorCode.BAD_REQUEST, ErrorCode.SERVICE_UNAVAILABLE),
+            options=(Cost.EXPENSIVE,),
         ),
     ]

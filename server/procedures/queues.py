@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from server.collectors.redis_queues import QueueCollector, QueueStats, QueueStatsInput
 from server.errors import ErrorCode
+from server.rpc.cost import Cost
 from server.rpc.router import Context, Procedure, query
 
 
@@ -25,5 +26,6 @@ def procedures(queues: QueueCollector) -> list[Procedure]:
             summary="Depth and per-state job counts of BullMQ, RQ and Celery queues in Redis, "
             "named in QUEUE_NAMES or discovered by SCAN.",
             errors=(ErrorCode.SERVICE_UNAVAILABLE,),
+            options=(Cost.EXPENSIVE,),
         ),
     ]

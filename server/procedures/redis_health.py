@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from server.collectors.redis_health import RedisHealthCollector
 from server.collectors.redis_health_models import RedisHealth
+from server.rpc.cost import Cost
 from server.rpc.router import Context, NoInput, Procedure, query
 
 
@@ -24,5 +25,7 @@ def procedures(collector: RedisHealthCollector) -> list[Procedure]:
             "Cluster node): role, memory against maxmemory, evictions/s, the application's "
             "keyspace hit rate over REDIS_HEALTH_WINDOW, clients, replication links and lag, "
             "SENTINEL CKQUORUM, Cluster state and slots.",
+            # INFO on every node / counts over the outbox tables: coalesced and bounded.
+            options=(Cost.EXPENSIVE,),
         ),
     ]

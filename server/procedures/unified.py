@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from server.alerts.book import AlertBook
 from server.alerts.models import Alert, AlertQuery, Source, StoreStatus, rank
+from server.rpc.cost import Cost
 from server.rpc.reading import Reading, SectionError, read_all
 from server.rpc.router import Context, NoInput, Procedure, query
 
@@ -106,6 +107,7 @@ def procedures(book: AlertBook, section_timeout: float) -> list[Procedure]:
             summary="Overall status (healthy, degraded, unhealthy) with its reasons, every "
             "monitoring section (each procedure's output or its error), alert counts by level "
             "and the most recent alerts.",
+            options=(Cost.EXPENSIVE,),
         )
     ]
 

@@ -41,7 +41,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, NoReturn, ParamSpec, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeAlias, TypeVar
 
 from aiobreaker import CircuitBreaker, CircuitBreakerState
 from aiobreaker.storage.memory import CircuitMemoryStorage
@@ -50,7 +50,6 @@ from server.deadlines import Deadlines, uncancel
 from server.errors import CallTimeout, CircuitOpen, RpcError, Unavailable
 from server.redaction import mask_secrets
 from server.resilience.models import (
-    BreakerPolicy,
     BreakerState,
     BreakerStatus,
     LastFailure,
@@ -186,6 +185,15 @@ class Breaker:
         self._trial = 0
         self._trials = 0
         self._listeners: list[Listener] = []
+        # BreakerPolicy's JSON: the config is frozen, so it is built once.
+        self._policy = {
+            "failure_threshold": config.failure_threshold,
+            "error_rate_threshold": config.error_rate,
+            "minimum_calls": config.minimum_calls,
+            "window_seconds": config.window_seconds,
+            "reset_timeout": config.reset_timeout,
+            "call_timeout": config.call_timeout,
+        }
 
     def __repr__(self) -> str:
         return f"<Breaker {self.name!r} {self.state.value}>"
@@ -389,27 +397,46 @@ class Breaker:
                 log.exception("circuit breaker %s: state listener %r failed", self.name, listener)
 
     def snapshot(self) -> BreakerStatus:
+        return BreakerStatus.model_validate(self.status())
+
+    def status(self) -> dict[str, Any]:
+        """``snapshot()`` as the JSON of ``BreakerStatus``, built without models: the live
+        status read (``monitoring.circuitBreakerStatus``) answers this as it is."""
+        # Each figure read once, by attribute (no enum hashing, no repeated properties): this
+        # runs once per breaker per call of a status read that clients poll.
         now = monotonic()
-        cfg = self.config
-        state = self.state
-        return BreakerStatus(
-            name=self.name,
-            state=state,
-            forced_open=state is BreakerState.FORCED_OPEN,
-            disabled=state is BreakerState.DISABLED,
-            consecutive_failures=self.consecutive_failures,
-            window=self._window.window_stats(now),
-            latency=self._window.latency_stats(now),
-            last_failure=self.last_failure,
-            reopens_at=self.reopens_at(),
-            seconds_until_half_open=self.seconds_until_half_open(),
-            totals=self.totals.model(),
-            policy=BreakerPolicy(
-                failure_threshold=cfg.failure_threshold,
-                error_rate_threshold=cfg.error_rate,
-                minimum_calls=cfg.minimum_calls,
-                window_seconds=cfg.window_seconds,
-                reset_timeout=cfg.reset_timeout,
-                call_timeout=cfg.call_timeout,
-            ),
-        )
+        storage = self._storage
+        state = self._override or _STATES[storage.state]
+        remaining: float | None = None
+        reopens_at: str | None = None
+        if state is BreakerState.OPEN:
+            remaining = max(0.0, self._reopen_deadline - now)
+            reopens_at = _iso(datetime.now(UTC) + timedelta(seconds=remaining))
+        failure = self.last_failure
+        window, latency = self._window.json(now)
+        return {
+            "name": self.name,
+            "state": state.value,
+            "forced_open": state is BreakerState.FORCED_OPEN,
+            "disabled": state is BreakerState.DISABLED,
+            "consecutive_failures": int(storage.counter),
+            "window": window,
+            "latency": latency,
+            "last_failure": None
+            if failure is None
+            else {
+                "at": _iso(failure.at),
+                "error_type": failure.error_type,
+                "message": failure.message,
+                "detail": failure.detail,
+            },
+            "reopens_at": reopens_at,
+            "seconds_until_half_open": remaining,
+            "totals": self.totals.json(),
+            "policy": dict(self._policy),
+        }
+
+
+def _iso(at: datetime) -> str:
+    """A UTC datetime as pydantic writes it in JSON (``Z``, not ``+00:00``)."""
+    return at.isoformat().replace("+00:00", "Z")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from server.resilience.models import BreakerTotals, LatencyStats, WindowStats
 
@@ -71,6 +72,11 @@ class RollingWindow:
         self._width = seconds / buckets
         self._reservoir = reservoir
         self._buckets = [Bucket() for _ in range(buckets)]
+        # Bumped by every observation: ``json`` reuses its last answer while neither this nor
+        # the newest bucket has changed (a status read polled far more often than calls come).
+        self._version = 0
+        self._json_key: tuple[int, int] | None = None
+        self._json: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
 
     def _bucket(self, now: float) -> Bucket:
         epoch = int(now / self._width)
@@ -80,6 +86,7 @@ class RollingWindow:
         return bucket
 
     def _observe(self, bucket: Bucket, latency: float) -> None:
+        self._version += 1
         bucket.latency_sum += latency
         n = bucket.samples
         bucket.samples = n + 1
@@ -104,9 +111,11 @@ class RollingWindow:
         self._observe(bucket, latency)
 
     def rejection(self, now: float) -> None:
+        self._version += 1
         self._bucket(now).rejections += 1
 
     def clear(self) -> None:
+        self._version += 1
         for bucket in self._buckets:
             bucket.reset(-1)
 
@@ -125,32 +134,105 @@ class RollingWindow:
         )
 
     def window_stats(self, now: float) -> WindowStats:
-        c = self.counts(now)
-        rate = c.error_rate
-        return WindowStats(
-            window_seconds=self.seconds,
-            calls=c.calls,
-            successes=c.successes,
-            failures=c.failures,
-            timeouts=c.timeouts,
-            rejections=c.rejections,
-            error_rate=None if rate is None else round(rate, 2),
-        )
+        return WindowStats(**self.window_json(now))
 
     def latency_stats(self, now: float) -> LatencyStats:
+        return LatencyStats(**self.latency_json(now))
+
+    # The same figures as plain JSON (``WindowStats``, ``LatencyStats``), for the live status
+    # read, which skips building models (docs/performance.md).
+
+    def json(self, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``window_json`` and ``latency_json`` in one pass over the live buckets; the last
+        answer again (copies) while nothing was observed and no bucket aged out."""
+        newest = int(now / self._width)
+        key = (self._version, newest)
+        if key != self._json_key:
+            self._json = self._compute_json(newest)
+            self._json_key = key
+        window, latency = self._json
+        return window.copy(), latency.copy()
+
+    def _compute_json(self, newest: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        oldest = newest - len(self._buckets)
+        successes = failures = timeouts = rejections = samples = 0
+        latency_sum = 0.0
+        live = []
+        for b in self._buckets:
+            if oldest < b.epoch <= newest:
+                successes += b.successes
+                failures += b.failures
+                timeouts += b.timeouts
+                rejections += b.rejections
+                if b.samples:
+                    samples += b.samples
+                    latency_sum += b.latency_sum
+                    live.append(b)
+        calls = successes + failures + timeouts
+        window = {
+            "window_seconds": self.seconds,
+            "calls": calls,
+            "successes": successes,
+            "failures": failures,
+            "timeouts": timeouts,
+            "rejections": rejections,
+            "error_rate": round(100.0 * (failures + timeouts) / calls, 2) if calls else None,
+        }
+        if not samples:
+            return window, _NO_LATENCY.copy()
+        ordered = sorted(x for b in live for x in b.latencies)
+        return window, {
+            "samples": samples,
+            "mean_ms": _ms(latency_sum / samples),
+            "p50_ms": _ms(percentile(ordered, 50)),
+            "p95_ms": _ms(percentile(ordered, 95)),
+            "p99_ms": _ms(percentile(ordered, 99)),
+        }
+
+    def window_json(self, now: float) -> dict[str, Any]:
+        newest = int(now / self._width)
+        oldest = newest - len(self._buckets)
+        successes = failures = timeouts = rejections = 0
+        for b in self._buckets:
+            if oldest < b.epoch <= newest:
+                successes += b.successes
+                failures += b.failures
+                timeouts += b.timeouts
+                rejections += b.rejections
+        calls = successes + failures + timeouts
+        return {
+            "window_seconds": self.seconds,
+            "calls": calls,
+            "successes": successes,
+            "failures": failures,
+            "timeouts": timeouts,
+            "rejections": rejections,
+            "error_rate": round(100.0 * (failures + timeouts) / calls, 2) if calls else None,
+        }
+
+    def latency_json(self, now: float) -> dict[str, Any]:
         live = self._live(now)
         samples = sum(b.samples for b in live)
         if not samples:
-            return LatencyStats(samples=0, mean_ms=None, p50_ms=None, p95_ms=None, p99_ms=None)
+            return _NO_LATENCY.copy()
         ordered = sorted(x for b in live for x in b.latencies)
         mean = sum(b.latency_sum for b in live) / samples
-        return LatencyStats(
-            samples=samples,
-            mean_ms=_ms(mean),
-            p50_ms=_ms(percentile(ordered, 50)),
-            p95_ms=_ms(percentile(ordered, 95)),
-            p99_ms=_ms(percentile(ordered, 99)),
-        )
+        return {
+            "samples": samples,
+            "mean_ms": _ms(mean),
+            "p50_ms": _ms(percentile(ordered, 50)),
+            "p95_ms": _ms(percentile(ordered, 95)),
+            "p99_ms": _ms(percentile(ordered, 99)),
+        }
+
+
+_NO_LATENCY: dict[str, Any] = {
+    "samples": 0,
+    "mean_ms": None,
+    "p50_ms": None,
+    "p95_ms": None,
+    "p99_ms": None,
+}
 
 
 def percentile(ordered: list[float], pct: float) -> float:
@@ -180,12 +262,15 @@ class Totals:
         return self.successes + self.failures + self.timeouts + self.ignored + self.rejections
 
     def model(self) -> BreakerTotals:
-        return BreakerTotals(
-            calls=self.calls,
-            successes=self.successes,
-            failures=self.failures,
-            timeouts=self.timeouts,
-            ignored=self.ignored,
-            rejections=self.rejections,
-            transitions=self.transitions,
-        )
+        return BreakerTotals(**self.json())
+
+    def json(self) -> dict[str, int]:
+        return {
+            "calls": self.calls,
+            "successes": self.successes,
+            "failures": self.failures,
+            "timeouts": self.timeouts,
+            "ignored": self.ignored,
+            "rejections": self.rejections,
+            "transitions": self.transitions,
+        }

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 import server
 from server.errors import CODES, ErrorCode
+from server.rpc.cost import Cost
 from server.rpc.router import Context, NoInput, Procedure, query
 
 DISCOVER = "rpc.discover"
@@ -102,5 +103,6 @@ def discover_procedure(procedures: Sequence[Procedure]) -> Procedure:
         output=OpenRpcDocument,
         summary="This service's OpenRPC 1.3 document.",
         protocols=frozenset({"jsonrpc", "internal"}),
+        options=(Cost.CHEAP,),
     )
     return proc

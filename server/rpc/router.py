@@ -301,6 +301,17 @@ def _bind(mw: Middleware, proc: Procedure, nxt: Next) -> Next:
 _NO_INPUT = NoInput()  # no fields to change: one instance serves every call
 
 
+@dataclass(frozen=True, slots=True)
+class JsonReady:
+    """An answer its handler built directly in the JSON form of the procedure's ``output``
+    model: the router passes ``data`` on as it is, without building or checking the models.
+
+    For live status reads on the hot path (``monitoring.circuitBreakerStatus``), where the
+    models cost most of the call; their tests hold ``data`` to the output model."""
+
+    data: Any
+
+
 def validate_input(proc: Procedure, raw: Any) -> BaseModel:
     if proc.input is NoInput and (raw is None or raw == {} or raw == []):
         return _NO_INPUT
@@ -328,6 +339,8 @@ def validate_input(proc: Procedure, raw: Any) -> BaseModel:
 
 
 def encode_output(proc: Procedure, value: Any) -> Any:
+    if isinstance(value, JsonReady):
+        return value.data
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", by_alias=True)
     if proc.output is not None and value is not None:

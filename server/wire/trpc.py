@@ -12,6 +12,7 @@ error shape). Where we answer differently on purpose, the comment says why;
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import orjson
 from aiohttp import web
 
 from server.auth import Authenticator, client_address
-from server.errors import CODES, ErrorCode, ProcedureNotFound, RpcError, Throttled
+from server.errors import CODES, ErrorCode, ProcedureNotFound, RpcError, Throttled, TooManyRequests
 from server.redaction import mask_secrets
 from server.rpc.router import ANONYMOUS, Caller, Context, Kind, Procedure, Router
 
@@ -273,6 +274,12 @@ def _status(errors: list[RpcError | None]) -> int:
     return statuses.pop() if len(statuses) == 1 else 207
 
 
+def _retry_after(errors: list[RpcError | None]) -> str | None:
+    """RFC 9110 10.2.3 for a shed call (429): whole seconds, the longest any call was told."""
+    waits = [exc.retry_after for exc in errors if isinstance(exc, TooManyRequests)]
+    return str(max(1, math.ceil(max(waits)))) if waits else None
+
+
 def trpc_handler(
     router: Router, auth: Authenticator, *, max_body_bytes: int, max_batch_size: int
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -302,6 +309,8 @@ async def handle_trpc(endpoint: Endpoint, request: web.Request) -> web.StreamRes
         headers["Allow"] = exchange.allow
     if isinstance(exchange.caller_error, Throttled):
         headers["Retry-After"] = str(exchange.caller_error.retry_after)
+    elif retry_after := _retry_after([exc for _, exc, _ in outcomes]):
+        headers["Retry-After"] = retry_after
     if not batch:
         ctx = outcomes[0][2]
         if ctx is not None and "cache" in ctx.meta:
