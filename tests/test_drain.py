@@ -218,7 +218,7 @@ def _pending_rounds(port: int) -> int:
 def _firing_in_memory(port: int) -> bool:
     page = _call(port, "alerts.list", {"state": "firing"})["result"]
     fingerprints = {a["fingerprint"] for a in page["alerts"]}
-    return page["source"] == "memory" and "breaker_open:database-write" in fingerprints
+    return page["source"] == "memory" and "breaker_open:alert-store" in fingerprints
 
 
 def test_rounds_queued_while_the_store_was_down_are_written_on_sigterm(
@@ -231,7 +231,7 @@ def test_rounds_queued_while_the_store_was_down_are_written_on_sigterm(
         _call(
             served.port,
             "monitoring.setCircuitBreakerState",
-            {"name": "database-write", "state": "open"},
+            {"name": "alert-store", "state": "open"},
         )
         # A round that saw the breaker open, kept in memory only.
         wait_until(
@@ -243,10 +243,10 @@ def test_rounds_queued_while_the_store_was_down_are_written_on_sigterm(
         _call(
             served.port,
             "monitoring.setCircuitBreakerState",
-            {"name": "database-write", "state": "closed"},
+            {"name": "alert-store", "state": "closed"},
         )
         served.proc.send_signal(signal.SIGTERM)
         assert served.proc.wait(timeout=30) == 0, served.log()
     database = pg_dsn.rsplit("/", 1)[1].split("?")[0]
     fingerprints = postgres.psql("SELECT fingerprint FROM infrawatch.alerts", database)
-    assert "breaker_open:database-write" in fingerprints.splitlines(), served.log()
+    assert "breaker_open:alert-store" in fingerprints.splitlines(), served.log()

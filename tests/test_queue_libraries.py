@@ -52,6 +52,7 @@ def settings(redis_url: str, queue_names: str) -> Settings:
         alert_evaluation_interval=3600.0,
         alert_cache_get_p95_warning=3_600_000.0,
         alert_cache_get_p95_critical=7_200_000.0,
+        rpc_coalesce_ttl=0.0,
     )
 
 
@@ -269,6 +270,7 @@ async def test_queue_backlog_and_failed_jobs_fire_and_resolve(
             alert_evaluation_interval=3600.0,
             alert_cache_get_p95_warning=3_600_000.0,
             alert_cache_get_p95_critical=7_200_000.0,
+            rpc_coalesce_ttl=0.0,
             alert_queue_backlog_warning=5,
             alert_queue_failed_warning=2,
         ),

@@ -33,6 +33,8 @@ QUIET = {
     # infrawatch's own cache latency is no subject here
     "alert_cache_get_p95_warning": 3_600_000.0,
     "alert_cache_get_p95_critical": 7_200_000.0,
+    # figures read right after a change: no micro-cache of expensive reads
+    "rpc_coalesce_ttl": 0.0,
 }
 
 

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from server.app import create_app
 from server.cli import _share_session_secret
 from server.config import Settings
+from server.rpc.cost import Cost
 from server.rpc.router import Context, NoInput, Procedure, query
 from server.throttle import FailureThrottle
 from server.wire.hosts import AllowedHosts, host_name
@@ -33,7 +34,7 @@ async def who(ctx: Context, _: NoInput) -> str | None:
     return ctx.caller.name
 
 
-PROCEDURES: list[Procedure] = [query("test.who", who)]
+PROCEDURES: list[Procedure] = [query("test.who", who, options=(Cost.CHEAP,))]
 
 
 def _settings(**overrides: Any) -> Settings:

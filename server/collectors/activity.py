@@ -91,7 +91,10 @@ class Connections(BaseModel):
     reserved: int = Field(description="superuser_reserved_connections + reserved_connections")
     available: int = Field(description="max_connections - reserved: what clients may take")
     used_percent: float = Field(description="used / available, %")
-    self_connections: int = Field(description="infrawatch's own (application_name=infrawatch)")
+    self_connections: int = Field(
+        description="infrawatch's own (application_name infrawatch, or infrawatch-<purpose> for "
+        "the health probes' and the alert store's pools)"
+    )
     hidden: int = Field(
         description="other roles' sessions whose state, query and times this role may not see "
         "(it lacks pg_read_all_stats): counted, by user and application too, but in none of "
@@ -182,7 +185,7 @@ async def _node_activity(node: Node) -> NodeActivity:
             reserved=reserved,
             available=available,
             used_percent=round(100.0 * len(rows) / available, 2),
-            self_connections=sum(1 for r in rows if r["application_name"] == APPLICATION_NAME),
+            self_connections=sum(1 for r in rows if _ours(r["application_name"])),
             hidden=sum(1 for r in rows if r["hidden"]),
         ),
         by_state=_count(rows, "state"),
@@ -289,4 +292,11 @@ async def _bouncer(admin: PgBouncerAdmin | None) -> BouncerActivity | None:
         cl_waiting=sum(p.cl_waiting for p in pools),
         maxwait_seconds=max((p.maxwait_seconds for p in pools), default=0.0),
         pools=pools,
+    )
+
+
+def _ours(application: str | None) -> bool:
+    """infrawatch's main pool, or one of its side pools (``infrawatch-health``, ...)."""
+    return application is not None and (
+        application == APPLICATION_NAME or application.startswith(APPLICATION_NAME + "-")
     )
