@@ -36,7 +36,10 @@ WARMUP_SECONDS = 65.0  # past the longest window that fills (60 s)
 PHASE_ROUNDS = 600
 # Objects in flight when a measurement is taken (a round's tasks and buffers) come and go:
 # 64 KB is 100 bytes a round, far below the issue's 6 KB a round at RSS level.
-ALLOWANCE_BYTES = 64 * 1024
+# 64 KiB held on a quiet machine; a clean-clone run on a loaded one saw 100 KB in one third
+# (asyncpg's statement cache still filling), so the bound is 256 KiB: a leak of the size the
+# issue measured (24 KB a minute, thousands of rounds here) still exceeds it.
+ALLOWANCE_BYTES = 256 * 1024
 
 
 async def traced_after(rounds: Callable[[], int], target: int) -> int:
