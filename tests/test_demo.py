@@ -158,49 +158,52 @@ def test_make_run_stack_prints_the_token_and_has_the_demo_schema() -> None:
     # Not tmp_path: pytest's base directory is private to root, and the servers run as postgres.
     parent = Path(tempfile.mkdtemp(prefix="infrawatch-demo-test-"))
     parent.chmod(0o755)
-    probe = (
-        "import os, psycopg; "
-        "conn = psycopg.connect(os.environ['DATABASE_URL'], autocommit=True); "
-        "print('rows', conn.execute('SELECT count(*) FROM demo.orders').fetchone()[0]); "
-        "print('pairs', os.environ['PARTITION_PAIRS'])"
-    )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.stack",
-            "--demo",
-            "--dir",
-            str(parent),
-            "--url",
-            "http://127.0.0.1:9",
-            "--exec",
-            "--",
-            sys.executable,
-            "-c",
-            probe,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=200,
-        check=False,
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
-    )
+    try:
+        probe = (
+            "import os, psycopg; "
+            "conn = psycopg.connect(os.environ['DATABASE_URL'], autocommit=True); "
+            "print('rows', conn.execute('SELECT count(*) FROM demo.orders').fetchone()[0]); "
+            "print('pairs', os.environ['PARTITION_PAIRS'])"
+        )
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.stack",
+                "--demo",
+                "--dir",
+                str(parent),
+                "--url",
+                "http://127.0.0.1:9",
+                "--exec",
+                "--",
+                sys.executable,
+                "-c",
+                probe,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=200,
+            check=False,
+            env=os.environ | {"PYTHONPATH": str(ROOT)},
+        )
 
-    assert done.returncode == 0, done.stderr
-    printed = dict(
-        line.split("=", 1) for line in done.stdout.splitlines() if "=" in line and " " not in line
-    )
-    token = printed["AUTH_TOKENS"].split(":", 1)[1]
-    assert f"sign in with the operator token\n    {token}\n" in done.stderr
-    assert "open http://127.0.0.1:9/" in done.stderr
-    assert "rows 200" in done.stdout
-    assert f"pairs {LEGACY}:{PARTITIONED}" in done.stdout
-    assert "stack stopped" in done.stderr
-    assert not any(parent.iterdir())  # the stack's directory was removed
-    with pytest.raises(psycopg.OperationalError):  # and its servers stopped
-        psycopg.connect(printed["DATABASE_URL"], connect_timeout=2)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        printed = dict(line.split("=", 1) for line in lines if "=" in line and " " not in line)
+        token = printed["AUTH_TOKENS"].split(":", 1)[1]
+        assert f"sign in with the operator token\n    {token}\n" in done.stderr
+        assert "open http://127.0.0.1:9/" in done.stderr
+        assert "rows 200" in done.stdout
+        assert f"pairs {LEGACY}:{PARTITIONED}" in done.stdout
+        assert "stack stopped" in done.stderr
+        assert not any(parent.iterdir())  # the stack's directory was removed
+        with pytest.raises(psycopg.OperationalError):  # and its servers stopped
+            psycopg.connect(printed["DATABASE_URL"], connect_timeout=2)
+    finally:
+        # The stack removes what it made inside; the folder itself is this test's.
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.mark.slow
