@@ -78,12 +78,13 @@ def _procedure_path(request: web.Request) -> str:
     # resolveResponse.ts decodePath: a malformed escape is the client's fault, BAD_REQUEST.
     # yarl leaves such escapes undecoded, so look at the raw path.
     raw = request.rel_url.raw_path
-    try:
-        if _MALFORMED_ESCAPE.search(raw):
-            raise ValueError(raw)
-        unquote(raw, errors="strict")
-    except ValueError:  # UnicodeDecodeError included
-        raise RpcError(ErrorCode.BAD_REQUEST, f'Invalid URL-encoding in path "{raw}"') from None
+    if "%" in raw:  # nothing to decode otherwise (the common case: dotted names)
+        try:
+            if _MALFORMED_ESCAPE.search(raw):
+                raise ValueError(raw)
+            unquote(raw, errors="strict")
+        except ValueError:  # UnicodeDecodeError included
+            raise RpcError(ErrorCode.BAD_REQUEST, f'Invalid URL-encoding in path "{raw}"') from None
     path = request.match_info["path"]
     # adapters/standalone.ts trims one slash on each side of the procedure path.
     return path.removesuffix("/")
@@ -110,6 +111,8 @@ def _check_content_type(request: web.Request) -> None:
 
 
 def _is_batch(request: web.Request) -> bool:
+    if not request.rel_url.raw_query_string:
+        return False  # no query string to parse (httpLink's GET of a call without input)
     flag = request.query.get("batch")
     if flag is None:
         return False
@@ -139,11 +142,14 @@ def _check_not_streaming(request: web.Request, batch: bool) -> None:
     """contentType.ts ``getAcceptHeader``: ``trpc-accept``, else ``application/jsonl`` among
     ``Accept``'s types, asks for httpBatchStreamLink's JSON Lines stream, which we don't serve.
     """
-    accept = request.headers.get("trpc-accept")
-    if accept is None and any(
-        part.strip() == "application/jsonl" for part in request.headers.get("Accept", "").split(",")
-    ):
-        accept = "application/jsonl"
+    headers = request.headers
+    accept = headers.get("trpc-accept")
+    if accept is None:
+        types = headers.get("Accept", "")
+        if "application/jsonl" in types and any(
+            part.strip() == "application/jsonl" for part in types.split(",")
+        ):
+            accept = "application/jsonl"
     if accept != "application/jsonl":
         return
     if not batch:  # v11's own answer (resolveResponse.ts)
@@ -176,7 +182,8 @@ async def _read_inputs(
     its own; we parse once, up front, and a bad input fails the whole request.
     """
     if request.method == "GET":
-        raw: bytes = (request.query.get("input") or "").encode()
+        query = request.rel_url.raw_query_string and request.query.get("input")
+        raw: bytes = query.encode() if query else b""
     else:
         try:
             raw = await request.read()
@@ -215,7 +222,8 @@ async def _parse(request: web.Request, endpoint: Endpoint) -> tuple[bool, list[_
             f"Batch call exceeds maximum size ({len(paths)} calls; MAX_BATCH_SIZE={max_batch})",
         )
     procedures = [_find(endpoint.router, p) for p in paths]
-    _check_single_kind(procedures)
+    if batch:  # one call is of one kind
+        _check_single_kind(procedures)
     _check_not_streaming(request, batch)
     inputs = await _read_inputs(request, batch, len(paths), endpoint.max_body_bytes)
     calls = [_Call(p, proc, inp) for p, proc, inp in zip(paths, procedures, inputs, strict=True)]
@@ -235,14 +243,20 @@ class _Exchange:
         # v11 builds the context once (createContext); if that throws, every call that gets
         # past the path and method checks fails with its error.
         self.caller_error: RpcError | None = None
-        try:
-            self.caller = endpoint.auth.caller_for_header(
-                request.headers.get("Authorization"), client_address(request.remote)
-            )
-        except RpcError as exc:
-            self.caller_error = exc
+        authorization = request.headers.get("Authorization")
+        if authorization:  # the peer's address (a syscall) only when there is a token to check
+            try:
+                self.caller = endpoint.auth.caller_for_header(
+                    authorization, client_address(request.remote)
+                )
+            except RpcError as exc:
+                self.caller_error = exc
 
     async def run(self) -> list[tuple[Any, RpcError | None, Context | None]]:
+        if len(self.calls) == 1:
+            # One call needs no concurrency: awaited here, it costs no Task (gather wraps
+            # each awaitable in one, scheduled on a later turn of the loop).
+            return [await self._one(self.calls[0])]
         return await asyncio.gather(*(self._one(call) for call in self.calls))
 
     async def _one(self, call: _Call) -> tuple[Any, RpcError | None, Context | None]:
@@ -296,6 +310,8 @@ async def handle_trpc(endpoint: Endpoint, request: web.Request) -> web.StreamRes
     except RpcError as exc:
         return whole_request_error(exc)
     exchange = _Exchange(request, calls, endpoint)
+    if not batch:
+        return await _answer_one(exchange, calls[0])
     outcomes = await exchange.run()
     operator = exchange.caller.authenticated
     items = [
@@ -304,19 +320,34 @@ async def handle_trpc(endpoint: Endpoint, request: web.Request) -> web.StreamRes
         else {"error": error_shape(exc, call.path, operator=operator)}
         for call, (data, exc, _) in zip(calls, outcomes, strict=True)
     ]
+    errors = [exc for _, exc, _ in outcomes]
+    headers = _headers(exchange, errors)
+    return web.Response(body=orjson.dumps(items), status=_status(errors), headers=headers)
+
+
+async def _answer_one(exchange: _Exchange, call: _Call) -> web.Response:
+    """One call (httpLink, or a batch link's lone call sent unbatched): the batch's answer
+    without its lists, sets and comprehensions, each a few hundred nanoseconds on the path of
+    every cached hit."""
+    data, exc, ctx = await exchange._one(call)
+    if exc is None:
+        item: dict[str, Any] = {"result": {"data": data}}
+        status = 200
+    else:
+        item = {"error": error_shape(exc, call.path, operator=exchange.caller.authenticated)}
+        status = CODES[exc.code].http_status
+    headers = _headers(exchange, [exc]) if status != 200 else dict(BASE_HEADERS)
+    if ctx is not None and "cache" in ctx.meta:
+        headers["X-Cache"] = ctx.meta["cache"]
+    return web.Response(body=orjson.dumps(item), status=status, headers=headers)
+
+
+def _headers(exchange: _Exchange, errors: list[RpcError | None]) -> dict[str, str]:
     headers = dict(BASE_HEADERS)
     if exchange.allow is not None:
         headers["Allow"] = exchange.allow
     if isinstance(exchange.caller_error, Throttled):
         headers["Retry-After"] = str(exchange.caller_error.retry_after)
-    elif retry_after := _retry_after([exc for _, exc, _ in outcomes]):
+    elif retry_after := _retry_after(errors):
         headers["Retry-After"] = retry_after
-    if not batch:
-        ctx = outcomes[0][2]
-        if ctx is not None and "cache" in ctx.meta:
-            headers["X-Cache"] = ctx.meta["cache"]
-    return web.Response(
-        body=orjson.dumps(items if batch else items[0]),
-        status=_status([exc for _, exc, _ in outcomes]),
-        headers=headers,
-    )
+    return headers
