@@ -32,6 +32,7 @@ match it exactly. This module imports nothing of ours: every layer may import it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -167,12 +168,19 @@ class SqlError(RpcError):
 
 
 class TooManyRequests(RpcError):
-    """Shed: this service is at its bound for this kind of work. Not a dependency failure, so
-    no breaker counts it; ``retry_after`` (seconds) becomes tRPC's ``Retry-After`` header."""
+    """429: wait ``retry_after`` seconds, then ask again. Shedding raises it as is (this service
+    is at its bound for this kind of work: not a dependency failure, so no breaker counts it);
+    authentication throttling as ``Throttled``. ``data.retryAfter`` on both wires, and the
+    ``Retry-After`` header (``retry_after_header``) wherever the answer's status is 429."""
 
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
-        super().__init__(ErrorCode.TOO_MANY_REQUESTS, message, details={"retry_after": retry_after})
+        super().__init__(ErrorCode.TOO_MANY_REQUESTS, message, details={"retryAfter": retry_after})
         self.retry_after = retry_after
+
+    @property
+    def retry_after_header(self) -> str:
+        """RFC 9110 10.2.3: whole seconds, at least one."""
+        return str(max(1, math.ceil(self.retry_after)))
 
 
 class PoolExhausted(TooManyRequests):
@@ -240,14 +248,12 @@ class StoreRejected(Unavailable):
     """PostgreSQL refused a statement (not a connection problem): retrying will not help."""
 
 
-class Throttled(RpcError):
+class Throttled(TooManyRequests):
     """Refused before any token is compared: this client address failed to authenticate too
-    often. ``retry_after`` (whole seconds) becomes the ``Retry-After`` header."""
+    often (whole seconds to wait)."""
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(
-            ErrorCode.TOO_MANY_REQUESTS,
             f"too many failed authentication attempts from this address; retry in {retry_after} s",
-            details={"retryAfter": retry_after},
+            retry_after=retry_after,
         )
-        self.retry_after = retry_after

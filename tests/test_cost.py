@@ -4,6 +4,8 @@ in each wire format, coalescing and the micro-cache of expensive reads."""
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -158,7 +160,7 @@ async def test_past_the_bound_a_call_waits_briefly_then_is_shed() -> None:
     assert runs.peak == 2  # never more than the bound at once
     assert len(shed) == 4
     assert all(o.code is ErrorCode.TOO_MANY_REQUESTS for o in shed)
-    assert shed[0].details == {"retry_after": 1.0}
+    assert shed[0].details == {"retryAfter": 1.0}
     assert "too many expensive calls at once (at most 2)" in shed[0].message
     # Cheap calls and operators' mutations have their own places: never shed by this.
     busy = [
@@ -268,3 +270,17 @@ async def test_a_cancelled_leader_hands_the_run_to_a_follower() -> None:
     assert await follower == "done"  # not cancelled with it: it ran the call itself
     assert leader.cancelled()
     assert coalescer.runs == 2
+
+
+def test_the_documented_classes_are_the_declared_ones() -> None:
+    """docs/procedures.md's table of cost classes names every procedure under its class."""
+    table = (Path(__file__).resolve().parent.parent / "docs" / "procedures.md").read_text()
+    documented: dict[str, str] = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) == 5 and cells[1].split(":")[0] in {c.value for c in Cost}:
+            for name in re.findall(r"`([\w.]+)`", cells[2]):
+                documented[name] = cells[1].split(":")[0]
+    declared = {p.path: p.option(Cost) for p in real_catalogue()}
+    declared["rpc.discover"] = Cost.CHEAP
+    assert documented == {path: cost.value for path, cost in declared.items() if cost}

@@ -149,7 +149,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         log.warning("dashboard: sign-in throttled for %s", request.remote)
         wait = f"Too many failed sign-ins from this address; try again in {exc.retry_after} s."
         page = _login_page(request, session, next_url=next_url, error=wait, status=429)
-        page.headers["Retry-After"] = str(exc.retry_after)
+        page.headers["Retry-After"] = exc.retry_after_header
         return page
     if caller is None or caller.name is None:
         log.warning("dashboard: sign-in refused (bad token) from %s", request.remote)

@@ -246,5 +246,5 @@ class Probes:
 def _refusal(exc: RpcError) -> web.Response:
     headers = {"WWW-Authenticate": 'Bearer realm="infrawatch"', **_NO_STORE}
     if isinstance(exc, Throttled):
-        headers["Retry-After"] = str(exc.retry_after)
+        headers["Retry-After"] = exc.retry_after_header
     return error_response(exc, headers=headers)

@@ -23,7 +23,7 @@ from server.errors import (
     InvalidRequest,
     ProcedureNotFound,
     RpcError,
-    Throttled,
+    TooManyRequests,
 )
 from server.redaction import mask_secrets
 from server.rpc.openrpc import DISCOVER
@@ -149,7 +149,7 @@ def _caller_refused(payload: Any, exc: RpcError, max_batch_size: int) -> web.Res
         answer: Any = [_response(_echoed_id(member), error=exc) for member in payload]
     else:
         answer = _response(_echoed_id(payload), error=exc)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Throttled) else None
+    headers = {"Retry-After": exc.retry_after_header} if isinstance(exc, TooManyRequests) else None
     return _encode(answer, status=exc.info.http_status, headers=headers)
 
 

@@ -12,7 +12,6 @@ error shape). Where we answer differently on purpose, the comment says why;
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import orjson
 from aiohttp import web
 
 from server.auth import Authenticator, client_address
-from server.errors import CODES, ErrorCode, ProcedureNotFound, RpcError, Throttled, TooManyRequests
+from server.errors import CODES, ErrorCode, ProcedureNotFound, RpcError, TooManyRequests
 from server.redaction import mask_secrets
 from server.rpc.router import ANONYMOUS, Caller, Context, Kind, Procedure, Router
 
@@ -289,9 +288,9 @@ def _status(errors: list[RpcError | None]) -> int:
 
 
 def _retry_after(errors: list[RpcError | None]) -> str | None:
-    """RFC 9110 10.2.3 for a shed call (429): whole seconds, the longest any call was told."""
-    waits = [exc.retry_after for exc in errors if isinstance(exc, TooManyRequests)]
-    return str(max(1, math.ceil(max(waits)))) if waits else None
+    """For a throttled or shed call (429): the longest wait any call was told."""
+    waits = [exc for exc in errors if isinstance(exc, TooManyRequests)]
+    return max(waits, key=lambda exc: exc.retry_after).retry_after_header if waits else None
 
 
 def trpc_handler(
@@ -346,8 +345,6 @@ def _headers(exchange: _Exchange, errors: list[RpcError | None]) -> dict[str, st
     headers = dict(BASE_HEADERS)
     if exchange.allow is not None:
         headers["Allow"] = exchange.allow
-    if isinstance(exchange.caller_error, Throttled):
-        headers["Retry-After"] = str(exchange.caller_error.retry_after)
-    elif retry_after := _retry_after(errors):
+    if retry_after := _retry_after([*errors, exchange.caller_error]):
         headers["Retry-After"] = retry_after
     return headers
