@@ -1,7 +1,12 @@
-"""Alerting: rules over the service's own figures, an evaluator task, and a store where
-alerts fire, resolve and are acknowledged (PostgreSQL, or memory without ``DATABASE_URL``).
+"""Alerting: rules over the watched systems (and, marked as such, infrawatch's own figures), an
+evaluator task, and a store where alerts fire, resolve and are acknowledged (PostgreSQL, or
+memory without ``DATABASE_URL``).
 
-    rules.py         Rule (data) + evaluate(): readings -> conditions
+    rule.py              Rule (data): what it reads, how it compares, its message
+    rules.py             default_rules() + evaluate(): readings -> conditions
+    watched_postgres.py  the rules on the watched PostgreSQL (database.activity, topQueries)
+    watched_redis.py     the rules on the watched Redis and its queues (redisHealth, queueStats)
+    sample.py            Sample: one (subject, value) an extractor reads
     evaluator.py     Evaluator: the background round (read, evaluate, record)
     book.py          AlertBook: the store the rest of the service talks to
     memory_store.py  MemoryStore: in-process alerts (and the book's mirror)

@@ -14,26 +14,19 @@ quiet. A figure that is ``None`` (no data yet) yields no alert.
 from __future__ import annotations
 
 import logging
-import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from server.alerts import watched_redis
-from server.alerts.models import Condition, Level, fingerprint, rank
+from server.alerts.models import Condition, fingerprint, rank
+from server.alerts.rule import Rule, levels
 from server.alerts.sample import Extractor, Sample
+from server.alerts.watched_postgres import watched_postgres_rules
+from server.alerts.watched_redis import watched_redis_rules
 from server.config import AlertSettings, RedisWatchSettings
 from server.rpc.reading import Reading
 
 log = logging.getLogger(__name__)
-
-Comparison = Literal[">", ">=", "<", "=="]
-_COMPARE: dict[Comparison, Callable[[float, float], bool]] = {
-    ">": operator.gt,
-    ">=": operator.ge,
-    "<": operator.lt,
-    "==": operator.eq,
-}
 
 # Breaker states that reject calls. Half-open counts: the breaker has not closed yet, and
 # resolving on it would start a new occurrence at every failed trial.
@@ -50,37 +43,6 @@ HEALTH = "monitoring.unifiedHealth"
 
 
 __all__ = ["Extractor", "Rule", "Sample", "Verdict", "default_rules", "evaluate"]
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One rule at one level.
-
-    ``subject`` says what a sample's subject names (a pair, a replica...). ``message`` is a
-    ``str.format`` template over ``subject``, ``value``, ``threshold`` and ``detail``.
-    ``setting`` is the environment variable holding ``threshold``. ``unavailable_subject``: the
-    source raising ``Unavailable`` is itself this condition (Redis down fails the cache stats).
-    """
-
-    name: str
-    level: Level
-    source: str
-    extractor: Extractor
-    comparison: Comparison
-    threshold: float
-    subject: str
-    message: str
-    setting: str | None = None
-    unavailable_subject: str | None = None
-
-    def holds(self, value: float) -> bool:
-        return _COMPARE[self.comparison](value, self.threshold)
-
-    def condition(self, subject: str, value: float | None, detail: str) -> Condition:
-        text = self.message.format(
-            subject=subject, value=value, threshold=self.threshold, detail=detail
-        )
-        return Condition(self.name, subject, self.level, text, value, self.threshold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,11 +162,8 @@ def default_rules(
     """The built-in rule set (docs/alerts.md), thresholds from ``s`` (and ``redis_watch``, the
     rules on the watched Redis); ``redis_cache``: the cache runs over Redis, so its losing Redis
     is an alert; ``slow_query_ms``: SLOW_QUERY_MS, the slow-statement rule's threshold."""
-    # Imported here: those modules build on Rule and Sample, defined above.
-    from server.alerts.watched_postgres import watched_postgres_rules
-
     rules = [
-        *_levels(
+        *levels(
             "partition_row_delta",
             PARTITIONS,
             _partition_deltas,
@@ -215,8 +174,8 @@ def default_rules(
             ("warning", s.partition_delta_warning, "ALERT_PARTITION_DELTA_WARNING"),
             ("critical", s.partition_delta_critical, "ALERT_PARTITION_DELTA_CRITICAL"),
         ),
-        *_watched_redis(s, redis_watch or RedisWatchSettings()),
-        *_levels(
+        *watched_redis_rules(s, redis_watch or RedisWatchSettings()),
+        *levels(
             "replica_lag",
             REPLICA_LAG,
             _replica_lags,
@@ -226,7 +185,7 @@ def default_rules(
             ("warning", s.replica_lag_warning, "ALERT_REPLICA_LAG_WARNING"),
             ("critical", s.replica_lag_critical, "ALERT_REPLICA_LAG_CRITICAL"),
         ),
-        *_levels(
+        *levels(
             "cache_get_latency",
             CACHE_STATS,
             _get_p95,
@@ -237,7 +196,7 @@ def default_rules(
             ("warning", s.cache_get_p95_warning, "ALERT_CACHE_GET_P95_WARNING"),
             ("critical", s.cache_get_p95_critical, "ALERT_CACHE_GET_P95_CRITICAL"),
         ),
-        *_levels(
+        *levels(
             "cache_invalidation_failures",
             INVALIDATIONS,
             _invalidation_failure_rate,
@@ -276,7 +235,7 @@ def default_rules(
             "redis",
             "Redis is unavailable ({detail}); the cache is degraded to its in-memory tier",
         ),
-        *_levels(
+        *levels(
             "pool_utilization",
             POOLS,
             _pool_utilization,
@@ -287,7 +246,7 @@ def default_rules(
             "(threshold {threshold:g}%); the application's connections are db_connections",
             ("warning", s.pool_utilization_warning, "ALERT_POOL_UTILIZATION_WARNING"),
         ),
-        *_levels(
+        *levels(
             "query_latency",
             QUERIES,
             _query_p99,
@@ -316,114 +275,3 @@ def default_rules(
             )
         )
     return tuple(rules)
-
-
-def _watched_redis(s: AlertSettings, w: RedisWatchSettings) -> list[Rule]:
-    """The rules on the watched Redis and its job queues (``watched_redis.py``)."""
-    health, queues = watched_redis.REDIS_HEALTH, watched_redis.QUEUE_STATS
-    return [
-        *_levels(
-            "cache_hit_rate",
-            health,
-            watched_redis.keyspace_hit_rate(s.cache_min_lookups),
-            "<",
-            "keyspace",
-            "the application's Redis keyspace hit rate is {value:.1f}% ({detail}), below "
-            "{threshold:g}%",
-            ("warning", s.cache_hit_rate_warning, "ALERT_CACHE_HIT_RATE_WARNING"),
-            ("critical", s.cache_hit_rate_critical, "ALERT_CACHE_HIT_RATE_CRITICAL"),
-        ),
-        *_levels(
-            "redis_memory",
-            health,
-            watched_redis.memory_used,
-            ">=",
-            "node",
-            "Redis {subject} uses {value:.1f}% of its maxmemory ({detail}; threshold "
-            "{threshold:g}%)",
-            ("warning", w.memory_warning, "ALERT_REDIS_MEMORY_WARNING"),
-        ),
-        *_levels(
-            "redis_evictions",
-            health,
-            watched_redis.evictions,
-            ">",
-            "node",
-            "Redis {subject} evicts {value:g} keys/s (threshold {threshold:g}/s)",
-            ("warning", w.evictions_warning, "ALERT_REDIS_EVICTIONS_WARNING"),
-        ),
-        Rule(
-            "redis_replica_link",
-            "critical",
-            health,
-            watched_redis.replica_link_down,
-            "==",
-            1.0,
-            "node",
-            "Redis replica {subject}: {detail}",
-        ),
-        *_levels(
-            "redis_replica_lag",
-            health,
-            watched_redis.replica_lag_bytes,
-            ">",
-            "node",
-            "Redis replica {subject} is {value:.0f} bytes behind its master (threshold "
-            "{threshold:g})",
-            ("critical", float(w.replica_lag_bytes_critical), "ALERT_REDIS_REPLICA_LAG_BYTES"),
-        ),
-        Rule(
-            "redis_sentinel_quorum",
-            "critical",
-            health,
-            watched_redis.sentinel_quorum_lost,
-            "==",
-            1.0,
-            "master",
-            "Sentinel cannot reach quorum for {subject}: a failover could not be authorised "
-            "({detail})",
-        ),
-        Rule(
-            "redis_cluster_state",
-            "critical",
-            health,
-            watched_redis.cluster_not_ok,
-            "==",
-            1.0,
-            "cluster",
-            "Redis Cluster is not ok: {detail}",
-        ),
-        *_levels(
-            "queue_backlog",
-            queues,
-            watched_redis.queue_backlog,
-            ">",
-            "queue",
-            "queue {subject} holds {value:g} waiting jobs (threshold {threshold:g})",
-            ("warning", float(w.queue_backlog_warning), "ALERT_QUEUE_BACKLOG_WARNING"),
-        ),
-        *_levels(
-            "queue_failed",
-            queues,
-            watched_redis.queue_failed,
-            ">",
-            "queue",
-            "queue {subject} holds {value:g} failed jobs (threshold {threshold:g})",
-            ("warning", float(w.queue_failed_warning), "ALERT_QUEUE_FAILED_WARNING"),
-        ),
-    ]
-
-
-def _levels(
-    name: str,
-    source: str,
-    extractor: Extractor,
-    comparison: Comparison,
-    subject: str,
-    message: str,
-    *levels: tuple[Level, float, str],
-) -> list[Rule]:
-    return [
-        Rule(name, level, source, extractor, comparison, threshold, subject, message, setting)
-        for level, threshold, setting in levels
-    ]

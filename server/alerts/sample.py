@@ -1,7 +1,8 @@
 """``Sample``: one ``(subject, value)`` figure a rule's extractor reads from a procedure's output.
 
-Its own module so that the extractors of each watched system (``watched_redis.py``) and the
-rule set that registers them (``rules.py``) both import it, and neither imports the other.
+Its own module, as ``Rule`` has (``rule.py``): the rules of each watched system
+(``watched_postgres.py``, ``watched_redis.py``) and the set that gathers them (``rules.py``)
+import both, and neither imports the set.
 """
 
 from __future__ import annotations

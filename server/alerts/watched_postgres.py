@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from server.alerts.models import Level
-from server.alerts.rules import Comparison, Extractor, Rule, Sample
+from server.alerts.rule import Rule, levels
+from server.alerts.sample import Extractor, Sample
 from server.config import AlertSettings
 
 ACTIVITY = "database.activity"
@@ -83,7 +83,7 @@ def _slow_statements(min_calls: int) -> Extractor:
 def watched_postgres_rules(s: AlertSettings, *, slow_query_ms: float) -> list[Rule]:
     """The rules, thresholds from ``s``; ``slow_query_ms`` is SLOW_QUERY_MS."""
     return [
-        *_levels(
+        *levels(
             "db_connections",
             ACTIVITY,
             _connections,
@@ -94,7 +94,7 @@ def watched_postgres_rules(s: AlertSettings, *, slow_query_ms: float) -> list[Ru
             ("warning", s.db_connections_warning, "ALERT_DB_CONNECTIONS_WARNING"),
             ("critical", s.db_connections_critical, "ALERT_DB_CONNECTIONS_CRITICAL"),
         ),
-        *_levels(
+        *levels(
             "idle_in_transaction",
             ACTIVITY,
             _idle_in_transaction,
@@ -104,7 +104,7 @@ def watched_postgres_rules(s: AlertSettings, *, slow_query_ms: float) -> list[Ru
             "{detail} (threshold {threshold:g}s)",
             ("warning", s.idle_in_transaction_seconds, "ALERT_IDLE_IN_TRANSACTION_SECONDS"),
         ),
-        *_levels(
+        *levels(
             "blocked_session",
             ACTIVITY,
             _blocked,
@@ -114,7 +114,7 @@ def watched_postgres_rules(s: AlertSettings, *, slow_query_ms: float) -> list[Ru
             "(threshold {threshold:g}s)",
             ("warning", s.blocked_session_seconds, "ALERT_BLOCKED_SESSION_SECONDS"),
         ),
-        *_levels(
+        *levels(
             "pgbouncer_waiting",
             ACTIVITY,
             _bouncer_waiting,
@@ -125,7 +125,7 @@ def watched_postgres_rules(s: AlertSettings, *, slow_query_ms: float) -> list[Ru
             ("warning", s.pgbouncer_maxwait_warning, "ALERT_PGBOUNCER_MAXWAIT_WARNING"),
             ("critical", s.pgbouncer_maxwait_critical, "ALERT_PGBOUNCER_MAXWAIT_CRITICAL"),
         ),
-        *_levels(
+        *levels(
             "slow_statement",
             TOP_QUERIES,
             _slow_statements(s.slow_statement_min_calls),
@@ -135,19 +135,4 @@ def watched_postgres_rules(s: AlertSettings, *, slow_query_ms: float) -> list[Ru
             "(threshold {threshold:g} ms)",
             ("warning", slow_query_ms, "SLOW_QUERY_MS"),
         ),
-    ]
-
-
-def _levels(
-    name: str,
-    source: str,
-    extractor: Extractor,
-    comparison: Comparison,
-    subject: str,
-    message: str,
-    *levels: tuple[Level, float, str],
-) -> list[Rule]:
-    return [
-        Rule(name, level, source, extractor, comparison, threshold, subject, message, setting)
-        for level, threshold, setting in levels
     ]

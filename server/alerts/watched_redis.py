@@ -1,5 +1,6 @@
 """What the rules on the watched Redis read: extractors over ``monitoring.redisHealth`` and
-``monitoring.queueStats`` (registered, with their thresholds, in ``rules.py``).
+``monitoring.queueStats``, and the rules over them (``watched_redis_rules``; every threshold a
+setting, docs/alerts.md).
 
 Every figure here is the watched system's: the application's keyspace hit rate (infrawatch's
 own lookups left out), each node's memory, evictions and replication links, Sentinel's quorum,
@@ -12,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from server.alerts.rule import Rule, levels
 from server.alerts.sample import Extractor, Sample
+from server.config import AlertSettings, RedisWatchSettings
 
 REDIS_HEALTH = "monitoring.redisHealth"
 QUEUE_STATS = "monitoring.queueStats"
@@ -95,3 +98,99 @@ def queue_failed(out: Any) -> Iterable[Sample]:
     for queue in out["queues"]:
         failed = queue["states"].get("failed")
         yield Sample(f"{queue['kind']}:{queue['name']}", failed)
+
+
+def watched_redis_rules(s: AlertSettings, w: RedisWatchSettings) -> list[Rule]:
+    """The rules, thresholds from ``s`` (the hit rate) and ``w`` (REDIS_WATCH_*)."""
+    health, queues = REDIS_HEALTH, QUEUE_STATS
+    return [
+        *levels(
+            "cache_hit_rate",
+            health,
+            keyspace_hit_rate(s.cache_min_lookups),
+            "<",
+            "keyspace",
+            "the application's Redis keyspace hit rate is {value:.1f}% ({detail}), below "
+            "{threshold:g}%",
+            ("warning", s.cache_hit_rate_warning, "ALERT_CACHE_HIT_RATE_WARNING"),
+            ("critical", s.cache_hit_rate_critical, "ALERT_CACHE_HIT_RATE_CRITICAL"),
+        ),
+        *levels(
+            "redis_memory",
+            health,
+            memory_used,
+            ">=",
+            "node",
+            "Redis {subject} uses {value:.1f}% of its maxmemory ({detail}; threshold "
+            "{threshold:g}%)",
+            ("warning", w.memory_warning, "ALERT_REDIS_MEMORY_WARNING"),
+        ),
+        *levels(
+            "redis_evictions",
+            health,
+            evictions,
+            ">",
+            "node",
+            "Redis {subject} evicts {value:g} keys/s (threshold {threshold:g}/s)",
+            ("warning", w.evictions_warning, "ALERT_REDIS_EVICTIONS_WARNING"),
+        ),
+        Rule(
+            "redis_replica_link",
+            "critical",
+            health,
+            replica_link_down,
+            "==",
+            1.0,
+            "node",
+            "Redis replica {subject}: {detail}",
+        ),
+        *levels(
+            "redis_replica_lag",
+            health,
+            replica_lag_bytes,
+            ">",
+            "node",
+            "Redis replica {subject} is {value:.0f} bytes behind its master (threshold "
+            "{threshold:g})",
+            ("critical", float(w.replica_lag_bytes_critical), "ALERT_REDIS_REPLICA_LAG_BYTES"),
+        ),
+        Rule(
+            "redis_sentinel_quorum",
+            "critical",
+            health,
+            sentinel_quorum_lost,
+            "==",
+            1.0,
+            "master",
+            "Sentinel cannot reach quorum for {subject}: a failover could not be authorised "
+            "({detail})",
+        ),
+        Rule(
+            "redis_cluster_state",
+            "critical",
+            health,
+            cluster_not_ok,
+            "==",
+            1.0,
+            "cluster",
+            "Redis Cluster is not ok: {detail}",
+        ),
+        *levels(
+            "queue_backlog",
+            queues,
+            queue_backlog,
+            ">",
+            "queue",
+            "queue {subject} holds {value:g} waiting jobs (threshold {threshold:g})",
+            ("warning", float(w.queue_backlog_warning), "ALERT_QUEUE_BACKLOG_WARNING"),
+        ),
+        *levels(
+            "queue_failed",
+            queues,
+            queue_failed,
+            ">",
+            "queue",
+            "queue {subject} holds {value:g} failed jobs (threshold {threshold:g})",
+            ("warning", float(w.queue_failed_warning), "ALERT_QUEUE_FAILED_WARNING"),
+        ),
+    ]
