@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.observability.exposition import Slicer
-from server.observability.multiprocess import merged
+from server.observability.multiprocess import PREFIX, merged, sweep_stale
 from tests.conftest import OPERATOR_NAME, OPERATOR_TOKEN
 from tests.dashboard_pages import csrf_in
 from tests.stack.ports import free_port
@@ -173,6 +175,8 @@ async def test_workers_stop_when_the_parent_is_killed(served: Served) -> None:
         if len(pids) == 2:
             break
     assert len(pids) == 2, "every connection went to one worker"
+    directory = metrics_directory(next(iter(pids)))
+    assert directory.name.startswith(f"{PREFIX}{served.proc.pid}-")
     served.proc.kill()  # SIGKILL: the parent forwards nothing
     await served.proc.wait()
 
@@ -186,6 +190,16 @@ async def test_workers_stop_when_the_parent_is_killed(served: Served) -> None:
         return found
 
     await eventually(lambda: not alive(), what="both orphaned workers stopped", timeout=30)
+    # The killed parent could not remove the workers' directory: the next one does.
+    assert await asyncio.to_thread(directory.exists)
+    live = await asyncio.to_thread(tempfile.mkdtemp, prefix=f"{PREFIX}{os.getpid()}-")
+    try:
+        removed = await asyncio.to_thread(sweep_stale, str(directory.parent))
+        assert str(directory) in removed
+        assert not await asyncio.to_thread(directory.exists)
+        assert await asyncio.to_thread(os.path.exists, live)  # its parent (this test) runs
+    finally:
+        await asyncio.to_thread(shutil.rmtree, live, True)
 
 
 def start_time(pid: int) -> float:
@@ -255,6 +269,7 @@ async def test_sliced_merge_equals_the_library_merge(tmp_path: Path) -> None:
 
 PULLED_WRITER = """
 import sys
+import tempfile
 from server.observability.metrics import Metrics
 from server.observability.rpc_metrics import RpcMetrics
 from server.errors import ErrorCode

@@ -70,14 +70,20 @@ def directory() -> str | None:
     return os.environ.get(ENV) if enabled() else None
 
 
+PREFIX = "infrawatch-metrics-"
+
+
 @contextlib.contextmanager
 def worker_directory() -> Iterator[str]:
     """An empty directory for the workers' files, named in the environment they inherit.
 
     Used by the parent before it starts the workers; removed (with every file) afterwards, so a
-    restart never sums counters of a previous run.
+    restart never sums counters of a previous run. Its name holds the parent's pid: a parent
+    killed outright (SIGKILL, OOM) cannot remove it, so the next parent removes those whose
+    owner is gone (``sweep_stale``).
     """
-    path = tempfile.mkdtemp(prefix="infrawatch-metrics-")
+    sweep_stale()
+    path = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
     previous = os.environ.get(ENV)
     os.environ[ENV] = path
     try:
@@ -88,6 +94,33 @@ def worker_directory() -> Iterator[str]:
         else:
             os.environ[ENV] = previous
         shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_stale(parent: str | None = None) -> list[str]:
+    """Remove the worker directories (ours: same user) whose parent process no longer runs, in
+    ``parent`` (the system temp dir by default); returns what it removed. A directory whose pid
+    runs, belongs to another user or has no pid in its name is left alone."""
+    removed = []
+    for path in glob.glob(os.path.join(parent or tempfile.gettempdir(), f"{PREFIX}*")):
+        owner = os.path.basename(path)[len(PREFIX) :].split("-", 1)[0]
+        try:
+            mine = os.stat(path).st_uid == os.getuid()
+        except FileNotFoundError:
+            continue
+        if owner.isdigit() and mine and not _running(int(owner)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def worker_exited(pid: int, path: str) -> None:
