@@ -210,6 +210,7 @@ def create_app(
     auth = Authenticator(
         settings.auth.tokens,
         FailureThrottle(settings.auth.failure_limit, settings.auth.failure_window),
+        settings.auth.trusted_proxies,
     )
     postgres = (
         PostgresCluster(

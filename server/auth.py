@@ -1,24 +1,79 @@
 """Who is calling: operator tokens from ``AUTH_TOKENS``, checked in constant time.
 
 With a ``FailureThrottle``, a client address that presented too many wrong tokens is refused
-with ``Throttled`` (429, ``Retry-After``) before its next token is compared.
+with ``Throttled`` (429, ``Retry-After``) before its next token is compared. The address is the
+peer's, or, when the peer is one of ``AUTH_TRUSTED_PROXIES``, the client its
+``X-Forwarded-For`` names (``client``): behind a proxy every peer is the proxy, and throttling
+it would refuse every client for one client's guesses.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+import ipaddress
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from server.errors import ErrorCode, RpcError, Throttled
 from server.rpc.router import ANONYMOUS, Caller
 from server.throttle import FailureThrottle
 
+if TYPE_CHECKING:
+    from aiohttp import web
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+UNKNOWN_CLIENT = "unknown"  # a Unix socket's peer has no address
+
 
 class Authenticator:
-    def __init__(self, tokens: Mapping[str, str], throttle: FailureThrottle | None = None) -> None:
+    def __init__(
+        self,
+        tokens: Mapping[str, str],
+        throttle: FailureThrottle | None = None,
+        trusted_proxies: Iterable[str] = (),
+    ) -> None:
         # Compare bytes of the same kind; names are kept apart from the secrets they map to.
         self._tokens = [(name, token.encode()) for name, token in tokens.items()]
         self.throttle = throttle
+        self._proxies: tuple[Network, ...] = tuple(
+            ipaddress.ip_network(n, strict=False) for n in trusted_proxies
+        )
+
+    def client(self, remote: str | None, forwarded_for: str | None = None) -> str:
+        """The address a request's failures count against.
+
+        The peer (``remote``), unless it is a trusted proxy: then ``X-Forwarded-For`` is read
+        from the right (each proxy appends the address it received from) and the first address
+        that is not a trusted proxy is the client. An entry that is not an address was written
+        by the client itself: the hop that passed it on is the client as far as is known. A
+        client cannot choose its key: whatever it writes lies left of what the proxies add.
+        """
+        if remote is None:
+            return UNKNOWN_CLIENT
+        if not self._proxies or not forwarded_for or not self._trusted(remote):
+            return remote
+        client = remote
+        for hop in reversed(forwarded_for.split(",")):
+            hop = hop.strip()
+            if not self._trusted(hop):
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    return client
+            client = hop
+        return client
+
+    def client_of(self, request: web.BaseRequest) -> str:
+        """``client`` of an HTTP request."""
+        return self.client(request.remote, request.headers.get("X-Forwarded-For"))
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._proxies)
 
     def caller_for_token(self, token: str) -> Caller | None:
         presented = token.encode(errors="surrogateescape")
@@ -69,8 +124,3 @@ class Authenticator:
         if caller is None:
             raise RpcError(ErrorCode.UNAUTHORIZED, "Invalid token")
         return caller
-
-
-def client_address(remote: str | None) -> str:
-    """The key a peer is throttled under (``request.remote``; a Unix socket has none)."""
-    return remote or "unknown"

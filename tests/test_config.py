@@ -384,7 +384,7 @@ def test_flat_names_are_the_variables_in_lower_case_or_say_their_unit() -> None:
     }
     expected = [units.get(v, v.lower()) for v in Settings.variables()]
     assert list(Settings.flat_names()) == expected
-    assert len(set(Settings.variables())) == len(Settings.variables()) == 108
+    assert len(set(Settings.variables())) == len(Settings.variables()) == 109
 
 
 def test_the_environment_is_read_only_when_handed_in(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
+from server.auth import UNKNOWN_CLIENT, Authenticator
 from server.cli import _share_session_secret
 from server.config import Settings
 from server.rpc.cost import Cost
@@ -181,6 +182,44 @@ async def test_bearer_guessing_is_throttled_with_retry_after(client: Client) -> 
     # Without credentials nothing is throttled: anonymous reads go on.
     anonymous = await app.post("/rpc", json=body)
     assert (await anonymous.json())["result"] is None
+
+
+def test_the_client_behind_a_trusted_proxy() -> None:
+    auth = Authenticator({}, trusted_proxies=["10.0.0.0/8", "::1"])
+    # Not a trusted peer: its own address, whatever it says it forwards.
+    assert auth.client("192.0.2.7", "198.51.100.1") == "192.0.2.7"
+    # A trusted proxy: the rightmost address that is not a trusted proxy.
+    assert auth.client("10.0.0.2", "198.51.100.1") == "198.51.100.1"
+    assert auth.client("::1", "203.0.113.9, 198.51.100.1, 10.1.2.3") == "198.51.100.1"
+    # What the client wrote itself lies left of that: it cannot choose its key.
+    assert auth.client("10.0.0.2", "1.2.3.4, 198.51.100.1") == "198.51.100.1"
+    # Garbage where an address belongs: the hop that passed it on.
+    assert auth.client("10.0.0.2", "not-an-ip") == "10.0.0.2"
+    assert auth.client("10.0.0.2", "x, 10.0.0.3") == "10.0.0.3"
+    # Only proxies: the leftmost; no header: the proxy itself; no peer address: "unknown".
+    assert auth.client("10.0.0.2", "10.0.0.9") == "10.0.0.9"
+    assert auth.client("10.0.0.2", None) == "10.0.0.2"
+    assert auth.client(None, "198.51.100.1") == UNKNOWN_CLIENT
+    # No trusted proxies configured: the header means nothing.
+    assert Authenticator({}).client("10.0.0.2", "198.51.100.1") == "10.0.0.2"
+
+
+async def test_guesses_behind_a_trusted_proxy_throttle_only_their_client(client: Client) -> None:
+    """The test client connects from 127.0.0.1, a trusted proxy here: each X-Forwarded-For
+    client is throttled on its own, so one client's guesses refuse no other."""
+    app = await client(auth_failure_limit=2, auth_trusted_proxies="127.0.0.0/8,::1")
+    body = {"jsonrpc": "2.0", "method": "test.who", "id": 1}
+
+    def via(address: str, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}", "X-Forwarded-For": address}
+
+    for _ in range(2):
+        response = await app.post("/rpc", json=body, headers=via("198.51.100.1", "guess"))
+        assert response.status == 401
+    response = await app.post("/rpc", json=body, headers=via("198.51.100.1", OPERATOR_TOKEN))
+    assert response.status == 429
+    response = await app.post("/rpc", json=body, headers=via("198.51.100.2", OPERATOR_TOKEN))
+    assert (await response.json())["result"] == OPERATOR_NAME
 
 
 async def test_sign_in_guessing_is_throttled(client: Client) -> None:

@@ -18,7 +18,6 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from server.appkeys import AUTH, ROUTER, SETTINGS
-from server.auth import client_address
 from server.errors import RpcError, Throttled
 from server.rpc.router import ANONYMOUS, Caller, Context
 from web import sections
@@ -141,18 +140,18 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not _csrf_ok(request, session, form):
         return _forbidden(request, session, "The sign-in form expired or was not ours; try again.")
     next_url = _safe_next(_field(form, "next"))
+    auth = request.app[AUTH]
+    client = auth.client_of(request)
     try:
-        caller = request.app[AUTH].check_token(
-            _field(form, "token").strip(), client_address(request.remote)
-        )
+        caller = auth.check_token(_field(form, "token").strip(), client)
     except Throttled as exc:
-        log.warning("dashboard: sign-in throttled for %s", request.remote)
+        log.warning("dashboard: sign-in throttled for %s", client)
         wait = f"Too many failed sign-ins from this address; try again in {exc.retry_after} s."
         page = _login_page(request, session, next_url=next_url, error=wait, status=429)
         page.headers["Retry-After"] = exc.retry_after_header
         return page
     if caller is None or caller.name is None:
-        log.warning("dashboard: sign-in refused (bad token) from %s", request.remote)
+        log.warning("dashboard: sign-in refused (bad token) from %s", client)
         return _login_page(
             request, session, next_url=next_url, error="That token is not valid.", status=401
         )

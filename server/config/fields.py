@@ -7,6 +7,7 @@ what was expected. Plain bounds (``gt=0``, ``le=100``) are declared on the field
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, TypeVar
@@ -115,6 +116,15 @@ def _allowed_host(text: str) -> str:
     return host
 
 
+def _network(text: str) -> str:
+    """An address or a CIDR block (``10.0.0.0/8``, ``::1``), kept as its text."""
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        message = f"{text!r} is not an IP address or network (10.0.0.1, 10.0.0.0/8)"
+        raise ValueError(message) from None
+
+
 def _unique_queues(names: tuple[QueueName, ...]) -> tuple[QueueName, ...]:
     seen: set[QueueName] = set()
     for name in names:
@@ -179,3 +189,4 @@ QueueNames = Annotated[CommaSeparated[QueueNameValue], AfterValidator(_unique_qu
 AuthTokens = Annotated[dict[str, str], BeforeValidator(_auth_tokens)]
 BasicAuthValue = Annotated[BasicAuth, PlainValidator(_basic_auth)]
 AllowedHosts = CommaSeparated[Annotated[str, AfterValidator(_allowed_host)]]
+Networks = CommaSeparated[Annotated[str, AfterValidator(_network)]]

@@ -35,6 +35,7 @@ from server.config.fields import (
     HttpUrl,
     KeyPrefix,
     LogLevel,
+    Networks,
     PartitionPairValue,
     PgBouncerUrl,
     PostgresUrl,
@@ -324,6 +325,8 @@ class AuthSettings(Slice):
     # wrong tokens (bearer or sign-in form) one client address may present per window
     failure_limit: int = Field(10, gt=0, alias="AUTH_FAILURE_LIMIT")
     failure_window: float = Field(60.0, gt=0, alias="AUTH_FAILURE_WINDOW")
+    # proxies whose X-Forwarded-For names the client an address is throttled under
+    trusted_proxies: Networks = Field((), alias="AUTH_TRUSTED_PROXIES")
 
 
 class AlertSettings(Slice):

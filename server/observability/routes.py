@@ -25,7 +25,7 @@ import orjson
 from aiohttp import web
 
 from server import background
-from server.auth import Authenticator, client_address
+from server.auth import Authenticator
 from server.errors import ErrorCode, RpcError, Throttled
 from server.observability.breaker_metrics import MERGE as BREAKER_MERGE
 from server.observability.breaker_metrics import BreakerCollector
@@ -124,7 +124,7 @@ class Scrape:
         await self.metrics.refresh(self.refresh_timeout)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        client = client_address(request.remote)
+        client = self.auth.client_of(request)
         if "Authorization" in request.headers:
             wait = self.auth.throttle.retry_after(client) if self.auth.throttle else None
             if wait is not None:
@@ -226,7 +226,7 @@ class Probes:
     async def detailed(self, request: web.Request) -> web.StreamResponse:
         try:
             caller = self._auth.caller_for_header(
-                request.headers.get("Authorization"), client_address(request.remote)
+                request.headers.get("Authorization"), self._auth.client_of(request)
             )
         except RpcError as exc:
             return _refusal(exc)

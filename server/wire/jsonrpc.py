@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from server.auth import Authenticator, client_address
+from server.auth import Authenticator
 from server.errors import (
     ErrorCode,
     InvalidInput,
@@ -182,7 +182,7 @@ async def handle_rpc(
     authorization = request.headers.get("Authorization")
     if authorization:  # the peer's address (a syscall) only when there is a token to check
         try:
-            caller = auth.caller_for_header(authorization, client_address(request.remote))
+            caller = auth.caller_for_header(authorization, auth.client_of(request))
         except RpcError as exc:
             return _caller_refused(payload, exc, max_batch_size)
 

@@ -22,7 +22,7 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from server.auth import Authenticator, client_address
+from server.auth import Authenticator
 from server.errors import CODES, ErrorCode, ProcedureNotFound, RpcError, TooManyRequests
 from server.redaction import mask_secrets
 from server.rpc.router import ANONYMOUS, Caller, Context, Kind, Procedure, Router
@@ -246,7 +246,7 @@ class _Exchange:
         if authorization:  # the peer's address (a syscall) only when there is a token to check
             try:
                 self.caller = endpoint.auth.caller_for_header(
-                    authorization, client_address(request.remote)
+                    authorization, endpoint.auth.client_of(request)
                 )
             except RpcError as exc:
                 self.caller_error = exc
