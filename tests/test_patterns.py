@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 
 from server.app import create_app
 from server.appkeys import CACHE
+from server.cache.entry import Entry
+from server.cache.memory import MATCH_SLICE, MemoryStore
 from server.config import Settings
 from server.glob import MAX_PATTERN_BYTES, MAX_WILDCARDS, Glob, _compile, caller_glob
 from tests.conftest import OPERATOR_NAME, OPERATOR_TOKEN
@@ -185,6 +187,32 @@ async def test_pathological_invalidation_patterns_over_the_memory_tiers(
     assert max(latencies) < 0.5, max(latencies)
     everything = await _rpc(client, "monitoring.invalidateCache", {"namespace": "t"}, BEARER)
     assert everything["result"]["deleted"] == 5000
+
+
+async def test_a_memory_sweep_serves_the_loop_between_slices() -> None:
+    """However costly the pattern, the loop turns every MATCH_SLICE keys: a store of 20,000
+    keys lets a task run at least 19 times during one sweep, and what matched is gone."""
+    store = MemoryStore(20_000)
+    entry = Entry("v", 1e12, 1e12, 0.0)
+    for i in range(20_000):
+        store.put(f"{LONG_KEY}{i}{'!' if i % 2 else ''}", entry)
+    turns = 0
+    sweeping = True
+
+    async def ticker() -> None:
+        nonlocal turns
+        while sweeping:
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    turns = 0
+    deleted = await store.delete_matching(Glob("*" * 31 + "!"))
+    sweeping = False
+    await task
+    assert deleted == 10_000 and len(store) == 10_000
+    assert turns >= 20_000 // MATCH_SLICE - 1, turns
 
 
 async def test_a_reversed_range_is_read_as_redis_reads_it(

@@ -272,8 +272,8 @@ class Cache:
         stats = self.stats.namespace(label) if namespace is None else self.namespace_stats(label)
         match = self.prefix + (pattern if namespace is None else f"{namespace}:{pattern}")
         glob = Glob(match)
-        self.near.delete_matching(glob)
-        in_memory = self.memory.delete_matching(glob)
+        await self.near.delete_matching(glob)
+        in_memory = await self.memory.delete_matching(glob)
         redis = self.redis
         if redis is None:
             stats.invalidations += 1

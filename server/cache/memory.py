@@ -7,10 +7,13 @@ least recently used entry.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 
 from server.cache.entry import Entry
 from server.glob import Glob
+
+MATCH_SLICE = 1000  # keys matched between two turns of the loop
 
 
 class MemoryStore:
@@ -56,11 +59,21 @@ class MemoryStore:
     def pop(self, key: str) -> bool:
         return self._data.pop(key, None) is not None
 
-    def delete_matching(self, pattern: Glob) -> int:
-        doomed = [key for key in self._data if pattern.matches(key)]
-        for key in doomed:
-            del self._data[key]
-        return len(doomed)
+    async def delete_matching(self, pattern: Glob) -> int:
+        """Delete the keys ``pattern`` matches, serving the loop between slices of
+        ``MATCH_SLICE`` keys: the costliest pattern allowed (256 bytes, 32 stars) takes about
+        1.2 ms per thousand keys, and the store may hold ``CACHE_MEMORY_MAX_ITEMS`` of them.
+        A key stored meanwhile is not looked at: it was written after the call began."""
+        keys = list(self._data)
+        data = self._data
+        deleted = 0
+        for start in range(0, len(keys), MATCH_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            for key in keys[start : start + MATCH_SLICE]:
+                if pattern.matches(key) and data.pop(key, None) is not None:
+                    deleted += 1
+        return deleted
 
     def clear(self) -> None:
         self._data.clear()

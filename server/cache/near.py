@@ -68,10 +68,10 @@ class NearTier:
             if key in reading:
                 self._dirty.add(key)
 
-    def delete_matching(self, pattern: Glob) -> int:
+    async def delete_matching(self, pattern: Glob) -> int:
         # In-flight reads of matching keys cannot be found by pattern cheaply: refuse them all.
         self._epoch += 1
-        return self.store.delete_matching(pattern)
+        return await self.store.delete_matching(pattern)
 
     def flush(self) -> None:
         self._epoch += 1
