@@ -200,4 +200,10 @@ async def _serve(
             await asyncio.sleep(drain_seconds)
     finally:
         # Closes the listener, then on_shutdown, in-flight requests, the cleanup contexts.
+        closing = loop.time()
         await runner.cleanup()
+        # The last line of a clean stop: an operator reading the log knows it was not killed.
+        log.info(
+            "stopped: listener closed, requests and background work done in %.1fs",
+            loop.time() - closing,
+        )

@@ -135,6 +135,7 @@ def test_sigterm_drains_then_finishes_in_flight_requests(
         assert served.proc.wait(timeout=30) == 0, served.log()
     log = served.log()
     assert "draining for 3.0s" in log, log
+    assert "stopped: listener closed" in log.splitlines()[-1], log
     # uvloop is a Linux dependency (setup.cfg): the server runs on it.
     assert "(uvloop event loop)" in log, log
     assert "Traceback" not in log, log
@@ -164,6 +165,7 @@ def test_second_signal_exits_at_once(pg_dsn: str, redis_url: str, tmp_path: Path
         assert served.proc.wait(timeout=10) == 128 + signal.SIGINT, served.log()
         assert time.monotonic() - sent < 5
     assert "second signal (SIGINT): exiting at once" in served.log()
+    assert "stopped: listener closed" not in served.log()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -196,6 +198,7 @@ def test_workers_drain_on_a_signal_to_the_parent(
         assert time.monotonic() - sent >= DRAIN - 0.1
     log = served.log()
     assert log.count("draining for 3.0s") == 2, log
+    assert log.count("stopped: listener closed") == 2, log
 
 
 def _call(port: int, method: str, params: dict[str, str]) -> dict[str, Any]:
