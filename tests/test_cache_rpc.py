@@ -408,3 +408,38 @@ async def test_prometheus_families(start: Callable[..., Any], redis_server: Redi
     redis_server.stop()
     await metrics.refresh(5.0)
     assert "infrawatch_redis_up 0.0" in generate_latest(metrics.registry).decode()
+
+
+async def test_batches_answer_hits_at_once_and_run_the_rest_in_order(
+    start: Callable[..., Any], source: Source
+) -> None:
+    """A batch answers its cache hits and refusals without waiting and runs the rest; the
+    answers keep the members' order on both wires."""
+    client = await start()
+    assert await result(client, "t.counter") == {"n": 1}
+    body = [
+        {"jsonrpc": "2.0", "method": "t.counter", "id": "a"},
+        {"jsonrpc": "2.0", "method": "t.item", "params": {"id": 7}, "id": "b"},
+        {"jsonrpc": "2.0", "method": "t.nope", "id": "c"},
+        {"jsonrpc": "2.0", "method": "t.counter"},  # a notification: no answer
+        {"jsonrpc": "2.0", "method": "t.item", "params": {"id": "x"}, "id": "d"},
+        {"jsonrpc": "2.0", "method": "t.counter", "id": "e"},
+    ]
+    resp = await client.post("/rpc", data=orjson.dumps(body))
+    answers = orjson.loads(await resp.read())
+    assert [a["id"] for a in answers] == ["a", "b", "c", "d", "e"], answers
+    assert answers[0]["result"] == answers[4]["result"] == {"n": 1}
+    assert answers[1]["result"] == {"id": 7, "tags": [], "n": 2}
+    assert answers[2]["error"]["code"] == -32601
+    assert answers[3]["error"]["code"] == -32602
+    assert source.calls == 2
+    paths = "t.counter,t.item,t.nope,t.counter"
+    resp = await client.get(
+        f"/trpc/{paths}", params={"batch": "1", "input": orjson.dumps({"1": {"id": 8}}).decode()}
+    )
+    items = orjson.loads(await resp.read())
+    assert resp.status == 207, items
+    assert items[0] == items[3] == {"result": {"data": {"n": 1}}}
+    assert items[1] == {"result": {"data": {"id": 8, "tags": [], "n": 3}}}
+    assert items[2]["error"]["data"]["code"] == "NOT_FOUND"
+    assert source.calls == 3

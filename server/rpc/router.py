@@ -243,6 +243,27 @@ class Router:
             self._observer(path, ctx.protocol, None, time.perf_counter() - started)
         return result
 
+    def answer_now(self, proc: Procedure, raw_input: Any, ctx: Context) -> Any:
+        """``run``'s answer when it needs no waiting (the fast path's hit), else ``NO_ANSWER``.
+
+        Synchronous: a batch answers its cached calls with it, without a coroutine or a Task
+        each, and runs only the others. A refusal (authorization, input) is observed and
+        raised as ``run`` would; ``NO_ANSWER`` is not observed (``run`` will be).
+        """
+        if self._peek is None:
+            return NO_ANSWER
+        started = time.perf_counter()
+        try:
+            if not ctx.caller.authenticated:
+                self.authorize(proc, ctx.caller)
+            result = self._peek(ctx, proc, validate_input(proc, raw_input))
+        except RpcError as exc:
+            self._observe(proc.path, ctx.protocol, exc.code, started)
+            raise
+        if result is not NO_ANSWER and self._observer is not None:
+            self._observer(proc.path, ctx.protocol, None, time.perf_counter() - started)
+        return result
+
     def _observe(
         self, path: str, protocol: Transport, code: ErrorCode | None, started: float
     ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -27,13 +28,14 @@ from server.errors import (
 )
 from server.redaction import mask_secrets
 from server.rpc.openrpc import DISCOVER
-from server.rpc.router import ANONYMOUS, Caller, Context, Router
+from server.rpc.router import ANONYMOUS, NO_ANSWER, Caller, Context, Procedure, Router
 from server.wire.hosts import origin_of
 
 log = logging.getLogger(__name__)
 
 _MISSING = object()
 JSON = "application/json"
+Reply = dict[str, Any]  # one JSON-RPC response object
 
 
 def error_object(exc: RpcError, *, operator: bool = False) -> dict[str, Any]:
@@ -100,9 +102,22 @@ def _check_member(member: Any) -> tuple[str, Any, Any]:
     return method, params, request_id
 
 
-async def _call_member(
-    router: Router, member: Any, caller: Caller, request: web.Request
-) -> tuple[dict[str, Any] | None, Context | None]:
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A member that must run: its procedure, params, id and context, checked."""
+
+    proc: Procedure
+    params: Any
+    request_id: Any
+    ctx: Context
+
+
+Started = tuple[Reply | None, Context | None] | _Pending
+
+
+def _start_member(router: Router, member: Any, caller: Caller, request: web.Request) -> Started:
+    """A member's reply (None for a notification) when it needs no waiting: a malformed
+    request, an unknown method, a refusal, a cache hit. Else what running it takes."""
     try:
         method, params, request_id = _check_member(member)
     except InvalidRequest as exc:
@@ -111,15 +126,55 @@ async def _call_member(
     if method == DISCOVER:  # its servers[0].url is this request's own address
         ctx.origin = origin_of(request)
     try:
-        result = await router.run(router.resolve(method, "jsonrpc"), params, ctx)
+        proc = router.resolve(method, "jsonrpc")
+        result = router.answer_now(proc, params, ctx)
     except RpcError as exc:
-        if request_id is _MISSING:
-            log.info("notification %s failed: %s", method, exc.message)
-            return None, ctx
-        return _response(request_id, error=exc, operator=caller.authenticated), ctx
+        return _failed(method, request_id, exc, caller), ctx
+    if result is NO_ANSWER:
+        return _Pending(proc, params, request_id, ctx)
+    return _succeeded(request_id, result), ctx
+
+
+async def _run_member(pending: _Pending, router: Router) -> tuple[Reply | None, Context]:
+    ctx = pending.ctx
+    try:
+        result = await router.run(pending.proc, pending.params, ctx)
+    except RpcError as exc:
+        return _failed(pending.proc.path, pending.request_id, exc, ctx.caller), ctx
+    return _succeeded(pending.request_id, result), ctx
+
+
+def _failed(method: str, request_id: Any, exc: RpcError, caller: Caller) -> Reply | None:
     if request_id is _MISSING:
-        return None, ctx
-    return _response(request_id, result=result), ctx
+        log.info("notification %s failed: %s", method, exc.message)
+        return None
+    return _response(request_id, error=exc, operator=caller.authenticated)
+
+
+def _succeeded(request_id: Any, result: Any) -> Reply | None:
+    return None if request_id is _MISSING else _response(request_id, result=result)
+
+
+async def _call_member(
+    router: Router, member: Any, caller: Caller, request: web.Request
+) -> tuple[Reply | None, Context | None]:
+    started = _start_member(router, member, caller, request)
+    return await _run_member(started, router) if isinstance(started, _Pending) else started
+
+
+async def _call_batch(
+    router: Router, members: list[Any], caller: Caller, request: web.Request
+) -> list[Reply]:
+    """Every member's reply, in order (notifications have none). What needs no waiting is
+    answered first, synchronously, without a coroutine or a Task each; the rest run
+    concurrently."""
+    started = [_start_member(router, member, caller, request) for member in members]
+    pending = [(i, s) for i, s in enumerate(started) if isinstance(s, _Pending)]
+    ran = await asyncio.gather(*(_run_member(s, router) for _, s in pending)) if pending else []
+    replies = [None if isinstance(s, _Pending) else s[0] for s in started]
+    for (i, _), (reply, _ctx) in zip(pending, ran, strict=True):
+        replies[i] = reply
+    return [reply for reply in replies if reply is not None]
 
 
 def _encode(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -195,10 +250,7 @@ async def handle_rpc(
                 code=ErrorCode.PAYLOAD_TOO_LARGE,
             )
             return _refusal(too_many, status=413)
-        outcomes = await asyncio.gather(
-            *(_call_member(router, m, caller, request) for m in payload)
-        )
-        answers = [answer for answer, _ in outcomes if answer is not None]
+        answers = await _call_batch(router, payload, caller, request)
         if not answers:
             return web.Response(status=204)
         return _encode(answers)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 import orjson
@@ -25,7 +25,7 @@ from aiohttp import web
 from server.auth import Authenticator
 from server.errors import CODES, ErrorCode, ProcedureNotFound, RpcError, TooManyRequests
 from server.redaction import mask_secrets
-from server.rpc.router import ANONYMOUS, Caller, Context, Kind, Procedure, Router
+from server.rpc.router import ANONYMOUS, NO_ANSWER, Caller, Context, Kind, Procedure, Router
 
 # resolveResponse.ts TYPE_ACCEPTED_METHOD_MAP (no method override: a query is never a POST).
 ACCEPTED_METHOD: dict[Kind, str] = {"query": "GET", "mutation": "POST"}
@@ -64,6 +64,10 @@ def whole_request_error(exc: RpcError) -> web.Response:
     return web.Response(
         body=error_body(exc), status=CODES[exc.code].http_status, headers=BASE_HEADERS
     )
+
+
+# (data, error, context): a call's answer or its error; the context once the router had it.
+Outcome = tuple[Any, RpcError | None, Context | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,31 +255,54 @@ class _Exchange:
             except RpcError as exc:
                 self.caller_error = exc
 
-    async def run(self) -> list[tuple[Any, RpcError | None, Context | None]]:
-        if len(self.calls) == 1:
-            # One call needs no concurrency: awaited here, it costs no Task (gather wraps
-            # each awaitable in one, scheduled on a later turn of the loop).
-            return [await self._one(self.calls[0])]
-        return await asyncio.gather(*(self._one(call) for call in self.calls))
+    async def run(self) -> list[Outcome]:
+        """Every call's outcome, in order. What needs no waiting (a refusal, a cache hit) is
+        answered first, synchronously; the rest run concurrently (one awaited in this task:
+        gather would wrap each in a Task, scheduled on a later turn of the loop)."""
+        outcomes: list[Outcome | None] = [self._ready(call) for call in self.calls]
+        pending = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        if len(pending) == 1:
+            outcomes[pending[0]] = await self._one(self.calls[pending[0]])
+        elif pending:
+            ran = await asyncio.gather(*(self._one(self.calls[i]) for i in pending))
+            for i, outcome in zip(pending, ran, strict=True):
+                outcomes[i] = outcome
+        return cast(list[Outcome], outcomes)
 
-    async def _one(self, call: _Call) -> tuple[Any, RpcError | None, Context | None]:
+    def _admit(self, call: _Call) -> Procedure:
+        """The checks before the router: existence, method, then the caller."""
         method = self.request.method
+        if call.procedure is None:
+            raise ProcedureNotFound(call.path)
+        kind = call.procedure.kind
+        if method != ACCEPTED_METHOD[kind]:
+            # RFC 9110 15.5.6: a 405 lists what the resource accepts; v11 does the same.
+            self.allow = ACCEPTED_METHOD[kind]
+            raise RpcError(
+                ErrorCode.METHOD_NOT_SUPPORTED,
+                f'Unsupported {method}-request to {kind} procedure at path "{call.path}"',
+            )
+        if self.caller_error is not None:
+            raise self.caller_error
+        return call.procedure
+
+    def _ready(self, call: _Call) -> Outcome | None:
+        """The call's outcome when it needs no waiting, else None (it must run)."""
         ctx: Context | None = None
         try:
-            if call.procedure is None:
-                raise ProcedureNotFound(call.path)
-            kind = call.procedure.kind
-            if method != ACCEPTED_METHOD[kind]:
-                # RFC 9110 15.5.6: a 405 lists what the resource accepts; v11 does the same.
-                self.allow = ACCEPTED_METHOD[kind]
-                raise RpcError(
-                    ErrorCode.METHOD_NOT_SUPPORTED,
-                    f'Unsupported {method}-request to {kind} procedure at path "{call.path}"',
-                )
-            if self.caller_error is not None:
-                raise self.caller_error
+            proc = self._admit(call)
             ctx = Context(caller=self.caller, protocol="trpc")
-            data = await self.router.run(call.procedure, call.input, ctx)
+            data = self.router.answer_now(proc, call.input, ctx)
+        except RpcError as exc:
+            return None, exc, ctx
+        return None if data is NO_ANSWER else (data, None, ctx)
+
+    async def _one(self, call: _Call) -> Outcome:
+        ctx: Context | None = None
+        try:
+            proc = self._admit(call)
+            ctx = Context(caller=self.caller, protocol="trpc")
+            data = await self.router.run(proc, call.input, ctx)
         except RpcError as exc:
             return None, exc, ctx  # the cache may have set its verdict before the failure
         return data, None, ctx
@@ -328,7 +355,7 @@ async def _answer_one(exchange: _Exchange, call: _Call) -> web.Response:
     """One call (httpLink, or a batch link's lone call sent unbatched): the batch's answer
     without its lists, sets and comprehensions, each a few hundred nanoseconds on the path of
     every cached hit."""
-    data, exc, ctx = await exchange._one(call)
+    ((data, exc, ctx),) = await exchange.run()
     if exc is None:
         item: dict[str, Any] = {"result": {"data": data}}
         status = 200
