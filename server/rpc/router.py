@@ -1,8 +1,8 @@
 """The protocol-free core: procedures under dotted paths, input validation, middleware.
 
 The wire adapters (``server/wire``) parse a request into (path, raw input, caller), resolve the
-procedure once (``Router.resolve``/``lookup``), run it (``Router.run``) and encode what comes
-back; the dashboard, the alert evaluator and ``monitoring.unifiedMetrics`` do the same
+procedure once (``Router.resolve``/``lookup``), run it (``Router.run``, or its two halves:
+``answer_now`` for what needs no waiting, then ``run_checked``) and encode what comes back; the dashboard, the alert evaluator and ``monitoring.unifiedMetrics`` do the same
 in-process. Nothing here knows about HTTP,
 and nothing here knows what a middleware does: the cache is one (``server/cache/middleware.py``).
 """
@@ -220,19 +220,43 @@ class Router:
 
         For a wire protocol the data may hold ``orjson.Fragment`` (JSON already encoded, a
         cache hit's): the adapters serialize with orjson, which copies it. ``internal`` calls
-        get plain Python values.
+        get plain Python values. ``answer_now``, then ``run_checked`` when that has no answer.
+        """
+        result, inp = self.answer_now(proc, raw_input, ctx)
+        if result is NO_ANSWER:
+            result = await self.run_checked(proc, inp, ctx)
+        return result
+
+    def answer_now(self, proc: Procedure, raw_input: Any, ctx: Context) -> tuple[Any, BaseModel]:
+        """The synchronous part of ``run``: authorization, input validation and the fast
+        path (a cache hit, answered without a deadline, the chain or any coroutine).
+
+        Returns (answer, input): the answer is ``NO_ANSWER`` when the call must run; then
+        ``run_checked`` runs it with that input. A batch answers its hits this way, with no
+        Task each, and gathers only the calls that must run. Refusals are observed and raised;
+        a hit is observed here; ``NO_ANSWER`` is observed by ``run_checked``.
         """
         # Inlined authorization and observation: a cached hit's whole path is this method,
         # and each Python call it saves shows in the bench (docs/performance.md).
         started = time.perf_counter()
-        path = proc.path
         try:
             if not ctx.caller.authenticated:
                 self.authorize(proc, ctx.caller)
             inp = validate_input(proc, raw_input)
-            # A hit answers here, inline: no deadline, no chain, no further coroutine.
-            if self._peek is None or (result := self._peek(ctx, proc, inp)) is NO_ANSWER:
-                result = await self._run(path, ctx, inp)
+            result = NO_ANSWER if self._peek is None else self._peek(ctx, proc, inp)
+        except RpcError as exc:
+            self._observe(proc.path, ctx.protocol, exc.code, started)
+            raise
+        if result is not NO_ANSWER and self._observer is not None:
+            self._observer(proc.path, ctx.protocol, None, time.perf_counter() - started)
+        return result, inp
+
+    async def run_checked(self, proc: Procedure, inp: BaseModel, ctx: Context) -> Any:
+        """Run the chain for a call ``answer_now`` authorized and validated (``inp``)."""
+        started = time.perf_counter()
+        path = proc.path
+        try:
+            result = await self._run(path, ctx, inp)
         except RpcError as exc:
             self._observe(path, ctx.protocol, exc.code, started)
             raise
@@ -241,27 +265,6 @@ class Router:
             raise
         if self._observer is not None:
             self._observer(path, ctx.protocol, None, time.perf_counter() - started)
-        return result
-
-    def answer_now(self, proc: Procedure, raw_input: Any, ctx: Context) -> Any:
-        """``run``'s answer when it needs no waiting (the fast path's hit), else ``NO_ANSWER``.
-
-        Synchronous: a batch answers its cached calls with it, without a coroutine or a Task
-        each, and runs only the others. A refusal (authorization, input) is observed and
-        raised as ``run`` would; ``NO_ANSWER`` is not observed (``run`` will be).
-        """
-        if self._peek is None:
-            return NO_ANSWER
-        started = time.perf_counter()
-        try:
-            if not ctx.caller.authenticated:
-                self.authorize(proc, ctx.caller)
-            result = self._peek(ctx, proc, validate_input(proc, raw_input))
-        except RpcError as exc:
-            self._observe(proc.path, ctx.protocol, exc.code, started)
-            raise
-        if result is not NO_ANSWER and self._observer is not None:
-            self._observer(proc.path, ctx.protocol, None, time.perf_counter() - started)
         return result
 
     def _observe(

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from pydantic import BaseModel
 
 from server.auth import Authenticator
 from server.errors import (
@@ -104,10 +105,10 @@ def _check_member(member: Any) -> tuple[str, Any, Any]:
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    """A member that must run: its procedure, params, id and context, checked."""
+    """A member that must run: its procedure, validated input, id and context."""
 
     proc: Procedure
-    params: Any
+    inp: BaseModel
     request_id: Any
     ctx: Context
 
@@ -127,18 +128,18 @@ def _start_member(router: Router, member: Any, caller: Caller, request: web.Requ
         ctx.origin = origin_of(request)
     try:
         proc = router.resolve(method, "jsonrpc")
-        result = router.answer_now(proc, params, ctx)
+        result, inp = router.answer_now(proc, params, ctx)
     except RpcError as exc:
         return _failed(method, request_id, exc, caller), ctx
     if result is NO_ANSWER:
-        return _Pending(proc, params, request_id, ctx)
+        return _Pending(proc, inp, request_id, ctx)
     return _succeeded(request_id, result), ctx
 
 
 async def _run_member(pending: _Pending, router: Router) -> tuple[Reply | None, Context]:
     ctx = pending.ctx
     try:
-        result = await router.run(pending.proc, pending.params, ctx)
+        result = await router.run_checked(pending.proc, pending.inp, ctx)
     except RpcError as exc:
         return _failed(pending.proc.path, pending.request_id, exc, ctx.caller), ctx
     return _succeeded(pending.request_id, result), ctx

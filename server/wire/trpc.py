@@ -16,11 +16,12 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, cast
+from typing import Any
 from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
+from pydantic import BaseModel
 
 from server.auth import Authenticator
 from server.errors import CODES, ErrorCode, ProcedureNotFound, RpcError, TooManyRequests
@@ -68,6 +69,15 @@ def whole_request_error(exc: RpcError) -> web.Response:
 
 # (data, error, context): a call's answer or its error; the context once the router had it.
 Outcome = tuple[Any, RpcError | None, Context | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A call that must run: its procedure, validated input and context."""
+
+    proc: Procedure
+    inp: BaseModel
+    ctx: Context
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,15 +269,14 @@ class _Exchange:
         """Every call's outcome, in order. What needs no waiting (a refusal, a cache hit) is
         answered first, synchronously; the rest run concurrently (one awaited in this task:
         gather would wrap each in a Task, scheduled on a later turn of the loop)."""
-        outcomes: list[Outcome | None] = [self._ready(call) for call in self.calls]
-        pending = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        started = [self._start(call) for call in self.calls]
+        pending = [s for s in started if isinstance(s, _Pending)]
         if len(pending) == 1:
-            outcomes[pending[0]] = await self._one(self.calls[pending[0]])
-        elif pending:
-            ran = await asyncio.gather(*(self._one(self.calls[i]) for i in pending))
-            for i, outcome in zip(pending, ran, strict=True):
-                outcomes[i] = outcome
-        return cast(list[Outcome], outcomes)
+            ran = [await self._finish(pending[0])]
+        else:
+            ran = await asyncio.gather(*(self._finish(s) for s in pending)) if pending else []
+        finished = iter(ran)
+        return [next(finished) if isinstance(s, _Pending) else s for s in started]
 
     def _admit(self, call: _Call) -> Procedure:
         """The checks before the router: existence, method, then the caller."""
@@ -286,26 +295,23 @@ class _Exchange:
             raise self.caller_error
         return call.procedure
 
-    def _ready(self, call: _Call) -> Outcome | None:
-        """The call's outcome when it needs no waiting, else None (it must run)."""
+    def _start(self, call: _Call) -> Outcome | _Pending:
+        """The call's outcome when it needs no waiting, else what running it takes."""
         ctx: Context | None = None
         try:
             proc = self._admit(call)
             ctx = Context(caller=self.caller, protocol="trpc")
-            data = self.router.answer_now(proc, call.input, ctx)
+            data, inp = self.router.answer_now(proc, call.input, ctx)
         except RpcError as exc:
             return None, exc, ctx
-        return None if data is NO_ANSWER else (data, None, ctx)
+        return _Pending(proc, inp, ctx) if data is NO_ANSWER else (data, None, ctx)
 
-    async def _one(self, call: _Call) -> Outcome:
-        ctx: Context | None = None
+    async def _finish(self, pending: _Pending) -> Outcome:
         try:
-            proc = self._admit(call)
-            ctx = Context(caller=self.caller, protocol="trpc")
-            data = await self.router.run(proc, call.input, ctx)
+            data = await self.router.run_checked(pending.proc, pending.inp, pending.ctx)
         except RpcError as exc:
-            return None, exc, ctx  # the cache may have set its verdict before the failure
-        return data, None, ctx
+            return None, exc, pending.ctx  # the cache may have set its verdict before
+        return data, None, pending.ctx
 
 
 def _status(errors: list[RpcError | None]) -> int:
