@@ -2,9 +2,10 @@
 
 The wire adapters (``server/wire``) parse a request into (path, raw input, caller), resolve the
 procedure once (``Router.resolve``/``lookup``), run it (``Router.run``, or its two halves:
-``answer_now`` for what needs no waiting, then ``run_checked``) and encode what comes back; the dashboard, the alert evaluator and ``monitoring.unifiedMetrics`` do the same
-in-process. Nothing here knows about HTTP,
-and nothing here knows what a middleware does: the cache is one (``server/cache/middleware.py``).
+``answer_now`` for what needs no waiting, then ``run_checked``) and encode what comes back; the
+dashboard, the alert evaluator and ``monitoring.unifiedMetrics`` do the same in-process.
+Nothing here knows about HTTP, and nothing here knows what a middleware does: the cache is one
+(``server/cache/middleware.py``).
 """
 
 from __future__ import annotations
