@@ -358,8 +358,8 @@ async def handle_trpc(endpoint: Endpoint, request: web.Request) -> web.StreamRes
 
 
 async def _answer_one(exchange: _Exchange, call: _Call) -> web.Response:
-    """One call (httpLink, or a batch link's lone call sent unbatched): the batch's answer
-    without its lists, sets and comprehensions, each a few hundred nanoseconds on the path of
+    """One call (httpLink, or a batch link's lone call sent unbatched): its answer without the
+    batch's lists of items, statuses and waits, each a few hundred nanoseconds on the path of
     every cached hit."""
     ((data, exc, ctx),) = await exchange.run()
     if exc is None:
