@@ -151,6 +151,20 @@ async def test_workload_ticks_reach_primary_replica_service_and_redis(
     assert legacy - partitioned == counts.drifted - counts.backfilled
 
 
+def run_stack(options: list[str], probe: str, *, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m tests.stack [options] --exec -- python -c probe``, as ``make run`` runs it."""
+    argv = [sys.executable, "-m", "tests.stack", *options, "--exec", "--"]
+    return subprocess.run(
+        [*argv, sys.executable, "-c", probe],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_make_run_stack_prints_the_token_and_has_the_demo_schema() -> None:
@@ -165,28 +179,8 @@ def test_make_run_stack_prints_the_token_and_has_the_demo_schema() -> None:
             "print('rows', conn.execute('SELECT count(*) FROM demo.orders').fetchone()[0]); "
             "print('pairs', os.environ['PARTITION_PAIRS'])"
         )
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tests.stack",
-                "--demo",
-                "--dir",
-                str(parent),
-                "--url",
-                "http://127.0.0.1:9",
-                "--exec",
-                "--",
-                sys.executable,
-                "-c",
-                probe,
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=200,
-            check=False,
-            env=os.environ | {"PYTHONPATH": str(ROOT)},
+        done = run_stack(
+            ["--demo", "--dir", str(parent), "--url", "http://127.0.0.1:9"], probe, cwd=ROOT
         )
 
         assert done.returncode == 0, done.stderr
@@ -219,15 +213,7 @@ def test_make_run_stack_works_from_a_private_folder() -> None:
             "conn = psycopg.connect(os.environ['DATABASE_URL'], autocommit=True); "
             "print('answered', conn.execute('SELECT 1').fetchone()[0])"
         )
-        done = subprocess.run(
-            [sys.executable, "-m", "tests.stack", "--exec", "--", sys.executable, "-c", probe],
-            cwd=private,
-            capture_output=True,
-            text=True,
-            timeout=200,
-            check=False,
-            env=os.environ | {"PYTHONPATH": str(ROOT)},
-        )
+        done = run_stack([], probe, cwd=private)
         assert done.returncode == 0, done.stderr
         assert "answered 1" in done.stdout
         [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("starting the stack in")]
