@@ -108,8 +108,16 @@ async def test_activity_sees_every_client_and_never_values(
     async with connections(dsn) as held:
         idle, holder, waiter, sleeper = [await connect(dsn) for _ in range(4)]
         held += [idle, holder, waiter, sleeper]
-        # Started first: the longest running query.
+        # Started first, and seen running before the others start: the longest running query
+        # (a backend scheduled late on a busy machine once started its query after the UPDATE).
         slow = asyncio.create_task(sleeper.execute(SLEEP_SQL))
+        await until_accepted(
+            lambda: idle.fetchval(
+                "SELECT state FROM pg_stat_activity WHERE pid = $1", sleeper.get_server_pid()
+            ),
+            lambda state: state == "active",
+            what="the sleeping session running",
+        )
         idle_tx = idle.transaction()
         await idle_tx.start()
         await idle.execute(IDLE_SQL)
