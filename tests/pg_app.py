@@ -93,3 +93,13 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
+
+
+# A test that ends a session on the server and uses it at once runs this many rounds, until the
+# driver's reply it is about shows up: what asyncpg says depends on how far the server's FATAL
+# message and the socket's close got, so each round waits a different 0-4 ms first.
+ROUNDS_OF_TERMINATION = 200
+
+
+def termination_pause(round_: int) -> float:
+    return (round_ % 20) * 0.0002

@@ -6,6 +6,7 @@ memory without a database; a bad URL in the settings."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -20,13 +21,14 @@ import asyncpg
 import pytest
 
 from server.alerts import AlertBook
+from server.alerts.election import APPLICATION_PREFIX, Election
 from server.alerts.migrations import EVALUATOR_LOCK
 from server.alerts.models import AlertQuery, Condition, Level
 from server.appkeys import ALERTS, DELIVERY, ELECTION
 from server.config import ConfigError, Settings
 from server.delivery import MemoryOutbox, Sender
 from tests.alerting import app_of, book, evaluator, start_app
-from tests.pg_app import AppFactory, PgApp
+from tests.pg_app import ROUNDS_OF_TERMINATION, AppFactory, PgApp, termination_pause
 from tests.stack import Alertmanager
 from tests.waiting import eventually, until_accepted
 from tests.webhook_receiver import Receiver
@@ -518,6 +520,36 @@ async def test_two_instances_elect_one_evaluator_and_send_each_event_once(
     )
     assert took <= interval
     await eventually(lambda: evaluator(follower).rounds > rounds, what="a round by the new one")
+
+
+async def test_the_evaluator_whose_session_ends_takes_the_lock_again(pg_dsn: str) -> None:
+    # A check sent just after PostgreSQL ended the election's session can fail with asyncpg's
+    # InternalClientError (not an InterfaceError). It once ended the election's task, leaving
+    # the instance sure it still held the lock while another took it: two evaluators.
+    election = Election(pg_dsn, "solo", check_interval=1.0, timeout=5.0)
+    admin = await asyncpg.connect(pg_dsn)
+    seen: set[str] = set()
+    try:
+        await election.check()
+        for i in range(ROUNDS_OF_TERMINATION):
+            if "InternalClientError" in seen:
+                break
+            assert election.leading and election.leader == "solo"
+            pid = await admin.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                APPLICATION_PREFIX + "solo",
+            )
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+            await asyncio.sleep(termination_pause(i))
+            await election.check()  # at once: never raises, whatever the driver says
+            if election.last_error is not None:
+                seen.add(election.last_error.split(":")[0])
+                await election.check()  # a new session takes the lock again
+    finally:
+        await admin.close()
+        await election.close()
+    # The race this test is for was run into (asyncpg 0.32: in about a third of the rounds).
+    assert "InternalClientError" in seen, seen
 
 
 async def test_delivered_events_of_resolved_alerts_are_pruned_after_the_retention(

@@ -29,6 +29,7 @@ import asyncpg
 
 from server.alerts.migrations import EVALUATOR_LOCK
 from server.alerts.models import EvaluatorStatus
+from server.datastores.sqlstate import DRIVER_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,12 @@ class Election:
 
     async def run(self) -> None:
         while True:
-            await self.check()
+            try:
+                await self.check()
+            except Exception as exc:
+                # A bug here must not leave this instance believing it still holds the lock.
+                log.exception("alert evaluation: the election check failed")
+                self._lost(exc)
             await asyncio.sleep(self.check_interval)
 
     async def check(self) -> None:
@@ -87,7 +93,7 @@ class Election:
                 holder = await conn.fetchval(
                     _HOLDER, EVALUATOR_LOCK >> 32, EVALUATOR_LOCK & 0xFFFF_FFFF
                 )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except DRIVER_ERRORS as exc:
             self._lost(exc)
             return
         self._reachable = self._ever_reached = True

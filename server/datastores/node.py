@@ -16,7 +16,7 @@ import asyncpg
 
 from server.datastores.pool import InstrumentedPool
 from server.datastores.query_stats import Status
-from server.datastores.sqlstate import map_error
+from server.datastores.sqlstate import DRIVER_ERRORS, map_error
 from server.errors import CallTimeout, CircuitOpen, PoolExhausted, PoolTimeout, QueryTimeout
 from server.resilience.breaker import Breaker
 
@@ -25,8 +25,6 @@ Role = Literal["primary", "replica"]
 Statement = Callable[[asyncpg.Connection], Awaitable[T]]
 # observe(node, sql, status, seconds executing or None when the statement never ran)
 Observer = Callable[[str, str, Status, float | None], None]
-
-_FOREIGN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 class _Timing:
@@ -125,7 +123,7 @@ class Node:
         timing.started = time.monotonic()
         try:
             return await call(conn)
-        except _FOREIGN as exc:
+        except DRIVER_ERRORS as exc:
             raise map_error(self.name, exc) from exc
         finally:
             timing.finished = time.monotonic()

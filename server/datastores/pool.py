@@ -17,6 +17,7 @@ own maintenance keeps ``min_size`` connections open, reconnecting with backoff a
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -24,10 +25,12 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from server.datastores.sqlstate import map_connect_error
+from server.datastores.sqlstate import DRIVER_ERRORS, map_connect_error
 from server.errors import PoolExhausted, PoolTimeout, Unavailable
 from server.resilience.models import LatencyStats
 from server.resilience.stats import RollingWindow
+
+log = logging.getLogger(__name__)
 
 ACQUIRE_WINDOW_SECONDS = 60.0
 
@@ -162,7 +165,7 @@ class InstrumentedPool:
         except TimeoutError as exc:
             self.acquire_timeouts += 1
             raise PoolTimeout(self._timeout_message(exhausted=False)) from exc
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DRIVER_ERRORS as exc:
             self.acquire_errors += 1
             raise map_connect_error(self.node, exc) from exc
         now = time.monotonic()
@@ -171,7 +174,16 @@ class InstrumentedPool:
         try:
             yield conn
         finally:
+            await self._release(pool, conn)
+
+    async def _release(self, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+        """Give ``conn`` back. asyncpg resets it first; when that fails (the session ended
+        under us) it terminates the connection and re-raises. The statement's own outcome,
+        already decided, must not be replaced by that, and the pool has recovered."""
+        try:
             await pool.release(conn)
+        except DRIVER_ERRORS as exc:
+            log.debug("%s: a connection failed its reset and was closed: %r", self.node, exc)
 
     def _timeout_message(self, *, exhausted: bool) -> str:
         pool = self._pool

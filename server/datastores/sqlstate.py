@@ -26,6 +26,18 @@ import asyncpg
 
 from server.errors import ErrorCode, QueryTimeout, RpcError, SqlError, Unavailable
 
+# What the driver (or the network under it) raises. ``InternalClientError`` belongs here: when
+# the server ends a session (pg_terminate_backend, a restart), a statement sent between the
+# server's FATAL message and the socket's close fails with "cannot switch to state ...; another
+# operation (2) is in progress" (asyncpg issue #1069), and it means the connection is gone.
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
 # SQLSTATE classes that say the server (not the statement) is the problem.
 _UNAVAILABLE_CLASSES = frozenset({"08", "53", "57", "58", "XX", "3D", "28", "F0", "HV", "55"})
 _CONFLICT_CLASSES = frozenset({"23", "40"})
