@@ -107,7 +107,9 @@ async def test_open_breaker_rejects_at_once_without_calling() -> None:
     with pytest.raises(CircuitOpen) as info:
         await breaker.call(counted)
     elapsed = time.perf_counter() - start
-    assert elapsed < 0.001
+    # No waiting: far below any call timeout. (Not 1 ms: one preemption of a shared CI core
+    # can take that long.)
+    assert elapsed < 0.05
     assert called == 0
     err = info.value
     assert isinstance(err, Unavailable) and err.code is ErrorCode.SERVICE_UNAVAILABLE
