@@ -30,6 +30,8 @@ from web.session import COOKIE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+# SIGTERM to the parent, then its workers' stop (no drain: SHUTDOWN_DRAIN_SECONDS=0).
+STOP_WITHIN = 20.0
 pytestmark = pytest.mark.timeout(240)
 
 
@@ -69,6 +71,7 @@ async def served(tmp_path: Path, pg_dsn: str, redis_url: str) -> AsyncIterator[S
         "READ_TOKENS_REQUIRED": "true",
         "METRICS_SYNC_INTERVAL": "0.2",
         "LOG_LEVEL": "WARNING",
+        "SHUTDOWN_DRAIN_SECONDS": "0",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = tmp_path / "serve.log"
@@ -97,9 +100,15 @@ async def served(tmp_path: Path, pg_dsn: str, redis_url: str) -> AsyncIterator[S
         )
         yield served
     finally:
+        # A stop as an operator's: the parent forwards it and removes the workers' metrics
+        # directory (a SIGKILL left one in the system temp dir per test).
         if proc.returncode is None:
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_WITHIN)
+        except TimeoutError:
             proc.kill()
-        await asyncio.wait_for(proc.wait(), 30)
+            await asyncio.wait_for(proc.wait(), 30)
 
 
 async def test_two_workers_one_merged_scrape(served: Served) -> None:
