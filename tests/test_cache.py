@@ -312,6 +312,29 @@ async def test_tracking_connection_killed_flushes_and_bypasses_then_recovers(
     assert cache.near.hits == hits + 1
 
 
+async def test_tracking_survives_a_probe_redis_refuses(
+    make_cache: Callable[..., Any], harness: redis.Redis
+) -> None:
+    # A PING the server answers with an error (here: the ACL takes PING away) cannot tell us
+    # the connection still gets every push: the tracker drops it, flushes and bypasses the hot
+    # tier and reconnects, and the tier comes back once the probe passes again.
+    async with make_cache(redis_health_check_interval=0.2) as cache:
+        tracker = cache.tracker
+        assert tracker is not None
+        harness.execute_command("ACL", "SETUSER", "default", "-ping")
+        try:
+            await eventually(lambda: tracker.drops >= 2, what="probes refused, twice", timeout=10)
+            assert tracker.last_error is not None and "NoPermissionError" in tracker.last_error
+        finally:
+            harness.execute_command("ACL", "SETUSER", "default", "+ping")
+        connects = tracker.connects
+        await eventually(lambda: tracker.connects > connects, what="a new connection", timeout=10)
+        await eventually(lambda: cache.near.active, what="hot tier on again", timeout=10)
+        await settled_write(cache, "hot", "k", "v")
+        assert await lookup(cache, "hot", "k") == ("v", "HIT")
+        assert tracker.connected
+
+
 async def test_stale_value_is_served_only_while_the_source_is_unavailable(
     make_cache: Callable[..., Any], harness: redis.Redis
 ) -> None:

@@ -58,8 +58,12 @@ class Tracker:
                 self.near.activate()
                 log.info("cache tracking connected (client id %s): hot tier on", self.client_id)
                 await conn.listen()
-            except Unavailable as exc:
+            except Exception as exc:
+                # Unavailable is the expected way out; anything else (a probe Redis refuses,
+                # a bug) must not end the task either: the hot tier would stay off for good.
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, Unavailable):
+                    log.exception("cache tracking failed")
                 if self.connected:
                     self.drops += 1
                     log.warning(
