@@ -21,6 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 
 from server.config import HostPort, Settings
+from server.datastores.redis_nodes import RedisNodes
+from server.errors import Unavailable
 from tests.alerting import call, evaluator, result, start_app
 from tests.stack import RedisCluster, RedisSentinelGroup, RedisServer
 from tests.stack.ports import HOST, free_port
@@ -93,6 +95,20 @@ async def test_a_standalone_node_reports_what_its_info_says(
     # the evaluator's start-up round made the first reading: rates from the second on
     assert node["evicted_keys_per_second"] == 0.0
     assert 0 < node["window_seconds"] < WINDOW
+
+
+async def test_a_node_asked_after_close_is_refused_not_connected(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    # A reading still running as the app stops must not open a client that nobody closes (its
+    # connection was found by the garbage collector later, a ResourceWarning in another test).
+    nodes = RedisNodes(Settings(redis_url=redis_url).redis)
+    address = (HOST, redis_server.port)
+    assert (await nodes.info(address))["redis_version"]
+    await nodes.close()
+    with pytest.raises(Unavailable, match="stopping"):
+        await nodes.info(address)
+    assert nodes._clients == {}
 
 
 async def test_the_applications_misses_fire_the_hit_rate_rule_and_its_hits_resolve_it(

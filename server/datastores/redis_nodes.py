@@ -42,6 +42,7 @@ class RedisNodes:
     def __init__(self, settings: RedisSettings) -> None:
         self._settings = settings
         self._clients: dict[Address, aioredis.Redis] = {}
+        self._closed = False
         self._credentials: dict[str, Any] = {}
         if settings.url is not None and not settings.sentinel_hosts:
             found = parse_url(settings.url)
@@ -105,6 +106,10 @@ class RedisNodes:
     def _client(self, address: Address) -> aioredis.Redis:
         client = self._clients.get(address)
         if client is None:
+            if self._closed:
+                # A call still running as the app stops: a client made now would never be
+                # closed (its connection left to the garbage collector, on a stopped loop).
+                raise Unavailable("redis node: the service is stopping")
             if len(self._clients) >= MAX_NODES:
                 raise Unavailable(f"redis node: more than {MAX_NODES} nodes known")
             settings = self._settings
@@ -122,6 +127,7 @@ class RedisNodes:
         return client
 
     async def close(self) -> None:
+        self._closed = True
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
