@@ -27,6 +27,21 @@ from tests.waiting import eventually
 FAST_BREAKER = {"breaker_failure_threshold": 3, "breaker_reset_timeout": 0.5}
 
 
+async def test_a_call_after_close_is_refused_not_connected(redis_url: str) -> None:
+    # redis-py would open a new connection for it that nobody closes.
+    settings = Settings(redis_url=redis_url)
+    client = RedisClient(
+        settings.redis, BreakerRegistry.from_settings(settings.breakers).get(BREAKER)
+    )
+    await client.execute(client.raw.set, "k", "v")
+    await client.close()
+    with pytest.raises(Unavailable, match="stopping"):
+        await client.execute(client.raw.get, "k")
+    pool = client.raw.connection_pool
+    connections = [*pool._available_connections, *pool._in_use_connections]  # type: ignore[union-attr]
+    assert not any(c.is_connected for c in connections)
+
+
 async def test_breaker_opens_fails_fast_trials_once_and_closes_again(
     redis_server: RedisServer, redis_url: str
 ) -> None:

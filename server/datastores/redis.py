@@ -85,6 +85,7 @@ class RedisClient:
         # Calls beyond the pool's size wait here rather than fail in redis-py with "Too many
         # connections", which would count against the breaker as if Redis were down.
         self._slots = asyncio.Semaphore(settings.max_connections)
+        self._closed = False
         self.master_address: tuple[str, int] | None = None  # Sentinel mode, once known
         self.master_changes = 0
         # Key lookups our own reads cause, for monitoring.redisHealth to leave out.
@@ -119,6 +120,7 @@ class RedisClient:
         }
 
     async def close(self) -> None:
+        self._closed = True
         await self.raw.aclose()
         if self._sentinel is not None:
             await self._sentinel.aclose()
@@ -130,6 +132,10 @@ class RedisClient:
     ) -> T:
         """``await fn(*args, **kwargs)`` through the ``redis-cache`` breaker; Redis's own errors
         come out as ``Unavailable`` (see the module docstring)."""
+        if self._closed:
+            # redis-py would open a new connection for a call still running as the app stops,
+            # and nobody would close it.
+            raise Unavailable(f"redis ({self.mode}): the service is stopping")
         try:
             async with self._slots:
                 return await self.breaker.call(fn, *args, **kwargs)
