@@ -59,8 +59,9 @@ class Tracker:
                 log.info("cache tracking connected (client id %s): hot tier on", self.client_id)
                 await conn.listen()
             except Exception as exc:
-                # Unavailable is the expected way out; anything else (a probe Redis refuses,
-                # a bug) must not end the task either: the hot tier would stay off for good.
+                # Unavailable is the expected way out (a refused probe is one too); anything
+                # else (a bug in the push path) must not end the task either: the hot tier
+                # would stay off for good.
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 if not isinstance(exc, Unavailable):
                     log.exception("cache tracking failed")
