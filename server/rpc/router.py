@@ -76,6 +76,16 @@ Next = Callable[[Context, BaseModel], Awaitable[Any]]
 NO_ANSWER: Any = type("NoAnswer", (), {"__repr__": lambda _self: "NO_ANSWER"})()
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A call ``Router.answer_now`` authorized and validated but could not answer at once:
+    ``Router.run_checked`` runs it."""
+
+    proc: Procedure
+    inp: BaseModel
+    ctx: Context
+
+
 class Middleware(Protocol):
     """Wraps a procedure's handler: ``await nxt(ctx, inp)`` runs the rest of the chain."""
 
@@ -223,19 +233,17 @@ class Router:
         cache hit's): the adapters serialize with orjson, which copies it. ``internal`` calls
         get plain Python values. ``answer_now``, then ``run_checked`` when that has no answer.
         """
-        result, inp = self.answer_now(proc, raw_input, ctx)
-        if result is NO_ANSWER:
-            result = await self.run_checked(proc, inp, ctx)
-        return result
+        answer = self.answer_now(proc, raw_input, ctx)
+        return await self.run_checked(answer) if isinstance(answer, Pending) else answer
 
-    def answer_now(self, proc: Procedure, raw_input: Any, ctx: Context) -> tuple[Any, BaseModel]:
+    def answer_now(self, proc: Procedure, raw_input: Any, ctx: Context) -> Any:
         """The synchronous part of ``run``: authorization, input validation and the fast
         path (a cache hit, answered without a deadline, the chain or any coroutine).
 
-        Returns (answer, input): the answer is ``NO_ANSWER`` when the call must run; then
-        ``run_checked`` runs it with that input. A batch answers its hits this way, with no
-        Task each, and gathers only the calls that must run. Refusals are observed and raised;
-        a hit is observed here; ``NO_ANSWER`` is observed by ``run_checked``.
+        Returns the answer, or a ``Pending`` when the call must run (``run_checked``). A batch
+        answers its hits this way, with no Task each, and gathers only the calls that must
+        run. Refusals are observed and raised; a hit is observed here; a ``Pending`` is
+        observed by ``run_checked``.
         """
         # Inlined authorization and observation: a cached hit's whole path is this method,
         # and each Python call it saves shows in the bench (docs/performance.md).
@@ -248,16 +256,18 @@ class Router:
         except RpcError as exc:
             self._observe(proc.path, ctx.protocol, exc.code, started)
             raise
-        if result is not NO_ANSWER and self._observer is not None:
+        if result is NO_ANSWER:
+            return Pending(proc, inp, ctx)
+        if self._observer is not None:
             self._observer(proc.path, ctx.protocol, None, time.perf_counter() - started)
-        return result, inp
+        return result
 
-    async def run_checked(self, proc: Procedure, inp: BaseModel, ctx: Context) -> Any:
-        """Run the chain for a call ``answer_now`` authorized and validated (``inp``)."""
+    async def run_checked(self, pending: Pending) -> Any:
+        """Run the chain for a call ``answer_now`` authorized and validated."""
         started = time.perf_counter()
-        path = proc.path
+        path, ctx = pending.proc.path, pending.ctx
         try:
-            result = await self._run(path, ctx, inp)
+            result = await self._run(path, ctx, pending.inp)
         except RpcError as exc:
             self._observe(path, ctx.protocol, exc.code, started)
             raise

@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel
 
 from server.auth import Authenticator
 from server.errors import (
@@ -29,7 +27,7 @@ from server.errors import (
 )
 from server.redaction import mask_secrets
 from server.rpc.openrpc import DISCOVER
-from server.rpc.router import ANONYMOUS, NO_ANSWER, Caller, Context, Procedure, Router
+from server.rpc.router import ANONYMOUS, Caller, Context, Pending, Router
 from server.wire.hosts import origin_of
 
 log = logging.getLogger(__name__)
@@ -103,46 +101,34 @@ def _check_member(member: Any) -> tuple[str, Any, Any]:
     return method, params, request_id
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """A member that must run: its procedure, validated input, id and context."""
-
-    proc: Procedure
-    inp: BaseModel
-    request_id: Any
-    ctx: Context
-
-
-Started = tuple[Reply | None, Context | None] | _Pending
-
-
-def _start_member(router: Router, member: Any, caller: Caller, request: web.Request) -> Started:
-    """A member's reply (None for a notification) when it needs no waiting: a malformed
-    request, an unknown method, a refusal, a cache hit. Else what running it takes."""
+def _start_member(
+    router: Router, member: Any, caller: Caller, request: web.Request
+) -> tuple[Reply | Pending | None, Context | None, Any]:
+    """(reply, context, id): the member's reply (None for a notification) when it needs no
+    waiting: a malformed request, an unknown method, a refusal, a cache hit; else the router's
+    ``Pending`` for it."""
     try:
         method, params, request_id = _check_member(member)
     except InvalidRequest as exc:
-        return _response(exc.request_id, error=exc), None
+        return _response(exc.request_id, error=exc), None, exc.request_id
     ctx = Context(caller=caller, protocol="jsonrpc")
     if method == DISCOVER:  # its servers[0].url is this request's own address
         ctx.origin = origin_of(request)
     try:
-        proc = router.resolve(method, "jsonrpc")
-        result, inp = router.answer_now(proc, params, ctx)
+        answer = router.answer_now(router.resolve(method, "jsonrpc"), params, ctx)
     except RpcError as exc:
-        return _failed(method, request_id, exc, caller), ctx
-    if result is NO_ANSWER:
-        return _Pending(proc, inp, request_id, ctx)
-    return _succeeded(request_id, result), ctx
+        return _failed(method, request_id, exc, caller), ctx, request_id
+    if isinstance(answer, Pending):
+        return answer, ctx, request_id
+    return _succeeded(request_id, answer), ctx, request_id
 
 
-async def _run_member(pending: _Pending, router: Router) -> tuple[Reply | None, Context]:
-    ctx = pending.ctx
+async def _run_member(router: Router, pending: Pending, request_id: Any) -> Reply | None:
     try:
-        result = await router.run_checked(pending.proc, pending.inp, ctx)
+        result = await router.run_checked(pending)
     except RpcError as exc:
-        return _failed(pending.proc.path, pending.request_id, exc, ctx.caller), ctx
-    return _succeeded(pending.request_id, result), ctx
+        return _failed(pending.proc.path, request_id, exc, pending.ctx.caller)
+    return _succeeded(request_id, result)
 
 
 def _failed(method: str, request_id: Any, exc: RpcError, caller: Caller) -> Reply | None:
@@ -159,8 +145,10 @@ def _succeeded(request_id: Any, result: Any) -> Reply | None:
 async def _call_member(
     router: Router, member: Any, caller: Caller, request: web.Request
 ) -> tuple[Reply | None, Context | None]:
-    started = _start_member(router, member, caller, request)
-    return await _run_member(started, router) if isinstance(started, _Pending) else started
+    reply, ctx, request_id = _start_member(router, member, caller, request)
+    if isinstance(reply, Pending):
+        return await _run_member(router, reply, request_id), ctx
+    return reply, ctx
 
 
 async def _call_batch(
@@ -170,12 +158,18 @@ async def _call_batch(
     answered first, synchronously, without a coroutine or a Task each; the rest run
     concurrently."""
     started = [_start_member(router, member, caller, request) for member in members]
-    pending = [(i, s) for i, s in enumerate(started) if isinstance(s, _Pending)]
-    ran = await asyncio.gather(*(_run_member(s, router) for _, s in pending)) if pending else []
-    replies = [None if isinstance(s, _Pending) else s[0] for s in started]
-    for (i, _), (reply, _ctx) in zip(pending, ran, strict=True):
+    pending = [
+        (i, reply, rid) for i, (reply, _, rid) in enumerate(started) if isinstance(reply, Pending)
+    ]
+    ran = (
+        await asyncio.gather(*(_run_member(router, p, rid) for _, p, rid in pending))
+        if pending
+        else []
+    )
+    replies = [reply for reply, _, _ in started]
+    for (i, _, _), reply in zip(pending, ran, strict=True):
         replies[i] = reply
-    return [reply for reply in replies if reply is not None]
+    return [reply for reply in replies if isinstance(reply, dict)]
 
 
 def _encode(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -21,12 +21,11 @@ from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel
 
 from server.auth import Authenticator
 from server.errors import CODES, ErrorCode, ProcedureNotFound, RpcError, TooManyRequests
 from server.redaction import mask_secrets
-from server.rpc.router import ANONYMOUS, NO_ANSWER, Caller, Context, Kind, Procedure, Router
+from server.rpc.router import ANONYMOUS, Caller, Context, Kind, Pending, Procedure, Router
 
 # resolveResponse.ts TYPE_ACCEPTED_METHOD_MAP (no method override: a query is never a POST).
 ACCEPTED_METHOD: dict[Kind, str] = {"query": "GET", "mutation": "POST"}
@@ -69,15 +68,6 @@ def whole_request_error(exc: RpcError) -> web.Response:
 
 # (data, error, context): a call's answer or its error; the context once the router had it.
 Outcome = tuple[Any, RpcError | None, Context | None]
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """A call that must run: its procedure, validated input and context."""
-
-    proc: Procedure
-    inp: BaseModel
-    ctx: Context
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,13 +260,13 @@ class _Exchange:
         answered first, synchronously; the rest run concurrently (one awaited in this task:
         gather would wrap each in a Task, scheduled on a later turn of the loop)."""
         started = [self._start(call) for call in self.calls]
-        pending = [s for s in started if isinstance(s, _Pending)]
+        pending = [s for s in started if isinstance(s, Pending)]
         if len(pending) == 1:
             ran = [await self._finish(pending[0])]
         else:
             ran = await asyncio.gather(*(self._finish(s) for s in pending)) if pending else []
         finished = iter(ran)
-        return [next(finished) if isinstance(s, _Pending) else s for s in started]
+        return [next(finished) if isinstance(s, Pending) else s for s in started]
 
     def _admit(self, call: _Call) -> Procedure:
         """The checks before the router: existence, method, then the caller."""
@@ -295,20 +285,20 @@ class _Exchange:
             raise self.caller_error
         return call.procedure
 
-    def _start(self, call: _Call) -> Outcome | _Pending:
-        """The call's outcome when it needs no waiting, else what running it takes."""
+    def _start(self, call: _Call) -> Outcome | Pending:
+        """The call's outcome when it needs no waiting, else the router's ``Pending``."""
         ctx: Context | None = None
         try:
             proc = self._admit(call)
             ctx = Context(caller=self.caller, protocol="trpc")
-            data, inp = self.router.answer_now(proc, call.input, ctx)
+            data = self.router.answer_now(proc, call.input, ctx)
         except RpcError as exc:
             return None, exc, ctx
-        return _Pending(proc, inp, ctx) if data is NO_ANSWER else (data, None, ctx)
+        return data if isinstance(data, Pending) else (data, None, ctx)
 
-    async def _finish(self, pending: _Pending) -> Outcome:
+    async def _finish(self, pending: Pending) -> Outcome:
         try:
-            data = await self.router.run_checked(pending.proc, pending.inp, pending.ctx)
+            data = await self.router.run_checked(pending)
         except RpcError as exc:
             return None, exc, pending.ctx  # the cache may have set its verdict before
         return data, None, pending.ctx
