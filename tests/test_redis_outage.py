@@ -5,6 +5,7 @@ keep answering throughout (from memory, or by computing)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,27 @@ async def test_a_call_after_close_is_refused_not_connected(redis_url: str) -> No
     pool = client.raw.connection_pool
     connections = [*pool._available_connections, *pool._in_use_connections]  # type: ignore[union-attr]
     assert not any(c.is_connected for c in connections)
+
+
+async def test_a_call_in_flight_at_close_leaves_no_connection_open(redis_url: str) -> None:
+    # close() disconnects the in-use connection too; redis-py's retry then connects it again
+    # for the same command, and that connection went back to the pool open, for the garbage
+    # collector to find on a stopped loop (a ResourceWarning in a later test).
+    settings = Settings(redis_url=redis_url, redis_command_timeout_ms=5000)
+    client = RedisClient(
+        settings.redis, BreakerRegistry.from_settings(settings.breakers).get(BREAKER)
+    )
+    waiting = asyncio.create_task(client.execute(client.raw.blpop, ["nothing-here"], timeout=0.5))
+    await eventually(
+        lambda: bool(client.raw.connection_pool._in_use_connections),  # type: ignore[union-attr]
+        what="the BLPOP on its connection",
+    )
+    await client.close()
+    with contextlib.suppress(Unavailable):
+        await waiting
+    pool = client.raw.connection_pool
+    connections = [*pool._available_connections, *pool._in_use_connections]  # type: ignore[union-attr]
+    assert connections and not any(c.is_connected for c in connections)
 
 
 async def test_breaker_opens_fails_fast_trials_once_and_closes_again(

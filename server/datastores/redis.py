@@ -141,6 +141,11 @@ class RedisClient:
                 return await self.breaker.call(fn, *args, **kwargs)
         except connection_errors() as exc:
             raise self.unavailable(exc) from exc
+        finally:
+            if self._closed:
+                # This call was in flight when close() disconnected its connection, and
+                # redis-py's retry connected it again: close what it reopened.
+                await self.raw.aclose()
 
     def unavailable(self, exc: BaseException) -> Unavailable:
         """Redis's own failure (one of ``connection_errors()``) as ours: this datastore's one
