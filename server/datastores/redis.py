@@ -121,6 +121,9 @@ class RedisClient:
 
     async def close(self) -> None:
         self._closed = True
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
         await self.raw.aclose()
         if self._sentinel is not None:
             await self._sentinel.aclose()
@@ -145,7 +148,7 @@ class RedisClient:
             if self._closed:
                 # This call was in flight when close() disconnected its connection, and
                 # redis-py's retry connected it again: close what it reopened.
-                await self.raw.aclose()
+                await self._close_clients()
 
     def unavailable(self, exc: BaseException) -> Unavailable:
         """Redis's own failure (one of ``connection_errors()``) as ours: this datastore's one
