@@ -4,7 +4,7 @@ Run: ``.venv/bin/python bench/bench_http_duration.py [requests]`` (1,000,000).
 
 With an access logger enabled, aiohttp adds per request: one ``loop.time()`` when the request
 starts, one when it is written, and the call of ``RequestHandler.log_access`` which calls our
-``DurationLog.log`` (``server/observability/http_metrics.py``). Each part is timed here in
+``RequestLog.log`` (``server/observability/http_metrics.py``). Each part is timed here in
 process, on a routed ``POST /rpc`` request of the real app (``create_app``), over ``requests``
 calls, best of 5 runs: aiohttp's own ``log_access`` on a real ``RequestHandler`` built with
 the hook (which reads the clock and calls ours), plus the clock read at the request's start.
@@ -82,7 +82,7 @@ async def main(n: int) -> int:
     access_ns = best_ns(log_access, n) - baseline
     clock_ns = best_ns(clock, n) - baseline
     total = access_ns + clock_ns  # the start's loop.time() is the only other addition
-    print(f"DurationLog.log alone (bucket update):        {log_ns:6.0f} ns")
+    print(f"RequestLog.log alone (bucket update):         {log_ns:6.0f} ns")
     print(f"RequestHandler.log_access (+ loop.time, log): {access_ns:6.0f} ns")
     print(f"loop.time() at the request's start:           {clock_ns:6.0f} ns")
     print(f"per request: {total:.0f} ns (target <= {TARGET_NS:.0f} ns)")

@@ -16,10 +16,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from server.observability.http_metrics import ACCESS_LOG_CLASS
 from tests.waiting import wait_until
 
 OPERATOR_TOKEN = "ops-token-0123456789abcdef"
 SESSION_SECRET = "served-session-secret-0123456789"
+
+
+async def started_as_served(app: web.Application) -> TestServer:
+    """A test server started with the access-log hook ``infrawatch serve`` gives its runner
+    (the HTTP families are counted there); pass it to ``aiohttp_client``. The hook goes to
+    ``start_server``: aiohttp's ``TestServer`` drops runner arguments given to its constructor.
+    """
+    server = TestServer(app)
+    await server.start_server(access_log_class=app[ACCESS_LOG_CLASS])
+    return server
 
 
 def free_port() -> int:

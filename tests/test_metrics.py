@@ -27,6 +27,7 @@ from server.config import Settings
 from server.errors import CircuitOpen, Unavailable
 from server.observability.exposition import CHUNK, Slicer, negotiate, render
 from server.observability.metrics import Metrics, family_name
+from tests.served import started_as_served
 
 TOKEN = "alice-token-0123456789"
 OPENMETRICS = "application/openmetrics-text;version=1.0.0"
@@ -72,7 +73,7 @@ async def client(aiohttp_client: Callable[..., Any]) -> TestClient:
         return web.Response(text=request.match_info["id"])
 
     app.router.add_get("/items/{id}", item)
-    result: TestClient = await aiohttp_client(app)
+    result: TestClient = await aiohttp_client(await started_as_served(app))
     return result
 
 

@@ -17,6 +17,7 @@ from server.app import create_app
 from server.appkeys import BREAKERS
 from server.config import Settings
 from tests.conftest import OPERATOR_TOKEN
+from tests.served import started_as_served
 from tests.stack.ports import free_port
 from tests.waiting import until_accepted
 
@@ -54,8 +55,8 @@ async def service(
     aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> TestClient:
     # A real TCP server on 127.0.0.1 (TestServer binds a free loopback port).
-    settings = make_settings(read_tokens_required=True)
-    client: TestClient = await aiohttp_client(create_app(settings))
+    app = create_app(make_settings(read_tokens_required=True))
+    client: TestClient = await aiohttp_client(await started_as_served(app))
     return client
 
 

@@ -1,6 +1,6 @@
-"""``infrawatch_http_requests_total``: every HTTP response, counted as it is prepared;
-``infrawatch_http_request_duration_seconds``: how long each request took, by method, route
-template and status class, timed by aiohttp's access-log hook.
+"""``infrawatch_http_requests_total`` (every HTTP response, by method, route template and
+status) and ``infrawatch_http_request_duration_seconds`` (how long each took, by method, route
+template and status class), both fed by aiohttp's access-log hook.
 
 Labels stay bounded: ``route`` is the matched resource's template (``/trpc/{path}``, never
 ``/trpc/monitoring.cacheStats``), every path no route matches shares ``unmatched``, and a
@@ -10,7 +10,6 @@ method outside the standard set is ``other``.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import defaultdict
 from collections.abc import Iterator
 
 from aiohttp import web
@@ -31,68 +30,32 @@ def route_label(resource: AbstractResource | None) -> str:
     return UNMATCHED if resource is None else resource.canonical
 
 
-class HttpMetrics:
-    """Counts every response as it is prepared (``on_response_prepare``), not in a middleware:
-    an aiohttp middleware costs about 8 µs a request, a sixth of a cached hit's whole budget,
-    and the signal is dispatched anyway. The counts are plain numbers on the loop, keyed by the
-    matched resource itself (its template is read at scrape time), for the reason
-    ``rpc_metrics`` gives. Durations are ``HttpDurations``' (aiohttp's own timer, below).
-    """
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._counts: defaultdict[tuple[str, AbstractResource | None, int], int] = defaultdict(int)
-        metrics.add_collector(self)
-
-    async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
-        method = request.method
-        if method not in _METHODS:
-            method = "other"  # a client may send any token as a method: keep the label set
-        self._counts[(method, request.match_info.route.resource, response.status)] += 1
-
-    def describe(self) -> list[Metric]:
-        return [self._family()]
-
-    @staticmethod
-    def _family() -> CounterMetricFamily:
-        return CounterMetricFamily(
-            REQUESTS,
-            "HTTP responses, by method, route template and status.",
-            labels=("method", "route", "status"),
-        )
-
-    def collect(self) -> Iterator[Metric]:
-        # Two resources may share a template (one path added twice apart): one series each.
-        series: dict[tuple[str, str, str], int] = {}
-        for (method, resource, status), count in list(self._counts.items()):
-            labels = (method, route_label(resource), str(status))
-            series[labels] = series.get(labels, 0) + count
-        family = self._family()
-        for labels, count in series.items():
-            family.add_metric(labels, count)
-        yield family
-
-
-# The runner (server/runner.py) asks the app for the access-log class that times requests.
+# The runner (server/runner.py) asks the app for the access-log class that counts and times
+# requests; a test server is given it the same way (``AppRunner(access_log_class=...)``).
 ACCESS_LOG_CLASS = web.AppKey("access_log_class", type)
 
 
-class HttpDurations:
-    """``infrawatch_http_request_duration_seconds``, fed by aiohttp's access-log hook.
+class HttpMetrics:
+    """Both HTTP families, fed by aiohttp's access-log hook.
 
     aiohttp times a request itself when an access logger is enabled (from the parsed request to
-    the response written) and hands the duration to ``AbstractAccessLogger.log``: no middleware
-    (about 8 µs a request) and no second clock read. The hook adds one row update to a plain
-    table on the loop, as ``rpc_metrics`` does: [seconds summed, count per bucket], keyed by
-    (method, matched route, status class); labels are made at scrape time. A request its
-    HTTP parser refused (an unknown method, an over-long line) is not timed: aiohttp does not
-    log it.
+    the response written) and hands the duration to ``AbstractAccessLogger.log``, once per
+    response, also for a response it made itself (404, 405) or a handler's failure (500). The
+    hook adds one row update to a plain table on the loop, as ``rpc_metrics`` does: [seconds
+    summed, count per bucket], keyed by (method, matched route, status); labels are made at
+    scrape time, where the counter sums a row's buckets and the histogram merges the statuses
+    of one class. No middleware (about 8 µs a request) and no ``on_response_prepare`` receiver:
+    the counter was one, and it cost a cached call about 10,800 instructions a request
+    (callgrind, docs/performance.md), more than the hook does for both families. A request its
+    HTTP parser refused (an unknown method, an over-long line) is not counted: aiohttp does
+    not log it.
     """
 
     def __init__(self, metrics: Metrics, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self._bounds = buckets
         # prometheus-client leaves floatToGoString untyped; it returns the label text.
         self._les: list[str] = [floatToGoString(b) for b in buckets] + ["+Inf"]  # type: ignore[no-untyped-call]
-        # (method, route, status class) -> [seconds summed, count per bucket]
+        # (method, route, status) -> [seconds summed, count per bucket]
         self._table: dict[tuple[str, AbstractRoute | None, int], list[float]] = {}
         metrics.add_collector(self)
 
@@ -109,7 +72,7 @@ class HttpDurations:
         width = len(self._bounds) + 2
         bounds = self._bounds
 
-        class DurationLog(AbstractAccessLogger):
+        class RequestLog(AbstractAccessLogger):
             __slots__ = ()
 
             def log(
@@ -122,43 +85,57 @@ class HttpDurations:
                     route = request._match_info._route  # type: ignore[attr-defined]
                 except AttributeError:  # refused by the HTTP parser: never routed
                     route = None
-                key = (method, route, response._status // 100)
+                key = (method, route, response._status)
                 row = table.get(key)
                 if row is None:
                     row = table[key] = [0.0] * width
                 row[0] += time
                 row[bisect_left(bounds, time) + 1] += 1
 
-        return DurationLog
+        return RequestLog
 
     def describe(self) -> list[Metric]:
-        return [self._family()]
+        return list(self._families())
 
     @staticmethod
-    def _family() -> HistogramMetricFamily:
-        return HistogramMetricFamily(
-            DURATION,
-            "HTTP request duration (request parsed to response written), by method, route "
-            "template and status class.",
-            labels=("method", "route", "status"),
+    def _families() -> tuple[CounterMetricFamily, HistogramMetricFamily]:
+        return (
+            CounterMetricFamily(
+                REQUESTS,
+                "HTTP responses, by method, route template and status.",
+                labels=("method", "route", "status"),
+            ),
+            HistogramMetricFamily(
+                DURATION,
+                "HTTP request duration (request parsed to response written), by method, route "
+                "template and status class.",
+                labels=("method", "route", "status"),
+            ),
         )
 
     def collect(self) -> Iterator[Metric]:
+        # Two routes may share a template (one path added twice apart): their rows add up.
+        counts: dict[tuple[str, str, str], float] = {}
         merged: dict[tuple[str, str, str], list[float]] = {}
-        for (method, route, status_class), row in list(self._table.items()):
-            resource = None if route is None else route.resource
-            labels = (method, route_label(resource), f"{status_class}xx")
+        for (method, route, status), row in list(self._table.items()):
+            template = route_label(None if route is None else route.resource)
+            exact = (method, template, str(status))
+            counts[exact] = counts.get(exact, 0) + sum(row[1:])
+            labels = (method, template, f"{status // 100}xx")
             total = merged.get(labels)
             if total is None:
                 merged[labels] = list(row)
             else:
                 for i, value in enumerate(row):
                     total[i] += value
-        family = self._family()
+        requests, durations = self._families()
+        for exact, count in counts.items():
+            requests.add_metric(exact, count)
         for labels, row in merged.items():
             cumulative, buckets = 0.0, []
             for le, count in zip(self._les, row[1:], strict=True):
                 cumulative += count
                 buckets.append((le, cumulative))
-            family.add_metric(labels, buckets, row[0])
-        yield family
+            durations.add_metric(labels, buckets, row[0])
+        yield requests
+        yield durations

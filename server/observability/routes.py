@@ -31,7 +31,7 @@ from server.observability.breaker_metrics import MERGE as BREAKER_MERGE
 from server.observability.breaker_metrics import BreakerCollector
 from server.observability.exposition import Exposition
 from server.observability.health import Health, HealthReport
-from server.observability.http_metrics import ACCESS_LOG_CLASS, HttpDurations, HttpMetrics
+from server.observability.http_metrics import ACCESS_LOG_CLASS, HttpMetrics
 from server.observability.metrics import Metrics
 from server.observability.rpc_metrics import RpcMetrics
 from server.resilience.registry import BreakerRegistry
@@ -54,16 +54,14 @@ def install(
     metrics_sync_interval: float,
     metrics_refresh_ttl: float = 0.0,
 ) -> RpcMetrics:
-    """Add the HTTP response counter, the breaker collector, the routes and the ``--workers`` sync
-    task to ``app``; returns the RPC observer for the router."""
-    http = HttpMetrics(metrics)
-    # Timed by aiohttp when the runner passes this class (server/runner.py).
-    app[ACCESS_LOG_CLASS] = HttpDurations(metrics).access_log_class()
+    """Add the HTTP families' access-log class, the breaker collector, the routes and the
+    ``--workers`` sync task to ``app``; returns the RPC observer for the router."""
+    # Counted and timed by aiohttp when the runner passes this class (server/runner.py).
+    app[ACCESS_LOG_CLASS] = HttpMetrics(metrics).access_log_class()
     rpc = RpcMetrics(metrics)
     metrics.add_collector(
         BreakerCollector(breakers), merge={"infrawatch_breaker_state": BREAKER_MERGE}
     )
-    app.on_response_prepare.append(http.on_response_prepare)
     app.cleanup_ctx.append(metrics_sync_ctx(metrics, metrics_sync_interval))
     scrape = Scrape(
         metrics,
