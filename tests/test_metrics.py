@@ -107,6 +107,23 @@ async def test_rpc_families_after_jsonrpc_calls(client: TestClient) -> None:
     assert "no.such.method" not in label_values(found, calls, "procedure")
 
 
+async def test_rpc_families_count_trpc_calls_as_jsonrpc_ones(client: TestClient) -> None:
+    for _ in range(2):
+        assert (await client.get("/trpc/monitoring.unifiedHealth")).status == 200
+    assert (await client.get("/trpc/no.such.procedure")).status == 404
+    assert (await client.post("/trpc/monitoring.resetCircuitBreaker", json={})).status == 401
+
+    found = samples(await scrape(client))
+    calls = "infrawatch_rpc_calls_total"
+    health = {"procedure": "monitoring.unifiedHealth", "protocol": "trpc"}
+    assert value(found, calls, code="OK", **health) == 2
+    # An unknown path is counted as on /rpc, under the one label a client cannot mint.
+    assert value(found, calls, procedure="unknown", protocol="trpc", code="NOT_FOUND") == 1
+    assert "no.such.procedure" not in label_values(found, calls, "procedure")
+    reset = {"procedure": "monitoring.resetCircuitBreaker", "protocol": "trpc"}
+    assert value(found, calls, code="UNAUTHORIZED", **reset) == 1
+
+
 async def test_http_route_label_is_the_template(client: TestClient) -> None:
     for path in ("/items/1", "/items/2", "/items/three"):
         assert (await client.get(path)).status == 200

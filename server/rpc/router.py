@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, get_args, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -190,6 +190,14 @@ class Router:
         self._deadlines = Deadlines(timeout) if timeout else None
         self._queries_need_caller = queries_need_caller
         self._observer = observer
+        # What each wire offers, and what an anonymous caller may call: one dict and one set
+        # lookup on the hot path instead of a method and a property each.
+        self._offered: dict[Transport, dict[str, Procedure]] = {
+            protocol: {p.path: p for p in self._procedures.values() if protocol in p.protocols}
+            for protocol in get_args(Transport)
+        }
+        queries = (path for path, proc in self._procedures.items() if proc.kind == "query")
+        self._open_to_anonymous = frozenset(() if queries_need_caller else queries)
 
     @property
     def procedures(self) -> tuple[Procedure, ...]:
@@ -197,8 +205,8 @@ class Router:
 
     def lookup(self, path: str, protocol: Transport = "internal") -> Procedure:
         """The procedure at ``path`` offered over ``protocol``; ``ProcedureNotFound`` if none."""
-        proc = self._procedures.get(path)
-        if proc is None or protocol not in proc.protocols:
+        proc = self._offered[protocol].get(path)
+        if proc is None:
             raise ProcedureNotFound(path)
         return proc
 
@@ -206,14 +214,14 @@ class Router:
         """``lookup`` for a call about to be run: a miss is observed as that call's outcome.
 
         An adapter resolves each call once and hands the procedure to ``run``."""
-        try:
-            return self.lookup(path, protocol)
-        except ProcedureNotFound:
+        proc = self._offered[protocol].get(path)
+        if proc is None:
             self._observe(path, protocol, ErrorCode.NOT_FOUND, time.perf_counter())
-            raise
+            raise ProcedureNotFound(path)
+        return proc
 
     def authorize(self, proc: Procedure, caller: Caller) -> None:
-        if caller.authenticated:
+        if caller.name is not None or proc.path in self._open_to_anonymous:
             return
         if proc.kind == "mutation":
             raise RpcError(
@@ -249,9 +257,12 @@ class Router:
         # and each Python call it saves shows in the bench (docs/performance.md).
         started = time.perf_counter()
         try:
-            if not ctx.caller.authenticated:
+            if ctx.caller.name is None and proc.path not in self._open_to_anonymous:
                 self.authorize(proc, ctx.caller)
-            inp = validate_input(proc, raw_input)
+            if raw_input is None and proc.input is NoInput:
+                inp: BaseModel = _NO_INPUT
+            else:
+                inp = validate_input(proc, raw_input)
             result = NO_ANSWER if self._peek is None else self._peek(ctx, proc, inp)
         except RpcError as exc:
             self._observe(proc.path, ctx.protocol, exc.code, started)

@@ -120,7 +120,9 @@ def _start_member(
         return _failed(method, request_id, exc, caller), ctx, request_id
     if isinstance(answer, Pending):
         return answer, ctx, request_id
-    return _succeeded(request_id, answer), ctx, request_id
+    if request_id is _MISSING:
+        return None, ctx, request_id
+    return {"jsonrpc": "2.0", "result": answer, "id": request_id}, ctx, request_id
 
 
 async def _run_member(router: Router, pending: Pending, request_id: Any) -> Reply | None:
@@ -140,15 +142,6 @@ def _failed(method: str, request_id: Any, exc: RpcError, caller: Caller) -> Repl
 
 def _succeeded(request_id: Any, result: Any) -> Reply | None:
     return None if request_id is _MISSING else _response(request_id, result=result)
-
-
-async def _call_member(
-    router: Router, member: Any, caller: Caller, request: web.Request
-) -> tuple[Reply | None, Context | None]:
-    reply, ctx, request_id = _start_member(router, member, caller, request)
-    if isinstance(reply, Pending):
-        return await _run_member(router, reply, request_id), ctx
-    return reply, ctx
 
 
 async def _call_batch(
@@ -250,8 +243,15 @@ async def handle_rpc(
             return web.Response(status=204)
         return _encode(answers)
 
-    answer, ctx = await _call_member(router, payload, caller, request)
+    # One request: started here and awaited only when it must run (a hit needs no coroutine).
+    answer, ctx, request_id = _start_member(router, payload, caller, request)
+    if isinstance(answer, Pending):
+        answer = await _run_member(router, answer, request_id)
     if answer is None:
         return web.Response(status=204)
-    headers = {"X-Cache": ctx.meta["cache"]} if ctx is not None and "cache" in ctx.meta else None
-    return _encode(answer, headers=headers)
+    verdict = ctx.meta.get("cache") if ctx is not None else None
+    return web.Response(
+        body=orjson.dumps(answer),
+        content_type=JSON,
+        headers=None if verdict is None else {"X-Cache": verdict},
+    )

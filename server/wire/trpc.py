@@ -175,25 +175,28 @@ class Endpoint:
     max_batch_size: int
 
 
-async def _read_inputs(
-    request: web.Request, batch: bool, count: int, max_body_bytes: int
-) -> list[Any]:
+def _query_input(request: web.Request) -> bytes:
+    """A GET's input: ``?input=``, or nothing."""
+    query = request.rel_url.raw_query_string and request.query.get("input")
+    return query.encode() if query else b""
+
+
+async def _body_input(request: web.Request, max_body_bytes: int) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise RpcError(
+            ErrorCode.PAYLOAD_TOO_LARGE, f"The body exceeds {max_body_bytes} bytes"
+        ) from None
+
+
+def _inputs(raw: bytes, request: web.Request, batch: bool, count: int) -> list[Any]:
     """The input of each call (contentType.ts ``getInputs``).
 
     A GET carries its input in ``?input=`` and anything else in the body; an empty one of
     either is no input at all. v11 parses lazily, so each call that reads its input fails on
     its own; we parse once, up front, and a bad input fails the whole request.
     """
-    if request.method == "GET":
-        query = request.rel_url.raw_query_string and request.query.get("input")
-        raw: bytes = query.encode() if query else b""
-    else:
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise RpcError(
-                ErrorCode.PAYLOAD_TOO_LARGE, f"The body exceeds {max_body_bytes} bytes"
-            ) from None
     if not raw:
         return [None] * count
     try:
@@ -211,8 +214,11 @@ async def _read_inputs(
     return [value.get(str(index)) for index in range(count)]
 
 
-async def _parse(request: web.Request, endpoint: Endpoint) -> tuple[bool, list[_Call]]:
-    """Everything that fails a whole request, in v11's order."""
+def _parse(
+    request: web.Request, endpoint: Endpoint
+) -> tuple[bool, list[str], list[Procedure | None]]:
+    """Everything that fails a whole request before its input is read, in v11's order:
+    (batch, the calls' paths, their procedures: None for a path that has none)."""
     path = _procedure_path(request)
     _check_content_type(request)
     batch = _is_batch(request)
@@ -228,9 +234,7 @@ async def _parse(request: web.Request, endpoint: Endpoint) -> tuple[bool, list[_
     if batch:  # one call is of one kind
         _check_single_kind(procedures)
     _check_not_streaming(request, batch)
-    inputs = await _read_inputs(request, batch, len(paths), endpoint.max_body_bytes)
-    calls = [_Call(p, proc, inp) for p, proc, inp in zip(paths, procedures, inputs, strict=True)]
-    return batch, calls
+    return batch, paths, procedures
 
 
 class _Exchange:
@@ -259,21 +263,24 @@ class _Exchange:
         """Every call's outcome, in order. What needs no waiting (a refusal, a cache hit) is
         answered first, synchronously; the rest run concurrently (one awaited in this task:
         gather would wrap each in a Task, scheduled on a later turn of the loop)."""
-        started = [self._start(call) for call in self.calls]
+        started = [self.start(call) for call in self.calls]
         pending = [s for s in started if isinstance(s, Pending)]
         if len(pending) == 1:
-            ran = [await self._finish(pending[0])]
+            ran = [await self.finish(pending[0])]
         else:
-            ran = await asyncio.gather(*(self._finish(s) for s in pending)) if pending else []
+            ran = await asyncio.gather(*(self.finish(s) for s in pending)) if pending else []
         finished = iter(ran)
         return [next(finished) if isinstance(s, Pending) else s for s in started]
 
     def _admit(self, call: _Call) -> Procedure:
         """The checks before the router: existence, method, then the caller."""
         method = self.request.method
-        if call.procedure is None:
-            raise ProcedureNotFound(call.path)
-        kind = call.procedure.kind
+        proc = call.procedure
+        if proc is None:
+            # The router raises ProcedureNotFound, counted under the label a client cannot
+            # mint, as for an unknown JSON-RPC method.
+            proc = self.router.resolve(call.path, "trpc")
+        kind = proc.kind
         if method != ACCEPTED_METHOD[kind]:
             # RFC 9110 15.5.6: a 405 lists what the resource accepts; v11 does the same.
             self.allow = ACCEPTED_METHOD[kind]
@@ -283,9 +290,9 @@ class _Exchange:
             )
         if self.caller_error is not None:
             raise self.caller_error
-        return call.procedure
+        return proc
 
-    def _start(self, call: _Call) -> Outcome | Pending:
+    def start(self, call: _Call) -> Outcome | Pending:
         """The call's outcome when it needs no waiting, else the router's ``Pending``."""
         ctx: Context | None = None
         try:
@@ -296,7 +303,7 @@ class _Exchange:
             return None, exc, ctx
         return data if isinstance(data, Pending) else (data, None, ctx)
 
-    async def _finish(self, pending: Pending) -> Outcome:
+    async def finish(self, pending: Pending) -> Outcome:
         try:
             data = await self.router.run_checked(pending)
         except RpcError as exc:
@@ -328,12 +335,23 @@ async def handle_trpc(endpoint: Endpoint, request: web.Request) -> web.StreamRes
         # resolveResponse.ts: HEAD answers 204 before anything else ("lambda warmup").
         return web.Response(status=204)
     try:
-        batch, calls = await _parse(request, endpoint)
+        batch, paths, procedures = _parse(request, endpoint)
+        raw = (
+            _query_input(request)
+            if request.method == "GET"
+            else await _body_input(request, endpoint.max_body_bytes)
+        )
+        inputs = _inputs(raw, request, batch, len(paths))
     except RpcError as exc:
         return whole_request_error(exc)
+    calls = [_Call(p, proc, inp) for p, proc, inp in zip(paths, procedures, inputs, strict=True)]
     exchange = _Exchange(request, calls, endpoint)
     if not batch:
-        return await _answer_one(exchange, calls[0])
+        # One call, awaited only when it must run: a hit needs no coroutine.
+        outcome = exchange.start(calls[0])
+        if isinstance(outcome, Pending):
+            outcome = await exchange.finish(outcome)
+        return _one_answer(exchange, calls[0], outcome)
     outcomes = await exchange.run()
     operator = exchange.caller.authenticated
     items = [
@@ -347,11 +365,11 @@ async def handle_trpc(endpoint: Endpoint, request: web.Request) -> web.StreamRes
     return web.Response(body=orjson.dumps(items), status=_status(errors), headers=headers)
 
 
-async def _answer_one(exchange: _Exchange, call: _Call) -> web.Response:
+def _one_answer(exchange: _Exchange, call: _Call, outcome: Outcome) -> web.Response:
     """One call (httpLink, or a batch link's lone call sent unbatched): its answer without the
     batch's lists of items, statuses and waits, each a few hundred nanoseconds on the path of
     every cached hit."""
-    ((data, exc, ctx),) = await exchange.run()
+    data, exc, ctx = outcome
     if exc is None:
         item: dict[str, Any] = {"result": {"data": data}}
         status = 200
@@ -359,8 +377,9 @@ async def _answer_one(exchange: _Exchange, call: _Call) -> web.Response:
         item = {"error": error_shape(exc, call.path, operator=exchange.caller.authenticated)}
         status = CODES[exc.code].http_status
     headers = _headers(exchange, [exc]) if status != 200 else dict(BASE_HEADERS)
-    if ctx is not None and "cache" in ctx.meta:
-        headers["X-Cache"] = ctx.meta["cache"]
+    verdict = ctx.meta.get("cache") if ctx is not None else None
+    if verdict is not None:
+        headers["X-Cache"] = verdict
     return web.Response(body=orjson.dumps(item), status=status, headers=headers)
 
 
