@@ -13,6 +13,8 @@ PYTEST_ARGS ?=
 SYSTEM_PACKAGES := redis-server:redis-server redis-sentinel:redis-sentinel pgbouncer:pgbouncer \
 	promtool:prometheus prometheus:prometheus chromium:chromium node:nodejs npm:npm wrk:wrk \
 	yq:yq prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager
+# What only `make bench` needs besides: callgrind counts instructions (bench_instructions.py).
+BENCH_PACKAGES := valgrind:valgrind
 
 .PHONY: run test bench soak lint system-deps venv
 
@@ -26,7 +28,7 @@ venv: $(STAMP)
 
 system-deps:
 	@missing=""; \
-	for pair in $(SYSTEM_PACKAGES); do \
+	for pair in $(SYSTEM_PACKAGES) $(EXTRA_PACKAGES); do \
 	  bin=$${pair%%:*}; pkg=$${pair##*:}; \
 	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$bin >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
@@ -46,7 +48,8 @@ test: system-deps $(STAMP)
 	$(VENV)/bin/ruff check server web tests bench
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: system-deps $(STAMP)
+bench: $(STAMP)
+	$(MAKE) --no-print-directory system-deps EXTRA_PACKAGES="$(BENCH_PACKAGES)"
 	$(PY) -m bench
 
 # An hour of mixed load and idle rounds; RSS must stay flat (not in `make test`).
