@@ -120,9 +120,7 @@ def _start_member(
         return _failed(method, request_id, exc, caller), ctx, request_id
     if isinstance(answer, Pending):
         return answer, ctx, request_id
-    if request_id is _MISSING:
-        return None, ctx, request_id
-    return {"jsonrpc": "2.0", "result": answer, "id": request_id}, ctx, request_id
+    return _succeeded(request_id, answer), ctx, request_id
 
 
 async def _run_member(router: Router, pending: Pending, request_id: Any) -> Reply | None:
