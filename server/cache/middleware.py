@@ -107,7 +107,7 @@ class CacheMiddleware:
         meta = ctx.meta
         if meta.get("cache") == REFRESH:
             return NO_ANSWER
-        key = self._constant_keys.get(proc.path) or self._key(proc, policy, inp, ctx)
+        key = self._key(proc, policy, inp, ctx)
         value = cache.peek(policy.namespace, key, encoded=ctx.protocol != "internal")
         if value is MISSING:
             return NO_ANSWER

@@ -248,8 +248,4 @@ async def handle_rpc(
     if answer is None:
         return web.Response(status=204)
     verdict = ctx.meta.get("cache") if ctx is not None else None
-    return web.Response(
-        body=orjson.dumps(answer),
-        content_type=JSON,
-        headers=None if verdict is None else {"X-Cache": verdict},
-    )
+    return _encode(answer, headers=None if verdict is None else {"X-Cache": verdict})
