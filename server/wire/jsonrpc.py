@@ -28,6 +28,7 @@ from server.errors import (
 from server.redaction import mask_secrets
 from server.rpc.openrpc import DISCOVER
 from server.rpc.router import ANONYMOUS, Caller, Context, Pending, Router
+from server.wire import body
 from server.wire.hosts import origin_of
 
 log = logging.getLogger(__name__)
@@ -210,12 +211,14 @@ async def handle_rpc(
     request: web.Request,
 ) -> web.StreamResponse:
     try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        exc = RpcError(ErrorCode.PAYLOAD_TOO_LARGE, f"the body exceeds {max_body_bytes} bytes")
+        # No coroutine when the body has all arrived, as an RPC request's nearly always has.
+        raw = body.arrived(request, max_body_bytes)
+        if raw is None:
+            raw = await body.read(request, max_body_bytes)
+    except RpcError as exc:  # too large
         return _refusal(exc, status=413)
     try:
-        payload = orjson.loads(body)
+        payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return _refusal(RpcError(ErrorCode.PARSE_ERROR, str(exc)))
     # Parsed first, so that a refused caller's answer carries the request's id.

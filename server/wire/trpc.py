@@ -26,6 +26,7 @@ from server.auth import Authenticator
 from server.errors import CODES, ErrorCode, ProcedureNotFound, RpcError, TooManyRequests
 from server.redaction import mask_secrets
 from server.rpc.router import ANONYMOUS, Caller, Context, Kind, Pending, Procedure, Router
+from server.wire import body
 
 # resolveResponse.ts TYPE_ACCEPTED_METHOD_MAP (no method override: a query is never a POST).
 ACCEPTED_METHOD: dict[Kind, str] = {"query": "GET", "mutation": "POST"}
@@ -181,15 +182,6 @@ def _query_input(request: web.Request) -> bytes:
     return query.encode() if query else b""
 
 
-async def _body_input(request: web.Request, max_body_bytes: int) -> bytes:
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise RpcError(
-            ErrorCode.PAYLOAD_TOO_LARGE, f"The body exceeds {max_body_bytes} bytes"
-        ) from None
-
-
 def _inputs(raw: bytes, request: web.Request, batch: bool, count: int) -> list[Any]:
     """The input of each call (contentType.ts ``getInputs``).
 
@@ -336,11 +328,11 @@ async def handle_trpc(endpoint: Endpoint, request: web.Request) -> web.StreamRes
         return web.Response(status=204)
     try:
         batch, paths, procedures = _parse(request, endpoint)
-        raw = (
-            _query_input(request)
-            if request.method == "GET"
-            else await _body_input(request, endpoint.max_body_bytes)
-        )
+        # A body is awaited only when it has not all arrived yet (an RPC body nearly always has).
+        limit = endpoint.max_body_bytes
+        raw = _query_input(request) if request.method == "GET" else body.arrived(request, limit)
+        if raw is None:
+            raw = await body.read(request, limit)
         inputs = _inputs(raw, request, batch, len(paths))
     except RpcError as exc:
         return whole_request_error(exc)
