@@ -1,4 +1,5 @@
-"""Security headers on every response the app sends (pages, static files, errors, RPC)."""
+"""Security headers on what a browser renders: pages, static files and error pages (aiohttp's own
+404 and 405 among them); not on the JSON API's answers."""
 
 from __future__ import annotations
 
