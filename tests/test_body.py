@@ -10,6 +10,7 @@ socket, in pieces, so which path a request takes is under the test's control.
 from __future__ import annotations
 
 import asyncio
+import gzip
 from typing import Any
 
 import orjson
@@ -120,6 +121,22 @@ async def test_oversized_body_is_refused_on_either_path(
         assert status == 413, path
         error = orjson.loads(answer)["error"]
         assert error["data"]["code"] == "PAYLOAD_TOO_LARGE", path
+
+
+async def test_compressed_body_is_limited_after_decompression(client: TestClient) -> None:
+    """aiohttp inflates a gzip body into the stream: a small one is answered, and one that
+    inflates past the limit (a few hundred bytes on the wire) is refused on both wires."""
+    small = gzip.compress(CALL)
+    head = post_head("/rpc", len(small), "Content-Encoding: gzip")
+    status, answer = await exchange(client, head, [small], pause=0)
+    assert (status, orjson.loads(answer)["result"]) == (200, 19)
+    bomb = gzip.compress(orjson.dumps({"text": "x" * (LIMIT * 64)}))
+    assert len(bomb) < LIMIT // 4
+    for path in ("/rpc", "/trpc/notes.record"):
+        head = post_head(path, len(bomb), "Content-Encoding: gzip")
+        status, answer = await exchange(client, head, [bomb], pause=0)
+        assert status == 413, path
+        assert orjson.loads(answer)["error"]["data"]["code"] == "PAYLOAD_TOO_LARGE", path
 
 
 async def test_arrived_tells_a_whole_body_from_one_still_arriving(aiohttp_client: Any) -> None:
