@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
 
 from server.config import HostPort, Settings
 from server.errors import Unavailable
+from server.resilience.models import BreakerState
 from tests.cache_support import redis_of, returns, running_cache
 from tests.stack import RedisSentinelGroup
 from tests.stack.process import wait_for
@@ -115,3 +117,52 @@ async def test_failover_writes_succeed_again_within_10_seconds(
         again = await cache.fetch("s", "after", returns("recomputed"), ttl=60)
         assert (again.value, again.status) == ("new", "HIT")
         print(f"failover: writes on the new master after {took:.2f}s ({attempt} attempts)")
+
+
+async def test_master_killed_writes_resume_within_10_seconds(stack_dir: Path) -> None:
+    """The master dies (not a forced failover): its failures trip the breaker (the default
+    30 s reset), yet writes resume on the promoted replica within 10 s and the hot tier
+    follows. Asking the sentinels bypasses the breaker, and the move closes it; before, both
+    waited for the breaker to half-open (31 s)."""
+    # A group of its own (the session's must keep its master), named apart from it.
+    with RedisSentinelGroup(stack_dir, master_name="killed") as group:
+        settings = Settings(
+            redis_sentinel_hosts=(HostPort(group.sentinel.host, group.sentinel.port),),
+            redis_master_name=group.master_name,
+        )
+        assert settings.breakers.reset_timeout == 30.0
+        async with running_cache(settings) as cache:
+            client = redis_of(cache)
+            await client.execute(client.raw.set, "before", "x")
+            assert await client.execute(client.raw.wait, 1, 5000) == 1
+            old_master = client.master_address
+            assert old_master == (group.master.host, group.master.port)
+
+            group.master.stop()
+            started = time.monotonic()
+            failures = 0
+
+            async def written_to_new_master() -> bool:
+                nonlocal failures
+                try:
+                    await client.execute(client.raw.set, "after", "y")
+                except Unavailable:
+                    failures += 1
+                    return False
+                return client.master_address == (group.replica.host, group.replica.port)
+
+            await eventually(
+                written_to_new_master, what="a write on the promoted replica", timeout=10
+            )
+            assert time.monotonic() - started < 10
+            assert failures >= settings.breakers.failure_threshold  # the breaker did trip
+            assert client.breaker.state is BreakerState.CLOSED
+            assert group.replica.cli("GET", "after") == "y"
+            assert group.replica.cli("GET", "before") == "x"
+            tracker = cache.tracker
+            assert tracker is not None
+            await eventually(
+                lambda: cache.near.active and tracker.connects >= 2,
+                what="tracking on the promoted replica",
+                timeout=10,
+            )

@@ -15,6 +15,10 @@ task the app runs in Sentinel mode) listens for Sentinel's ``+switch-master`` an
 asks for the master's address every ``REDIS_HEALTH_CHECK_INTERVAL`` seconds as well; when the
 address changes it closes every pooled connection (commands in flight fail and are retried,
 reconnecting to the new master) and tells its listeners (the cache's tracker) to reconnect.
+Asking the sentinels does not go through the breaker: the breaker guards the master, and a
+master that dies is what trips it, so the calls that find the new one must not wait for it to
+half-open (with the default 30 s reset, writes once resumed 31 s after the master was killed).
+The breaker is closed when the master moves: what it counted failing is gone.
 
 Calling Redis
 -------------
@@ -53,6 +57,7 @@ from server.config import RedisSettings
 from server.datastores.redis_lookups import OwnLookups
 from server.errors import Unavailable
 from server.resilience.breaker import Breaker
+from server.resilience.models import BreakerState
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +242,7 @@ class RedisClient:
         while True:
             pubsub = sentinels[failures % len(sentinels)].pubsub()
             try:
-                await self.execute(pubsub.subscribe, SWITCH_MASTER)
+                await self._ask_sentinels(pubsub.subscribe, SWITCH_MASTER)
                 await self.check_master()
                 failures = 0
                 while True:
@@ -254,12 +259,17 @@ class RedisClient:
     async def check_master(self) -> tuple[str, int]:
         """Ask Sentinel where the master is; follow it if it moved."""
         assert self._sentinel is not None
-        host, port = await self.execute(self._sentinel.discover_master, self.settings.master_name)
+        host, port = await self._ask_sentinels(
+            self._sentinel.discover_master, self.settings.master_name
+        )
         address = (str(host), int(port))
         previous, self.master_address = self.master_address, address
         if previous is not None and previous != address:
             self.master_changes += 1
             log.warning("redis sentinel: master moved from %s:%s to %s:%s", *previous, *address)
+            if self.breaker.state in (BreakerState.OPEN, BreakerState.HALF_OPEN):
+                # Tripped by the old master; an operator's hold (forced open) is left alone.
+                self.breaker.reset(f"redis master moved to {address[0]}:{address[1]}")
             # In-use connections too: a command in flight on the old master fails, and redis-py
             # retries it on a new connection, which asks Sentinel for the new master.
             assert isinstance(self.raw, aioredis.Redis)
@@ -267,6 +277,19 @@ class RedisClient:
             for listener in self._master_listeners:
                 await listener()
         return address
+
+    async def _ask_sentinels(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """A call to the sentinels, outside the breaker (see the module docstring), bounded by
+        one connect and one command timeout per sentinel, as redis-py tries them in turn."""
+        settings = self.settings
+        per_sentinel = (settings.connect_timeout_ms + settings.command_timeout_ms) / 1000
+        try:
+            async with asyncio.timeout(per_sentinel * len(settings.sentinel_hosts)):
+                return await fn(*args, **kwargs)
+        except connection_errors() as exc:  # TimeoutError is an OSError
+            raise self.unavailable(exc) from exc
 
     # --- the tracking connection of the cache's hot tier ---
 
