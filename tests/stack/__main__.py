@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -57,14 +57,17 @@ def start_stack(workdir: Path, stack: contextlib.ExitStack) -> dict[str, str]:
     }
 
 
-def start_demo(env: dict[str, str], url: str, stack: contextlib.ExitStack) -> dict[str, str]:
-    """Demo schema and settings; the workload starts now and stops before the servers do."""
+def start_demo(
+    env: dict[str, str], url: str, stack: contextlib.ExitStack
+) -> tuple[dict[str, str], DemoWorkload]:
+    """Demo schema and settings; the workload starts now and stops before the servers do (and
+    before the command of ``--exec``: its calls would otherwise meet a closed listener)."""
     create_demo_schema(env["DATABASE_URL"])
     demo = demo_environment()
     workload = DemoWorkload(env | demo, url)
     workload.start()
     stack.callback(workload.stop)
-    return demo
+    return demo, workload
 
 
 def _announce(env: dict[str, str], url: str) -> None:
@@ -104,15 +107,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             print(f"starting the stack in {workdir}", file=sys.stderr)
             env = start_stack(workdir, stack)
+            workload = None
             if args.demo:
-                env |= start_demo(env, args.url, stack)
+                demo, workload = start_demo(env, args.url, stack)
+                env |= demo
             for name, value in env.items():
                 print(f"{name}={value}")
             if args.demo:
                 _announce(env, args.url)
             sys.stdout.flush()
             if command:
-                return _run_command(command, env, stopping, children)
+                before_stop = workload.stop if workload is not None else None
+                return _run_command(command, env, stopping, children, before_stop)
             if not stopping.is_set():
                 print("stack running; Ctrl-C stops it", file=sys.stderr)
             stopping.wait()
@@ -123,7 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_command(
-    command: Sequence[str], env: dict[str, str], stopping: threading.Event, children: list[int]
+    command: Sequence[str],
+    env: dict[str, str],
+    stopping: threading.Event,
+    children: list[int],
+    before_stop: Callable[[], object] | None = None,
 ) -> int:
     if stopping.is_set():
         return 130
@@ -135,6 +145,8 @@ def _run_command(
     # Polling, so that a signal (which only sets the event) is noticed within 0.2 s.
     while child.poll() is None and not stopping.wait(0.2):
         pass
+    if before_stop is not None:
+        before_stop()  # the demo's load ends first, as it would before a real deploy's stop
     # One SIGTERM, then a bounded time to shut down (its drain included).
     code = terminate(child, COMMAND_STOP_TIMEOUT)
     return 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
