@@ -148,9 +148,30 @@ def running(kind: str, redis_url: str) -> Iterator[tuple[int, subprocess.Popen[b
             process.wait(5)
 
 
-def wrk(url: str, seconds: int, script: Path, *, warmup: bool = False) -> str:
-    # --timeout 10s: Node's first seconds (JIT) can exceed wrk's 2 s default on a busy machine.
-    argv = ["wrk", "-t2", "-c64", f"-d{seconds}s", "--timeout", "10s", "--latency"]
+def post_script(folder: Path) -> Path:
+    """wrk's Lua script that POSTs the JSON-RPC call of ``bench.payload``."""
+    script = folder / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = [[{REQUEST}]]\n"
+    )
+    return script
+
+
+def wrk(
+    url: str,
+    seconds: int,
+    script: Path,
+    *,
+    warmup: bool = False,
+    threads: int = 2,
+    timeout: str = "10s",
+) -> str:
+    """wrk's report of one window, 64 connections; a window (not a warm-up) that saw errors
+    or non-2xx answers raises. The 10 s timeout: Node's first seconds (JIT) can exceed wrk's
+    2 s default on a busy machine."""
+    argv = ["wrk", f"-t{threads}", "-c64", f"-d{seconds}s", "--timeout", timeout, "--latency"]
     argv += ["-s", str(script), url]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
     if not warmup and ("Socket errors" in done.stdout or "Non-2xx" in done.stdout):
@@ -199,12 +220,7 @@ def main(seconds: int, rounds: int) -> int:
     workdir = make_workdir()
     try:
         with RedisServer(workdir) as redis, tempfile.TemporaryDirectory() as tmp:
-            script = Path(tmp) / "post.lua"
-            script.write_text(
-                'wrk.method = "POST"\n'
-                'wrk.headers["Content-Type"] = "application/json"\n'
-                f"wrk.body = [[{REQUEST}]]\n"
-            )
+            script = post_script(Path(tmp))
             empty = Path(tmp) / "get.lua"
             empty.write_text("")
             for rnd in range(1, rounds + 1):

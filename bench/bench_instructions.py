@@ -59,6 +59,7 @@ if str(ROOT) not in sys.path:
 from aiohttp import web  # noqa: E402
 
 from bench.bench_cached_rpc import REQUEST, infrawatch_app, raw_json_app  # noqa: E402
+from bench.bench_deploy_targets import post_script, wrk  # noqa: E402
 from server.observability.http_metrics import ACCESS_LOG_CLASS  # noqa: E402
 
 PIPELINE = 32
@@ -222,9 +223,9 @@ def served_instructions(kind: str, redis_url: str, out: Path, post_script: Path)
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{kind} under callgrind did not start listening")
             time.sleep(0.5)
-        _wrk(url, 3, post_script, counted=False)  # warm-up
+        _requests(url, 3, post_script, counted=False)  # warm-up
         valgrind_control(process.pid, on=True)
-        requests = _wrk(url, SERVED_SECONDS, post_script)
+        requests = _requests(url, SERVED_SECONDS, post_script)
         valgrind_control(process.pid, on=False)
     finally:
         process.send_signal(signal.SIGTERM)
@@ -239,14 +240,11 @@ def served_instructions(kind: str, redis_url: str, out: Path, post_script: Path)
     return int(found.group(1)) / requests
 
 
-def _wrk(url: str, seconds: int, script: Path, *, counted: bool = True) -> int:
-    """Requests answered in one window; under callgrind a request takes milliseconds, hence the
-    long timeout. A counted window with errors or non-2xx answers is refused."""
-    argv = ["wrk", "-t1", "-c64", f"-d{seconds}s", "--timeout", "30s", "-s", str(script), url]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
-    if counted and ("Socket errors" in done.stdout or "Non-2xx" in done.stdout):
-        raise RuntimeError(f"wrk saw errors against {url}:\n{done.stdout}")
-    return int(done.stdout.split(" requests in ")[0].split()[-1])
+def _requests(url: str, seconds: int, script: Path, *, counted: bool = True) -> int:
+    """Requests answered in one wrk window (one thread: valgrind's server is the bottleneck);
+    under callgrind a request takes milliseconds, hence the long timeout."""
+    report = wrk(url, seconds, script, warmup=not counted, threads=1, timeout="30s")
+    return int(report.split(" requests in ")[0].split()[-1])
 
 
 def valgrind_control(pid: int, *, on: bool) -> None:
@@ -282,12 +280,7 @@ def main(requests: int) -> int:
             results = {name: count.result() / requests for name, count in counts.items()}
             served: dict[str, float] = {}
             if shutil.which("wrk") is not None:
-                script = Path(tmp) / "post.lua"
-                script.write_text(
-                    'wrk.method = "POST"\n'
-                    'wrk.headers["Content-Type"] = "application/json"\n'
-                    f"wrk.body = [[{REQUEST}]]\n"
-                )
+                script = post_script(Path(tmp))
                 # One at a time: wrk and valgrind take both cores between them.
                 for i, (name, kind) in enumerate(SERVED):
                     out = Path(tmp) / f"served-{i}.out"
