@@ -10,8 +10,9 @@ the hot path does. Instructions executed do not depend on the machine's load, so
 of the code compare to a fraction of a percent.
 
 What: each server runs in process under ``valgrind --tool=callgrind`` on uvloop, behind
-aiohttp's real request path (``AppRunner``, the HTTP parser, routing, the response's
-preparation and write, the access-log hook as ``infrawatch serve`` sets it) with a transport
+aiohttp's real request path as ``infrawatch serve`` runs it (``server/runner.py``'s
+``AppRunner``: the HTTP parser, the routing or the RPC routes' shortcut, the response's
+preparation and write, the access-log hook) with a transport
 that keeps what is written instead of sending it: no socket, no system call, no load generator
 in the count. Requests are fed pipelined, 32 at a time, as ``wrk -c32`` keeps 32 in flight.
 Only the measured requests are counted (``--instr-atstart=no``, then ``callgrind_control``
@@ -61,6 +62,7 @@ from aiohttp import web  # noqa: E402
 from bench.bench_cached_rpc import REQUEST, infrawatch_app, raw_json_app  # noqa: E402
 from bench.bench_deploy_targets import post_script, wrk  # noqa: E402
 from server.observability.http_metrics import ACCESS_LOG_CLASS  # noqa: E402
+from server.runner import AppRunner  # noqa: E402
 
 PIPELINE = 32
 WARMUP = 500
@@ -136,8 +138,9 @@ async def serve_in_process(kind: str, path: str, requests: int, redis_url: str) 
         runner = web.AppRunner(raw_json_app(), access_log=None)
     else:
         app = infrawatch_app(redis_url, hot_tier=True)
-        # As server/runner.py starts it: the access-log hook feeds the HTTP families.
-        runner = web.AppRunner(
+        # On server/runner.py's runner, as it starts it: the RPC routes answered without the
+        # router, the access-log hook feeding the HTTP families.
+        runner = AppRunner(
             app, access_log=logging.getLogger("bench"), access_log_class=app[ACCESS_LOG_CLASS]
         )
     await runner.setup()

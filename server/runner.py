@@ -34,6 +34,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler
 
+from server import exact_routes
 from server.errors import ErrorCode, RpcError
 from server.observability.http_metrics import ACCESS_LOG_CLASS
 from server.wire.http import either_wire_error
@@ -86,12 +87,13 @@ class _Server(web.Server):
 
 
 class AppRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections answer unparseable requests in JSON."""
+    """``web.AppRunner`` whose connections answer unparseable requests in JSON, and whose RPC
+    requests skip aiohttp's router (``server/exact_routes.py``)."""
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()  # starts the app, as AppRunner does
         return _Server(
-            server.request_handler,
+            exact_routes.dispatcher(self.app, server.request_handler),
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,

@@ -16,9 +16,12 @@ from types import FrameType
 from typing import Any
 
 import pytest
+from aiohttp import web
+from pytest_aiohttp.plugin import AiohttpClient
 
 from server.config import Settings
 from tests.pg_app import AppFactory, Apps
+from tests.served import RunnerTestServer
 from tests.stack import (
     PgBouncer,
     PostgresServer,
@@ -56,6 +59,19 @@ def _ensure_running(server: StackServer) -> None:
 
 
 # --- real services, one per session ---
+
+
+@pytest.fixture
+def aiohttp_client(aiohttp_client: AiohttpClient) -> AiohttpClient:
+    """pytest-aiohttp's, with an app served as ``infrawatch serve`` serves it (our runner), not
+    on aiohttp's plain one: every test of the RPC routes goes through their shortcut."""
+
+    async def go(param: Any, *, server_kwargs: Any = None, **kwargs: Any) -> Any:
+        if isinstance(param, web.Application):
+            param = RunnerTestServer(param, **(server_kwargs or {}))
+        return await aiohttp_client(param, **kwargs)
+
+    return go  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="session")

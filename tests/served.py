@@ -15,15 +15,26 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server.observability.http_metrics import ACCESS_LOG_CLASS
+from server.runner import AppRunner
 from tests.waiting import wait_until
 
 OPERATOR_TOKEN = "ops-token-0123456789abcdef"
 SESSION_SECRET = "served-session-secret-0123456789"
+
+
+class RunnerTestServer(TestServer):
+    """aiohttp's test server on ``infrawatch serve``'s runner (``server/runner.py``): JSON
+    answers to unparseable requests, the RPC routes answered without the router. The
+    ``aiohttp_client`` fixture (tests/conftest.py) serves every app given to it on this."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return AppRunner(self.app, **kwargs)
 
 
 async def started_as_served(app: web.Application) -> TestServer:
@@ -31,7 +42,7 @@ async def started_as_served(app: web.Application) -> TestServer:
     (the HTTP families are counted there); pass it to ``aiohttp_client``. The hook goes to
     ``start_server``: aiohttp's ``TestServer`` drops runner arguments given to its constructor.
     """
-    server = TestServer(app)
+    server = RunnerTestServer(app)
     await server.start_server(access_log_class=app[ACCESS_LOG_CLASS])
     return server
 

@@ -12,8 +12,7 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from pydantic import BaseModel
 
 from server.app import create_app
@@ -22,7 +21,6 @@ from server.config import Settings
 from server.errors import ErrorCode, RpcError
 from server.rpc.cost import Cost
 from server.rpc.router import Context, NoInput, Procedure, mutation, query
-from server.runner import AppRunner
 
 TOKEN = "alice-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -528,17 +526,10 @@ async def test_batch_cannot_mix_queries_and_mutations(trpc: TestClient) -> None:
 # --- long URLs ---
 
 
-class JsonErrorTestServer(TestServer):
-    """The test server on our runner, as `infrawatch serve` runs the app."""
-
-    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
-        return AppRunner(self.app, **kwargs)
-
-
 @pytest.fixture
 async def served(aiohttp_client: Any) -> TestClient:
     app = create_app(make_settings(max_batch_size=100), procedures=PROCEDURES)
-    return await aiohttp_client(JsonErrorTestServer(app))
+    return await aiohttp_client(app)
 
 
 def long_batch_target(target_bytes: int) -> str:

@@ -34,9 +34,11 @@ HEADERS = {
 
 
 async def add_security_headers(_request: web.Request, response: web.StreamResponse) -> None:
-    # Pages, their assets and error pages; not the JSON API (no browser renders it, and the
-    # cached-hit path is measured in microseconds: the raw header, not the parsed property).
-    if response.headers.get(hdrs.CONTENT_TYPE, "").startswith(JSON):
+    # Pages, their assets and error pages; not the JSON API (no browser renders it: the raw
+    # header, not the parsed property, is read) and not an answer with no content (a JSON-RPC
+    # notification's 204). The RPC routes' answers do not come here at all
+    # (server/exact_routes.py); other routes' JSON answers do.
+    if response.status == 204 or response.headers.get(hdrs.CONTENT_TYPE, "").startswith(JSON):
         return
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
