@@ -1,5 +1,6 @@
 """Issue 13's speed targets, measured in one run, against the server as ``infrawatch serve``
-runs it (``server/runner.py``: uvloop when installed, the HTTP duration hook on).
+runs it (``server/runner.py``: uvloop when installed, the HTTP duration hook on, the RPC routes
+answered without aiohttp's router: ``server/exact_routes.py``).
 
 Run: ``.venv/bin/python bench/bench_deploy_targets.py [seconds] [rounds]`` (8, 2). Each server
 runs in its own process on a free 127.0.0.1 port; a real Redis comes from ``tests.stack``; every
