@@ -58,7 +58,7 @@ def _ensure_running(server: StackServer) -> None:
         server.start()
 
 
-# --- real services, one per session ---
+# --- the app under test, served as `infrawatch serve` serves it ---
 
 
 @pytest.fixture
@@ -72,6 +72,9 @@ def aiohttp_client(aiohttp_client: AiohttpClient) -> AiohttpClient:
         return await aiohttp_client(param, **kwargs)
 
     return go  # type: ignore[return-value]
+
+
+# --- real services, one per session ---
 
 
 @pytest.fixture(scope="session")
