@@ -15,9 +15,9 @@ Anything else (another route, a path the router must decode or normalize, ``Expe
 100-continue``, an app with middlewares) goes to ``Application._handle`` as before.
 
 The match info belongs to no app, so aiohttp sends no response signal for these answers. They
-are the JSON API's, and the app's one receiver (``web/headers.py``) leaves JSON alone; a
-receiver meant for every answer would have to be added here too
-(tests/test_exact_routes.py fails when one appears). It also means ``request.app`` is not
+are the JSON API's, and the app's one receiver (``web/headers.py``) leaves JSON and bodiless
+answers alone; a receiver meant for every answer would need these routes' handlers to do its
+work too (tests/test_exact_routes.py fails when one appears). It also means ``request.app`` is not
 there: the RPC handlers get their parts bound when they are made (``rpc_handler``,
 ``trpc_handler``), never from the app per request. The access-log hook reads the route, which
 is there, so ``/metrics`` labels these requests as the router would.
