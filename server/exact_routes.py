@@ -5,8 +5,8 @@ tried, the URL built and decoded), builds and freezes a match info, looks for an
 header and awaits the handler in one more coroutine; the response then sends the app's
 ``on_response_prepare`` signal (two more coroutines and one per receiver). On a cached RPC call
 the routing cost about 16,000 instructions a request and the signal about 6,000, of some 236,000
-in all (``bench/bench_instructions.py``, docs/performance.md), and more on the clock than their
-share: coroutines are the costliest instructions on this path.
+in all (``bench/bench_instructions.py``, docs/performance.md), and more of the clock than that
+share (measured: docs/performance.md).
 
 The two RPC routes are known in advance, so ``dispatcher`` answers them directly: a ``POST /rpc``
 and a tRPC call whose path is a plain procedure name (or a batch of them) go to their handler with
