@@ -257,6 +257,35 @@ async def test_hot_tier_serves_repeat_reads_without_redis(cache: Cache) -> None:
     assert cache.near.hits == 100
 
 
+async def test_hot_tier_fills_while_reads_of_the_key_never_pause(cache: Cache) -> None:
+    """Readers that always keep a read of the key in flight (a hot key under load), from the
+    moment it is written: its invalidations arrive during reads, which must not store the old
+    value; a read begun after the last of them stores it, and then Redis is left alone."""
+    stop = asyncio.Event()
+
+    async def reader() -> None:
+        while not stop.is_set():
+            if cache.peek("busy", "k") is MISSING:
+                await cache.fetch("busy", "k", returns("computed"), ttl=60)
+            else:
+                await asyncio.sleep(0)  # a hot hit: no await otherwise
+
+    await cache.fetch("busy", "k", returns("written"), ttl=60, refresh=True)
+    readers = [asyncio.create_task(reader()) for _ in range(32)]
+    try:
+        await eventually(lambda: len(cache.near) == 1, what="the key in the hot tier", timeout=3)
+        hits = cache.near.hits
+        await eventually(lambda: cache.near.hits > hits + 1000, what="hot hits", timeout=3)
+        before = successes(cache)  # the reads in flight when it turned hot have ended
+        hits = cache.near.hits
+        await eventually(lambda: cache.near.hits > hits + 1000, what="more hot hits", timeout=3)
+        assert successes(cache) == before  # no Redis read since
+    finally:
+        stop.set()
+        await asyncio.gather(*readers)
+    assert cache.peek("busy", "k") == "written"
+
+
 async def test_hot_tier_drops_a_key_another_client_writes(
     cache: Cache, harness: redis.Redis
 ) -> None:

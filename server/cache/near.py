@@ -8,7 +8,10 @@ Redis.
 A value read from Redis is stored only if nothing invalidated its key while the read was in
 flight. The GET reply and the invalidation travel on different connections, so an invalidation
 may overtake the reply of a read that returned the old value: ``begin`` before the read and
-``finish`` after it detect exactly that, per key, and refuse the stale store.
+``finish`` after it detect exactly that, per read, and refuse the stale store. Per read, not per
+key: a hot key under load always has a read in flight, and a mark kept until the key's reads
+drain would refuse every later read too, sending each request to Redis for as long as the load
+lasts. A read begun after the key's last invalidation stores what it read.
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ class NearTier:
         self.hits = 0
         self.invalidated_keys = 0
         self.flushes = 0
-        self._epoch = 0  # bumped by every flush: reads begun before it may not store
-        self._reading: dict[str, int] = {}  # key -> reads in flight
-        self._dirty: set[str] = set()  # keys invalidated while a read of them was in flight
+        # A clock of the events that spoil reads in flight: a flush, or the invalidation of a
+        # key being read. ``begin`` hands out its time; ``finish`` compares.
+        self._now = 0
+        self._flushed_at = 0
+        # key -> [reads in flight, time of the key's last invalidation during them]
+        self._reading: dict[str, list[int]] = {}
 
     def __len__(self) -> int:
         return len(self.store)
@@ -44,20 +50,24 @@ class NearTier:
 
     def begin(self, key: str) -> int:
         """Note a read of ``key`` from Redis; pass the token to ``finish``."""
-        self._reading[key] = self._reading.get(key, 0) + 1
-        return self._epoch
+        reads = self._reading.get(key)
+        if reads is None:
+            self._reading[key] = [1, 0]
+        else:
+            reads[0] += 1
+        return self._now
 
     def finish(self, key: str, token: int, entry: Entry | None) -> None:
         """End a read; store ``entry`` unless the tier was flushed or the key invalidated since
         ``begin``."""
-        left = self._reading[key] - 1
-        dirty = key in self._dirty
-        if left:
-            self._reading[key] = left
-        else:
+        reads = self._reading[key]
+        if reads[0] == 1:
             del self._reading[key]
-            self._dirty.discard(key)
-        if entry is not None and self.active and token == self._epoch and not dirty:
+        else:
+            reads[0] -= 1
+        if entry is None or not self.active:
+            return
+        if token >= self._flushed_at and token >= reads[1]:
             self.store.put(key, entry)
 
     def invalidate(self, keys: Iterable[str]) -> None:
@@ -65,18 +75,24 @@ class NearTier:
         for key in keys:
             self.store.pop(key)
             self.invalidated_keys += 1
-            if key in reading:
-                self._dirty.add(key)
+            reads = reading.get(key)
+            if reads is not None:
+                self._now += 1
+                reads[1] = self._now
 
     async def delete_matching(self, pattern: Glob) -> int:
         # In-flight reads of matching keys cannot be found by pattern cheaply: refuse them all.
-        self._epoch += 1
+        self._spoil_all()
         return await self.store.delete_matching(pattern)
 
     def flush(self) -> None:
-        self._epoch += 1
+        self._spoil_all()
         self.flushes += 1
         self.store.clear()
+
+    def _spoil_all(self) -> None:
+        self._now += 1
+        self._flushed_at = self._now
 
     def activate(self) -> None:
         self.flush()
