@@ -231,11 +231,14 @@ def main(seconds: int, rounds: int) -> int:
                         check(variant, url)
                         lua = script if variant.post else empty
                         wrk(url, WARMUP_SECONDS, lua, warmup=True)
+                        hits_before = hot_hits(variant, port)
                         cpu_before = cpu_seconds(process.pid)
                         output = wrk(url, seconds, lua)
                         cpu = cpu_seconds(process.pid) - cpu_before
+                        hits = hot_hits(variant, port) - hits_before
                     rate = float(output.split("Requests/sec:")[1].split()[0])
                     total = int(output.split(" requests in ")[0].split()[-1])
+                    check_hot(variant, hits, total)
                     cpu_us[variant.name].append(cpu / total * 1e6)
                     rps[variant.name].append(rate)
                     p99[variant.name].append(_latency_ms(output, "99"))
@@ -243,6 +246,29 @@ def main(seconds: int, rounds: int) -> int:
     finally:
         remove_workdir(workdir)
     return report(rps, p99, cpu_us)
+
+
+def hot_hits(variant: Variant, port: int) -> int:
+    """infrawatch's hot-tier hits so far (``monitoring.cacheStats``); 0 for the others."""
+    if not variant.server.startswith("infrawatch"):
+        return 0
+    call = b'{"jsonrpc": "2.0", "id": 1, "method": "monitoring.cacheStats"}'
+    req = urllib.request.Request(
+        f"http://{HOST}:{port}/rpc", data=call, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
+        return int(orjson.loads(resp.read())["result"]["hot_tier"]["hits"])
+
+
+def check_hot(variant: Variant, hits: int, requests: int) -> None:
+    """Every call of an infrawatch window must be a hit of the hot tier: otherwise the window
+    measured Redis round trips, not the path the targets are about (a hot tier that stayed
+    empty under load once made the figures swing: docs/performance.md)."""
+    if not variant.server.startswith("infrawatch"):
+        return
+    calls = requests * (BATCH if "batch" in variant.name else 1)
+    if hits < calls:
+        raise RuntimeError(f"{variant.name}: {calls - hits} of {calls} calls missed the hot tier")
 
 
 def cpu_seconds(pid: int) -> float:
