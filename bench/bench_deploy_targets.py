@@ -22,7 +22,7 @@ Load: ``wrk -t2 -c64 -d<seconds>s --timeout 10s --latency``, each variant warmed
 POST /rpc >= 1.0x the raw aiohttp handler; GET /trpc >= 4x the tRPC standalone server; a batch
 of 10 costs <= 3x one call (one call's req/s over the batch's). Each is the median over rounds
 of the ratio within a round: on this shared machine the same server's rate moved by 2x between
-windows minutes apart, and one such window moved a mean of rates by 10 % (docs/performance.md).
+windows minutes apart, and one such window moved a mean of rates by about 9 % (docs/performance.md).
 Each target is also given from the server's CPU time per request (``/proc/<pid>/stat``). An
 infrawatch window not served by the hot tier (``monitoring.cacheStats``) stops the run.
 A missed target is printed as such; the exit status stays 0 so that ``make bench`` (which stops
