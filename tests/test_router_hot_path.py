@@ -17,6 +17,7 @@ from server.rpc.router import (
     Middleware,
     Next,
     NoInput,
+    Peek,
     Procedure,
     Router,
     mutation,
@@ -86,9 +87,12 @@ class Peeking:
         self.seen.append(f"chain {proc.path}")
         return await nxt(ctx, inp)
 
-    def peek(self, ctx: Context, proc: Procedure, inp: BaseModel) -> Any:
-        self.seen.append(f"peek {proc.path}")
-        return self.answers.get(proc.path, NO_ANSWER)
+    def peeker(self, proc: Procedure) -> Peek:
+        def peek(ctx: Context, inp: BaseModel) -> Any:
+            self.seen.append(f"peek {proc.path}")
+            return self.answers.get(proc.path, NO_ANSWER)
+
+        return peek
 
 
 def peeking(answers: dict[str, str], seen: list[str]) -> Middleware:
@@ -123,3 +127,43 @@ async def test_only_the_outermost_middleware_may_peek() -> None:
     router = Router([query("t.quick", quick)], middleware=[outer, peeking({"t.quick": "x"}, seen)])
     assert await router.call("t.quick", None, ctx()) == "done"
     assert seen == ["outer", "chain t.quick"]
+
+
+def test_start_resolves_and_answers_as_answer_now_does_over_each_wire() -> None:
+    seen: list[str] = []
+    observed: list[tuple[str, str, ErrorCode | None]] = []
+    procs = [
+        query("t.quick", quick),
+        query("t.json_only", quick, protocols=frozenset({"jsonrpc"})),
+        mutation("t.change", quick),
+    ]
+    router = Router(
+        procs,
+        middleware=[peeking({"t.quick": "peeked", "t.json_only": "json"}, seen)],
+        observer=lambda path, protocol, code, _s: observed.append((path, protocol, code)),
+    )
+    trpc = Context(protocol="trpc")
+    assert router.start("t.quick", "trpc", None, trpc) == "peeked"
+    assert router.start("t.json_only", "jsonrpc", None, Context(protocol="jsonrpc")) == "json"
+    # A path the wire does not offer is not found; a path no procedure has is observed under
+    # the label nobody can mint.
+    for path in ("t.json_only", "t.nothing"):
+        with pytest.raises(RpcError) as missing:
+            router.start(path, "trpc", None, trpc)
+        assert missing.value.code is ErrorCode.NOT_FOUND
+    # Authorization and input are checked before the peek, as in answer_now.
+    with pytest.raises(RpcError) as refused:
+        router.start("t.change", "trpc", None, trpc)
+    assert refused.value.code is ErrorCode.UNAUTHORIZED
+    with pytest.raises(RpcError) as invalid:
+        router.start("t.quick", "trpc", {"unexpected": 1}, trpc)
+    assert invalid.value.code is ErrorCode.BAD_REQUEST
+    assert seen == ["peek t.quick", "peek t.json_only"]
+    assert observed == [
+        ("t.quick", "trpc", None),
+        ("t.json_only", "jsonrpc", None),
+        ("t.json_only", "trpc", ErrorCode.NOT_FOUND),
+        ("unknown", "trpc", ErrorCode.NOT_FOUND),
+        ("t.change", "trpc", ErrorCode.UNAUTHORIZED),
+        ("t.quick", "trpc", ErrorCode.BAD_REQUEST),
+    ]

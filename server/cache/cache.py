@@ -171,11 +171,16 @@ class Cache:
         ``MISSING`` (not counted: the caller goes on to ``fetch``). Synchronous: the fast path
         of the cached-procedure middleware. ``encoded``: the value as an ``orjson.Fragment``
         (JSON encoded once per entry), for a caller that will only serialize it."""
+        return self.peek_key(namespace, f"{self.prefix}{namespace}:{key}", encoded)
+
+    def peek_key(self, namespace: str, full: str, encoded: bool) -> Any:
+        """``peek`` by the Redis key itself (``key(namespace, key)``), for a caller that keeps
+        it: the cache middleware's procedures without input have one key each."""
         near = self.near
         if not near.active:
             return MISSING
         start = clock()
-        entry = near.store.get_fresh(f"{self.prefix}{namespace}:{key}", start)
+        entry = near.store.get_fresh(full, start)
         if entry is None:
             return MISSING
         near.hits += 1

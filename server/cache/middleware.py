@@ -28,7 +28,17 @@ from pydantic import BaseModel
 from server.cache.cache import MISSING, Cache
 from server.cache.policy import CachePolicy, Invalidates
 from server.errors import RpcError, Unavailable
-from server.rpc.router import NO_ANSWER, Caller, Context, Next, NoInput, Procedure, Router
+from server.rpc.router import (
+    ANONYMOUS,
+    NO_ANSWER,
+    Caller,
+    Context,
+    Next,
+    NoInput,
+    Peek,
+    Procedure,
+    Router,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +76,8 @@ class CacheMiddleware:
         if policy is not None and proc.kind == "mutation":
             raise ValueError(f"mutation {proc.path!r} cannot be cached")
         self._policies[proc.path] = policy
+        if policy is not None and proc.input is NoInput and not policy.per_caller:
+            self._constant_keys[proc.path] = procedure_key(proc, policy, NoInput(), ANONYMOUS)
 
     async def __call__(self, ctx: Context, proc: Procedure, inp: BaseModel, nxt: Next) -> Any:
         cache = self.cache
@@ -97,30 +109,37 @@ class CacheMiddleware:
         meta["cache"] = lookup.status
         return lookup.value
 
-    def peek(self, ctx: Context, proc: Procedure, inp: BaseModel) -> Any:
-        """A hit from the hot tier, without a coroutine: the router's fast path. A wire
-        adapter only serializes the answer, so it gets the entry's JSON, encoded once."""
-        cache = self.cache
+    def peeker(self, proc: Procedure) -> Peek | None:
+        """The router's fast path for ``proc``: a hit from the hot tier, without a coroutine
+        (None for a procedure that is not cached). A wire adapter only serializes the answer,
+        so it gets the entry's JSON, encoded once. A query without input, not per caller, has
+        one key: its Redis key is made here, once."""
         policy = self._policies.get(proc.path)
-        if policy is None or not cache.enabled or not cache.near.active:
-            return NO_ANSWER
-        meta = ctx.meta
-        if meta.get("cache") == REFRESH:
-            return NO_ANSWER
-        key = self._key(proc, policy, inp, ctx)
-        value = cache.peek(policy.namespace, key, encoded=ctx.protocol != "internal")
-        if value is MISSING:
-            return NO_ANSWER
-        meta["cache"] = "HIT"
-        return value
+        if policy is None:
+            return None
+        cache = self.cache
+        namespace = policy.namespace
+        constant = self._constant_keys.get(proc.path)
+        full = None if constant is None else cache.key(namespace, constant)
+
+        def peek(ctx: Context, inp: BaseModel) -> Any:
+            if not cache.enabled:
+                return NO_ANSWER
+            meta = ctx.meta
+            if meta.get("cache") == REFRESH:
+                return NO_ANSWER
+            key = full or cache.key(namespace, self._key(proc, policy, inp, ctx))
+            value = cache.peek_key(namespace, key, ctx.protocol != "internal")
+            if value is MISSING:
+                return NO_ANSWER
+            meta["cache"] = "HIT"
+            return value
+
+        return peek
 
     def _key(self, proc: Procedure, policy: CachePolicy, inp: BaseModel, ctx: Context) -> str:
         key = self._constant_keys.get(proc.path)
-        if key is None:
-            key = procedure_key(proc, policy, inp, ctx.caller)
-            if type(inp) is NoInput and not policy.per_caller:
-                self._constant_keys[proc.path] = key
-        return key
+        return procedure_key(proc, policy, inp, ctx.caller) if key is None else key
 
 
 async def _invalidate(cache: Cache, path: str, invalidates: Invalidates) -> None:

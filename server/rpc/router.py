@@ -94,16 +94,22 @@ class Middleware(Protocol):
     ) -> Awaitable[Any]: ...
 
 
+# A fast path's look for one procedure: the answer, or ``NO_ANSWER``.
+Peek = Callable[[Context, BaseModel], Any]
+
+
 @runtime_checkable
 class FastPath(Protocol):
     """A middleware that may answer synchronously (a cache hit) before the chain runs.
 
-    ``peek`` returns the answer or ``NO_ANSWER``. The router asks it after authorization and
-    validation, before the deadline and the chain, which such an answer does not need: it
-    cannot overrun. Only the outermost middleware is asked, so no middleware is skipped.
+    ``peeker`` gives, once per procedure when the router is built, the function that looks
+    (or None: never for this one), with what it needs of the procedure already worked out.
+    The router asks it after authorization and validation, before the deadline and the chain,
+    which such an answer does not need: it cannot overrun. Only the outermost middleware is
+    asked, so no middleware is skipped.
     """
 
-    def peek(self, ctx: Context, proc: Procedure, inp: BaseModel, /) -> Any: ...
+    def peeker(self, proc: Procedure, /) -> Peek | None: ...
 
 
 @runtime_checkable
@@ -153,7 +159,7 @@ class Router:
     ``READ_TOKENS_REQUIRED``; ``observer`` sees every call's outcome (metrics), whichever
     adapter made it.
 
-    The outermost middleware may be a ``FastPath``: its ``peek`` is asked first. Every
+    The outermost middleware may be a ``FastPath``: its peek is asked first. Every
     middleware that ``Checks`` vets each procedure here.
     """
 
@@ -179,7 +185,7 @@ class Router:
                 for proc in self._procedures.values():
                     mw.check(proc)
         outermost = self._middleware[0] if self._middleware else None
-        self._peek = outermost.peek if isinstance(outermost, FastPath) else None
+        fast_path = outermost if isinstance(outermost, FastPath) else None
         # Chains are built once: a call allocates no closures on the hot path.
         self._chains = {path: self._chain(proc) for path, proc in self._procedures.items()}
         self._timeout = timeout
@@ -198,6 +204,18 @@ class Router:
         }
         queries = (path for path, proc in self._procedures.items() if proc.kind == "query")
         self._open_to_anonymous = frozenset(() if queries_need_caller else queries)
+        # Each procedure's ``answer_now``, with what is known of it before any call worked
+        # out once: whether an anonymous caller may call it, whether it takes input, its fast
+        # path. A cached hit's whole path is this function (docs/performance.md).
+        self._answers: dict[str, Callable[[Any, Context], Any]] = {
+            path: self._answerer(proc, None if fast_path is None else fast_path.peeker(proc))
+            for path, proc in self._procedures.items()
+        }
+        # resolve + answer_now in one lookup, per wire: ``start``.
+        self._offered_answers: dict[Transport, dict[str, Callable[[Any, Context], Any]]] = {
+            protocol: {path: self._answers[path] for path in offered}
+            for protocol, offered in self._offered.items()
+        }
 
     @property
     def procedures(self) -> tuple[Procedure, ...]:
@@ -253,25 +271,47 @@ class Router:
         run. Refusals are observed and raised; a hit is observed here; a ``Pending`` is
         observed by ``run_checked``.
         """
-        # Inlined authorization and observation: a cached hit's whole path is this method,
-        # and each Python call it saves shows in the bench (docs/performance.md).
-        started = time.perf_counter()
-        try:
-            if ctx.caller.name is None and proc.path not in self._open_to_anonymous:
-                self.authorize(proc, ctx.caller)
-            if raw_input is None and proc.input is NoInput:
-                inp: BaseModel = _NO_INPUT
-            else:
-                inp = validate_input(proc, raw_input)
-            result = NO_ANSWER if self._peek is None else self._peek(ctx, proc, inp)
-        except RpcError as exc:
-            self._observe(proc.path, ctx.protocol, exc.code, started)
-            raise
-        if result is NO_ANSWER:
-            return Pending(proc, inp, ctx)
-        if self._observer is not None:
-            self._observer(proc.path, ctx.protocol, None, time.perf_counter() - started)
-        return result
+        return self._answers[proc.path](raw_input, ctx)
+
+    def start(self, path: str, protocol: Transport, raw_input: Any, ctx: Context) -> Any:
+        """``answer_now(resolve(path, protocol), raw_input, ctx)`` in one lookup: a wire
+        adapter's way to begin a call it has nothing else to check for."""
+        answer = self._offered_answers[protocol].get(path)
+        if answer is None:
+            self.resolve(path, protocol)  # observed and raised
+        return answer(raw_input, ctx)  # type: ignore[misc]
+
+    def _answerer(self, proc: Procedure, peek: Peek | None) -> Callable[[Any, Context], Any]:
+        """``answer_now`` for ``proc``: a closure over what does not change between calls.
+        Each Python call and attribute it saves shows in the bench (docs/performance.md)."""
+        path = proc.path
+        open_to_anonymous = path in self._open_to_anonymous
+        takes_no_input = proc.input is NoInput
+        observer = self._observer
+        observe = self._observe
+        authorize = self.authorize
+        clock = time.perf_counter
+
+        def answer_now(raw_input: Any, ctx: Context) -> Any:
+            started = clock()
+            try:
+                if not open_to_anonymous and ctx.caller.name is None:
+                    authorize(proc, ctx.caller)
+                if raw_input is None and takes_no_input:
+                    inp: BaseModel = _NO_INPUT
+                else:
+                    inp = validate_input(proc, raw_input)
+                result = NO_ANSWER if peek is None else peek(ctx, inp)
+            except RpcError as exc:
+                observe(path, ctx.protocol, exc.code, started)
+                raise
+            if result is NO_ANSWER:
+                return Pending(proc, inp, ctx)
+            if observer is not None:
+                observer(path, ctx.protocol, None, clock() - started)
+            return result
+
+        return answer_now
 
     async def run_checked(self, pending: Pending) -> Any:
         """Run the chain for a call ``answer_now`` authorized and validated."""

@@ -29,6 +29,7 @@ from server.redaction import mask_secrets
 from server.rpc.openrpc import DISCOVER
 from server.rpc.router import ANONYMOUS, Caller, Context, Pending, Router
 from server.wire import body
+from server.wire.answer import AnswerHeaders, JsonAnswer
 from server.wire.hosts import origin_of
 
 log = logging.getLogger(__name__)
@@ -80,30 +81,36 @@ def _response(
     return {"jsonrpc": "2.0", "result": result, "id": request_id}
 
 
-# Tuples, not ``str | int | float``: a union in a call is built anew each time it runs, and
-# isinstance reads a tuple faster (together about 170 ns on every call's id check).
+# What orjson makes of a JSON string, number, object and array: exact types, so one set lookup
+# checks each (a bool is an int subclass, and not an id). About 0.2 µs less per call than
+# isinstance against a tuple plus the bool exclusion.
 _ID_TYPES = (str, int, float)
-_PARAMS_TYPES = (dict, list)
+_ID_EXACT_TYPES = frozenset(_ID_TYPES)
+_PARAMS_EXACT_TYPES = frozenset((dict, list))
 
 
 def _check_member(member: Any) -> tuple[str, Any, Any]:
     """-> (method, params, id or _MISSING for a notification); ``InvalidRequest`` otherwise."""
-    if not isinstance(member, dict):
+    if type(member) is not dict:  # orjson makes plain dicts; no subclass can come from JSON
         raise InvalidRequest("a request must be a JSON object")
     request_id = member.get("id", _MISSING)
-    if request_id is not _MISSING and not (
-        request_id is None
-        or (isinstance(request_id, _ID_TYPES) and not isinstance(request_id, bool))
+    # The usual ids first, by exact type: a bool is not an id, and ``type() in`` says so.
+    if (
+        type(request_id) not in _ID_EXACT_TYPES
+        and request_id is not _MISSING
+        and request_id is not None
     ):
         raise InvalidRequest("id must be a string, a number or null")
     echo = None if request_id is _MISSING else request_id
     if member.get("jsonrpc") != "2.0":
         raise InvalidRequest('"jsonrpc" must be exactly "2.0"', request_id=echo)
     method = member.get("method")
-    if not isinstance(method, str):
+    if type(method) is not str:
         raise InvalidRequest('"method" must be a string', request_id=echo)
-    params = member.get("params")
-    if "params" in member and not isinstance(params, _PARAMS_TYPES):
+    params = member.get("params", _MISSING)
+    if params is _MISSING:
+        params = None
+    elif type(params) not in _PARAMS_EXACT_TYPES:
         raise InvalidRequest('"params" must be an object or an array', request_id=echo)
     return method, params, request_id
 
@@ -118,16 +125,18 @@ def _start_member(
         method, params, request_id = _check_member(member)
     except InvalidRequest as exc:
         return _response(exc.request_id, error=exc), None, exc.request_id
-    ctx = Context(caller=caller, protocol="jsonrpc")
+    ctx = Context(caller, "jsonrpc")  # positional: keywords cost a hit about 0.2 µs
     if method == DISCOVER:  # its servers[0].url is this request's own address
         ctx.origin = origin_of(request)
     try:
-        answer = router.answer_now(router.resolve(method, "jsonrpc"), params, ctx)
+        answer = router.start(method, "jsonrpc", params, ctx)
     except RpcError as exc:
         return _failed(method, request_id, exc, caller), ctx, request_id
     if isinstance(answer, Pending):
         return answer, ctx, request_id
-    return _succeeded(request_id, answer), ctx, request_id
+    if request_id is _MISSING:
+        return None, ctx, request_id
+    return {"jsonrpc": "2.0", "result": answer, "id": request_id}, ctx, request_id
 
 
 async def _run_member(router: Router, pending: Pending, request_id: Any) -> Reply | None:
@@ -174,6 +183,10 @@ def _encode(payload: Any, status: int = 200, headers: dict[str, str] | None = No
     return web.Response(
         body=orjson.dumps(payload), status=status, content_type=JSON, headers=headers
     )
+
+
+# A single call's answer headers, by the cache's verdict (wire/answer.py).
+_ANSWER_HEADERS = AnswerHeaders({"Content-Type": JSON})
 
 
 def _refusal(exc: RpcError, status: int = 200) -> web.Response:
@@ -257,4 +270,4 @@ async def handle_rpc(
     if answer is None:
         return web.Response(status=204)
     verdict = ctx.meta.get("cache") if ctx is not None else None
-    return _encode(answer, headers=None if verdict is None else {"X-Cache": verdict})
+    return JsonAnswer(orjson.dumps(answer), _ANSWER_HEADERS[verdict])

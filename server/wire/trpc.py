@@ -27,11 +27,13 @@ from server.errors import CODES, ErrorCode, ProcedureNotFound, RpcError, TooMany
 from server.redaction import mask_secrets
 from server.rpc.router import ANONYMOUS, Caller, Context, Kind, Pending, Procedure, Router
 from server.wire import body
+from server.wire.answer import AnswerHeaders, JsonAnswer
 
 # resolveResponse.ts TYPE_ACCEPTED_METHOD_MAP (no method override: a query is never a POST).
 ACCEPTED_METHOD: dict[Kind, str] = {"query": "GET", "mutation": "POST"}
 # resolveResponse.ts sets these on every answer but the HEAD one.
 BASE_HEADERS = {"Content-Type": "application/json", "Vary": "trpc-accept, accept"}
+_ANSWER_HEADERS = AnswerHeaders(BASE_HEADERS)  # a 200 answer's, by the cache's verdict
 _MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
@@ -71,7 +73,9 @@ def whole_request_error(exc: RpcError) -> web.Response:
 Outcome = tuple[Any, RpcError | None, Context | None]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, about 0.6 µs more
+# per call made, on the path of every cached hit.
+@dataclass(slots=True)
 class _Call:
     path: str
     procedure: Procedure | None
@@ -222,9 +226,11 @@ def _parse(
             ErrorCode.BAD_REQUEST,
             f"Batch call exceeds maximum size ({len(paths)} calls; MAX_BATCH_SIZE={max_batch})",
         )
-    procedures = [_find(endpoint.router, p) for p in paths]
     if batch:  # one call is of one kind
+        procedures = [_find(endpoint.router, p) for p in paths]
         _check_single_kind(procedures)
+    else:  # no comprehension (a function call of its own in Python 3.11) for the usual call
+        procedures = [_find(endpoint.router, path)]
     _check_not_streaming(request, batch)
     return batch, paths, procedures
 
@@ -232,6 +238,8 @@ def _parse(
 class _Exchange:
     """One request's calls, run the way resolveResponse.ts runs them: concurrently, each
     checked for existence, then method, then the caller, then handed to the router."""
+
+    __slots__ = ("allow", "caller", "caller_error", "calls", "request", "router")
 
     def __init__(self, request: web.Request, calls: list[_Call], endpoint: Endpoint) -> None:
         self.request = request
@@ -289,7 +297,7 @@ class _Exchange:
         ctx: Context | None = None
         try:
             proc = self._admit(call)
-            ctx = Context(caller=self.caller, protocol="trpc")
+            ctx = Context(self.caller, "trpc")  # positional: keywords cost a hit about 0.2 µs
             data = self.router.answer_now(proc, call.input, ctx)
         except RpcError as exc:
             return None, exc, ctx
@@ -368,8 +376,10 @@ def _one_answer(exchange: _Exchange, call: _Call, outcome: Outcome) -> web.Respo
     else:
         item = {"error": error_shape(exc, call.path, operator=exchange.caller.authenticated)}
         status = CODES[exc.code].http_status
-    headers = _headers(exchange, [exc]) if status != 200 else dict(BASE_HEADERS)
     verdict = ctx.meta.get("cache") if ctx is not None else None
+    if status == 200:
+        return JsonAnswer(orjson.dumps(item), _ANSWER_HEADERS[verdict])
+    headers = _headers(exchange, [exc])
     if verdict is not None:
         headers["X-Cache"] = verdict
     return web.Response(body=orjson.dumps(item), status=status, headers=headers)
