@@ -277,9 +277,9 @@ class Router:
         """``answer_now(resolve(path, protocol), raw_input, ctx)`` in one lookup: a wire
         adapter's way to begin a call it has nothing else to check for."""
         answer = self._offered_answers[protocol].get(path)
-        if answer is None:
-            self.resolve(path, protocol)  # observed and raised
-        return answer(raw_input, ctx)  # type: ignore[misc]
+        if answer is None:  # resolve observes the miss and raises ProcedureNotFound
+            return self.answer_now(self.resolve(path, protocol), raw_input, ctx)
+        return answer(raw_input, ctx)
 
     def _answerer(self, proc: Procedure, peek: Peek | None) -> Callable[[Any, Context], Any]:
         """``answer_now`` for ``proc``: a closure over what does not change between calls.
