@@ -40,6 +40,7 @@ read, one write, one getpid; an epoll wait per ~25 requests).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -49,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,7 @@ from server.observability.http_metrics import ACCESS_LOG_CLASS  # noqa: E402
 from server.runner import AppRunner  # noqa: E402
 
 PIPELINE = 32
+Feed = Callable[[int], Awaitable[None]]
 WARMUP = 500
 VARIANTS = (
     ("raw aiohttp POST", "raw", "/rpc"),
@@ -133,9 +136,12 @@ def request_bytes(path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n".encode()
 
 
-async def serve_in_process(kind: str, path: str, requests: int, redis_url: str) -> None:
+@contextlib.asynccontextmanager
+async def pipelined(kind: str, path: str, redis_url: str) -> AsyncIterator[Feed]:
+    """A server as below, fed through a ``Keeper``: yields ``feed(count)``, which sends
+    ``count`` requests of ``path``, ``PIPELINE`` at a time, and returns when all are answered."""
     if kind == "raw":
-        runner = web.AppRunner(raw_json_app(), access_log=None)
+        runner: web.AppRunner = web.AppRunner(raw_json_app(), access_log=None)
     else:
         app = infrawatch_app(redis_url, hot_tier=True)
         # On server/runner.py's runner, as it starts it: the RPC routes answered without the
@@ -159,13 +165,18 @@ async def serve_in_process(kind: str, path: str, requests: int, redis_url: str) 
             await asyncio.wait_for(transport.done.wait(), 30)
 
     try:
+        yield feed
+    finally:
+        protocol.connection_lost(None)
+        await runner.cleanup()
+
+
+async def serve_in_process(kind: str, path: str, requests: int, redis_url: str) -> None:
+    async with pipelined(kind, path, redis_url) as feed:
         await feed(WARMUP)
         counting(True)
         await feed(requests)
         counting(False)
-    finally:
-        protocol.connection_lost(None)
-        await runner.cleanup()
 
 
 def counting(on: bool) -> None:
