@@ -257,6 +257,31 @@ async def test_hot_tier_serves_repeat_reads_without_redis(cache: Cache) -> None:
     assert cache.near.hits == 100
 
 
+async def test_hot_reader_is_made_once_and_counts_after_a_stats_reset(cache: Cache) -> None:
+    """The compiled reader of the hot path: its namespace is checked when it is made, not at
+    the first hit; one serves each namespace and form; a hit after ``reset_cache_metrics`` is
+    counted in the new counters, not in the ones the reader was made beside."""
+    with pytest.raises(ValueError, match="namespace"):
+        cache.hot_reader("bad namespace*", encoded=True)
+    read_json = cache.hot_reader("hot", encoded=True)
+    assert cache.hot_reader("hot", encoded=True) is read_json
+    read_value = cache.hot_reader("hot", encoded=False)
+    assert read_value is not read_json
+    full = cache.key("hot", "k")
+    assert read_value(full) is MISSING  # not in the hot tier yet: a miss is not counted
+    assert cache.stats.namespaces["hot"].hits == 0
+
+    await settled_write(cache, "hot", "k", {"v": 1})
+    assert await lookup(cache, "hot", "k") == ({"v": 1}, "HIT")  # from Redis, now hot
+    assert read_value(full) == {"v": 1}
+    assert orjson.loads(orjson.dumps(read_json(full))) == {"v": 1}  # a Fragment of its JSON
+    cache.stats.reset()
+    assert read_json(full) is not MISSING
+    assert cache.stats.namespaces["hot"].hits == 1
+    cache.near.store.pop(full)
+    assert read_json(full) is MISSING
+
+
 async def test_hot_tier_fills_while_reads_of_the_key_never_pause(cache: Cache) -> None:
     """32 readers that never pause, from the moment the key is written: the write's own push
     arrives while they read, the key still turns hot, and then Redis is left alone. Whether

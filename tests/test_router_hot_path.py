@@ -129,7 +129,7 @@ async def test_only_the_outermost_middleware_may_peek() -> None:
     assert seen == ["outer", "chain t.quick"]
 
 
-def test_start_resolves_and_answers_as_answer_now_does_over_each_wire() -> None:
+def test_answers_resolve_and_answer_as_answer_now_does_over_each_wire() -> None:
     seen: list[str] = []
     observed: list[tuple[str, str, ErrorCode | None]] = []
     procs = [
@@ -143,22 +143,25 @@ def test_start_resolves_and_answers_as_answer_now_does_over_each_wire() -> None:
         observer=lambda path, protocol, code, _s: observed.append((path, protocol, code)),
     )
     trpc = Context(protocol="trpc")
-    assert router.start("t.quick", "trpc", None, trpc) == "peeked"
-    assert router.start("t.json_only", "jsonrpc", None, Context(protocol="jsonrpc")) == "json"
+    answers = router.answers("trpc")
+    assert answers["t.quick"](None, trpc) == "peeked"
+    assert router.answers("jsonrpc")["t.json_only"](None, Context(protocol="jsonrpc")) == "json"
     # A path the wire does not offer is not found; a path no procedure has is observed under
     # the label nobody can mint.
     for path in ("t.json_only", "t.nothing"):
         with pytest.raises(RpcError) as missing:
-            router.start(path, "trpc", None, trpc)
+            answers[path]
         assert missing.value.code is ErrorCode.NOT_FOUND
     # Authorization and input are checked before the peek, as in answer_now.
     with pytest.raises(RpcError) as refused:
-        router.start("t.change", "trpc", None, trpc)
+        answers["t.change"](None, trpc)
     assert refused.value.code is ErrorCode.UNAUTHORIZED
     with pytest.raises(RpcError) as invalid:
-        router.start("t.quick", "trpc", {"unexpected": 1}, trpc)
+        answers["t.quick"]({"unexpected": 1}, trpc)
     assert invalid.value.code is ErrorCode.BAD_REQUEST
     assert seen == ["peek t.quick", "peek t.json_only"]
+    # A miss is not kept: the next lookup of that path is observed again.
+    assert "t.nothing" not in answers
     assert observed == [
         ("t.quick", "trpc", None),
         ("t.json_only", "jsonrpc", None),

@@ -56,6 +56,10 @@ UNLINK_BATCH = 500  # keys per UNLINK
 HOT_TIMING_EVERY = 8
 
 
+# The hot tier's read of one namespace, by Redis key: the value (or its JSON), or MISSING.
+HotRead = Callable[[str], Any]
+
+
 @dataclass(frozen=True, slots=True)
 class Lookup:
     value: Any
@@ -77,6 +81,7 @@ class Cache:
         self.degraded = False  # the last Redis call failed: memory serves
         self.last_error: str | None = None
         self._flights: SingleFlight[Any] = SingleFlight()
+        self._hot_readers: dict[tuple[str, bool], HotRead] = {}
 
     # --- wiring (app start and stop) ---
 
@@ -171,24 +176,40 @@ class Cache:
         ``MISSING`` (not counted: the caller goes on to ``fetch``). Synchronous: the fast path
         of the cached-procedure middleware. ``encoded``: the value as an ``orjson.Fragment``
         (JSON encoded once per entry), for a caller that will only serialize it."""
-        return self.peek_key(namespace, f"{self.prefix}{namespace}:{key}", encoded)
+        return self.hot_reader(namespace, encoded=encoded)(self.key(namespace, key))
 
-    def peek_key(self, namespace: str, full: str, encoded: bool) -> Any:
-        """``peek`` by the Redis key itself (``key(namespace, key)``), for a caller that keeps
-        it: the cache middleware's procedures without input have one key each."""
+    def hot_reader(self, namespace: str, *, encoded: bool) -> HotRead:
+        """``peek`` in ``namespace``, by the Redis key itself (``key(namespace, key)``), with
+        what it reads bound once: the cache middleware makes one per cached procedure when
+        the router is built, and each hit is this one call (docs/performance.md). Made once
+        per namespace and form."""
+        made = self._hot_readers.get((namespace, encoded))
+        if made is not None:
+            return made
+        self.namespace_stats(namespace)  # a bad name fails here, not at the first hit
         near = self.near
-        if not near.active:
-            return MISSING
-        start = clock()
-        entry = near.store.get_fresh(full, start)
-        if entry is None:
-            return MISSING
-        near.hits += 1
-        stats = self.stats.namespaces.get(namespace) or self.namespace_stats(namespace)
-        stats.hits += 1
-        if not near.hits % HOT_TIMING_EVERY:
-            self.stats.observe(stats, "get", start, clock())
-        return entry.json() if encoded else entry.value
+        entries = near.store.entries
+        get, move_to_end = entries.get, entries.move_to_end
+        stats = self.stats
+
+        def read(full: str) -> Any:
+            if not near.active:
+                return MISSING
+            start = clock()
+            entry = get(full)
+            if entry is None or entry.fresh_until <= start:
+                return MISSING
+            move_to_end(full)
+            near.hits += 1
+            # Looked up per hit: ``reset`` replaces the namespaces' counters.
+            counters = stats.namespaces.get(namespace) or self.namespace_stats(namespace)
+            counters.hits += 1
+            if not near.hits % HOT_TIMING_EVERY:
+                stats.observe(counters, "get", start, clock())
+            return entry.json() if encoded else entry.value
+
+        self._hot_readers[(namespace, encoded)] = read
+        return read
 
     async def _compute(
         self,

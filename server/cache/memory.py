@@ -27,6 +27,12 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._data)
 
+    @property
+    def entries(self) -> OrderedDict[str, Entry]:
+        """The map itself, least recently used first, for a reader that binds its methods
+        once (``Cache.hot_reader``): it must ``move_to_end`` what it reads."""
+        return self._data
+
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
@@ -36,14 +42,6 @@ class MemoryStore:
             return None
         if entry.expires_at <= now:
             del self._data[key]
-            return None
-        self._data.move_to_end(key)
-        return entry
-
-    def get_fresh(self, key: str, now: float) -> Entry | None:
-        """``get``, for a fresh entry only (a stale one stays): the hot path in one call."""
-        entry = self._data.get(key)
-        if entry is None or entry.fresh_until <= now:
             return None
         self._data.move_to_end(key)
         return entry

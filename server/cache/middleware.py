@@ -112,24 +112,24 @@ class CacheMiddleware:
     def peeker(self, proc: Procedure) -> Peek | None:
         """The router's fast path for ``proc``: a hit from the hot tier, without a coroutine
         (None for a procedure that is not cached). A wire adapter only serializes the answer,
-        so it gets the entry's JSON, encoded once. A query without input, not per caller, has
-        one key: its Redis key is made here, once."""
+        so it gets the entry's JSON, encoded once; an in-process caller gets the value. A
+        query without input, not per caller, has one key: its Redis key is made here, once."""
         policy = self._policies.get(proc.path)
         if policy is None:
             return None
         cache = self.cache
         namespace = policy.namespace
+        read_json = cache.hot_reader(namespace, encoded=True)
+        read_value = cache.hot_reader(namespace, encoded=False)
         constant = self._constant_keys.get(proc.path)
         full = None if constant is None else cache.key(namespace, constant)
 
         def peek(ctx: Context, inp: BaseModel) -> Any:
-            if not cache.enabled:
-                return NO_ANSWER
             meta = ctx.meta
-            if meta.get("cache") == REFRESH:
+            if not cache.enabled or meta.get("cache") == REFRESH:
                 return NO_ANSWER
             key = full or cache.key(namespace, self._key(proc, policy, inp, ctx))
-            value = cache.peek_key(namespace, key, ctx.protocol != "internal")
+            value = (read_value if ctx.protocol == "internal" else read_json)(key)
             if value is MISSING:
                 return NO_ANSWER
             meta["cache"] = "HIT"

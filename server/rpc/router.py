@@ -96,6 +96,26 @@ class Middleware(Protocol):
 
 # A fast path's look for one procedure: the answer, or ``NO_ANSWER``.
 Peek = Callable[[Context, BaseModel], Any]
+# One procedure's ``Router.answer_now`` as the router compiled it: (raw input, ctx) -> the
+# answer or a ``Pending``.
+Answer = Callable[[Any, Context], Any]
+
+
+class Answers(dict[str, Answer]):
+    """What one wire offers, by path, each as its compiled ``answer_now`` (``Router.answers``).
+    A path no procedure has is observed as that call's outcome and raises
+    ``ProcedureNotFound``, as ``Router.resolve`` does: an adapter starts a call with one
+    lookup, ``answers[path](raw_input, ctx)``."""
+
+    __slots__ = ("_protocol", "_router")
+
+    def __init__(self, router: Router, protocol: Transport, answers: dict[str, Answer]) -> None:
+        super().__init__(answers)
+        self._router = router
+        self._protocol = protocol
+
+    def __missing__(self, path: str) -> Answer:
+        raise self._router.not_found(path, self._protocol)
 
 
 @runtime_checkable
@@ -207,13 +227,13 @@ class Router:
         # Each procedure's ``answer_now``, with what is known of it before any call worked
         # out once: whether an anonymous caller may call it, whether it takes input, its fast
         # path. A cached hit's whole path is this function (docs/performance.md).
-        self._answers: dict[str, Callable[[Any, Context], Any]] = {
+        self._answers: dict[str, Answer] = {
             path: self._answerer(proc, None if fast_path is None else fast_path.peeker(proc))
             for path, proc in self._procedures.items()
         }
-        # resolve + answer_now in one lookup, per wire: ``start``.
-        self._offered_answers: dict[Transport, dict[str, Callable[[Any, Context], Any]]] = {
-            protocol: {path: self._answers[path] for path in offered}
+        # resolve + answer_now in one lookup, per wire: ``answers``.
+        self._offered_answers: dict[Transport, Answers] = {
+            protocol: Answers(self, protocol, {path: self._answers[path] for path in offered})
             for protocol, offered in self._offered.items()
         }
 
@@ -234,9 +254,14 @@ class Router:
         An adapter resolves each call once and hands the procedure to ``run``."""
         proc = self._offered[protocol].get(path)
         if proc is None:
-            self._observe(path, protocol, ErrorCode.NOT_FOUND, time.perf_counter())
-            raise ProcedureNotFound(path)
+            raise self.not_found(path, protocol)
         return proc
+
+    def not_found(self, path: str, protocol: Transport) -> ProcedureNotFound:
+        """The error of a call of ``path`` over ``protocol``, which offers no such procedure,
+        observed as that call's outcome."""
+        self._observe(path, protocol, ErrorCode.NOT_FOUND, time.perf_counter())
+        return ProcedureNotFound(path)
 
     def authorize(self, proc: Procedure, caller: Caller) -> None:
         if caller.name is not None or proc.path in self._open_to_anonymous:
@@ -273,15 +298,13 @@ class Router:
         """
         return self._answers[proc.path](raw_input, ctx)
 
-    def start(self, path: str, protocol: Transport, raw_input: Any, ctx: Context) -> Any:
-        """``answer_now(resolve(path, protocol), raw_input, ctx)`` in one lookup: a wire
-        adapter's way to begin a call it has nothing else to check for."""
-        answer = self._offered_answers[protocol].get(path)
-        if answer is None:  # resolve observes the miss and raises ProcedureNotFound
-            return self.answer_now(self.resolve(path, protocol), raw_input, ctx)
-        return answer(raw_input, ctx)
+    def answers(self, protocol: Transport) -> Answers:
+        """``answer_now(resolve(path, protocol), ...)`` for every path, by path: a wire
+        adapter binds it once and begins each call with one lookup, no method call between
+        (``Answers``)."""
+        return self._offered_answers[protocol]
 
-    def _answerer(self, proc: Procedure, peek: Peek | None) -> Callable[[Any, Context], Any]:
+    def _answerer(self, proc: Procedure, peek: Peek | None) -> Answer:
         """``answer_now`` for ``proc``: a closure over what does not change between calls.
         Each Python call and attribute it saves shows in the bench (docs/performance.md)."""
         path = proc.path
