@@ -29,7 +29,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_response
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler
@@ -86,11 +86,31 @@ class _Server(web.Server):
         return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
+# The ``Server`` header of every answer. aiohttp's default names its version and Python's
+# (``Python/3.11 aiohttp/3.14.5``): a scanner's first finding, and a help to an attacker
+# choosing exploits, and of no use to a client.
+SERVER_HEADER = "infrawatch"
+
+
+def hide_versions() -> None:
+    """Every response this process serves says ``Server: infrawatch``.
+
+    aiohttp sets the header in ``StreamResponse._prepare_headers`` with
+    ``headers.setdefault(SERVER, SERVER_SOFTWARE)``, reading its module's global on each
+    response: setting that global costs nothing per request, and it reaches every answer,
+    aiohttp's own 404 and 405 and the RPC routes' answers that no signal sees
+    (``exact_routes``). tests/test_server_header.py fails if aiohttp stops reading it.
+    """
+    web_response.SERVER_SOFTWARE = SERVER_HEADER  # type: ignore[attr-defined]
+
+
 class AppRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections answer unparseable requests in JSON, and whose RPC
-    requests skip aiohttp's router (``server/exact_routes.py``)."""
+    """``web.AppRunner`` whose connections answer unparseable requests in JSON, whose RPC
+    requests skip aiohttp's router (``server/exact_routes.py``), and whose answers do not name
+    the versions of Python and aiohttp (``hide_versions``)."""
 
     async def _make_server(self) -> web.Server:
+        hide_versions()
         server = await super()._make_server()  # starts the app, as AppRunner does
         return _Server(
             exact_routes.dispatcher(self.app, server.request_handler),
