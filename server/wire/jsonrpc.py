@@ -158,12 +158,11 @@ def _succeeded(request_id: Any, result: Any) -> Reply | None:
 
 
 async def _call_batch(
-    router: Router, members: list[Any], caller: Caller, request: web.Request
+    router: Router, answers: Answers, members: list[Any], caller: Caller, request: web.Request
 ) -> list[Reply]:
     """Every member's reply, in order (notifications have none). What needs no waiting is
     answered first, synchronously, without a coroutine or a Task each; the rest run
     concurrently."""
-    answers = router.answers("jsonrpc")
     started = [_start_member(answers, member, caller, request) for member in members]
     pending = [
         (i, reply, rid) for i, (reply, _, rid) in enumerate(started) if isinstance(reply, Pending)
@@ -261,7 +260,7 @@ async def handle_rpc(
                 code=ErrorCode.PAYLOAD_TOO_LARGE,
             )
             return _refusal(too_many, status=413)
-        replies = await _call_batch(router, payload, caller, request)
+        replies = await _call_batch(router, answers, payload, caller, request)
         if not replies:
             return web.Response(status=204)
         return _encode(replies)
