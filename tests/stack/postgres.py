@@ -187,8 +187,15 @@ class PostgresServer(StackServer):
         )
 
     def wait_for_replay(self, timeout: float = REPLICA_TIMEOUT) -> None:
-        """Wait until this replica has replayed everything its primary had written so far."""
-        target = self._primary().psql("SELECT pg_current_wal_lsn()")
+        """Wait until this replica has replayed everything its primary had written so far.
+
+        The target is the primary's WAL *insert* position. With ``synchronous_commit = off``
+        (this stack's setting, for speed) a commit returns while its record may still sit in
+        the WAL buffers, behind ``pg_current_wal_lsn()`` (the write position): a replica
+        caught up to that had not yet replayed the commit, and a test then missed the table it
+        had just created (seen once in a full run). The WAL writer flushes within
+        ``wal_writer_delay``, so the insert position is always reached."""
+        target = self._primary().psql("SELECT pg_current_wal_insert_lsn()")
         replayed = "SELECT pg_last_wal_replay_lsn() >= :'target'::pg_lsn"
         self.wait_until(
             lambda: self.psql(replayed, variables={"target": target}) == "t",
